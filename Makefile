@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data/glue/SST-2
+OUT ?= runs/demo
+TRAIN_SAMPLES ?= 8000
+
+.PHONY: install demo test lint bench clean
+
+# torch is pinned to the local CPU build first: a bare `torch` requirement would pull a multi-GB CUDA build.
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/prunekit finetune --model minilm --data $(DATA) --out $(OUT)/finetuned --overwrite \
+		--max-train-samples $(TRAIN_SAMPLES) --max-length 64
+	$(BIN)/prunekit evaluate --model $(OUT)/finetuned --data $(DATA) --max-length 64 --json $(OUT)/evaluate.json
+	$(BIN)/prunekit bench --model $(OUT)/finetuned --vs minilm --json $(OUT)/bench.json
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python bench/foundation.py
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

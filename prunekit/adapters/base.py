@@ -1,0 +1,116 @@
+"""Where a model's prunable structure lives: the one view every method works through.
+
+An adapter maps one architecture family onto the same few nouns: transformer layers, each with
+an attention block (q/k/v/output projections, heads, KV groups) and a feed-forward block
+(up/down and optional gate projections); the word embeddings; the classifier head.
+Head counts are read from the live weight shapes, so they stay right after pruning.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+
+@dataclass
+class AttentionBlock:
+    """One layer's self-attention. ``module`` is the object whose forward splits heads."""
+
+    module: nn.Module
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+    output: nn.Linear
+    head_dim: int
+
+    @property
+    def num_heads(self) -> int:
+        return self.query.out_features // self.head_dim
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.key.out_features // self.head_dim
+
+    @property
+    def heads_per_kv_group(self) -> int:
+        return self.num_heads // max(self.num_kv_heads, 1)
+
+
+@dataclass
+class FeedForwardBlock:
+    """One layer's FFN: ``down(act(gate(x)) * up(x))`` or ``down(act(up(x)))`` when ``gate`` is None."""
+
+    up: nn.Linear
+    down: nn.Linear
+    gate: nn.Linear | None = None
+
+    @property
+    def num_neurons(self) -> int:
+        return self.up.out_features
+
+
+@dataclass
+class TransformerLayer:
+    index: int
+    module: nn.Module
+    attention: AttentionBlock
+    ffn: FeedForwardBlock
+
+
+class ModelAdapter(ABC):
+    """Base class: subclasses name their ``model_types`` and locate the blocks."""
+
+    family: ClassVar[str]
+    model_types: ClassVar[tuple[str, ...]]
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    @abstractmethod
+    def layer_list(self) -> nn.ModuleList:
+        """The container of transformer layers (removing a layer edits this list)."""
+
+    @abstractmethod
+    def attention(self, layer: nn.Module) -> AttentionBlock: ...
+
+    @abstractmethod
+    def ffn(self, layer: nn.Module) -> FeedForwardBlock: ...
+
+    @abstractmethod
+    def word_embeddings(self) -> nn.Embedding: ...
+
+    @abstractmethod
+    def classifier(self) -> list[nn.Linear]:
+        """The task head's linear layers, input side first (pooler/pre-classifier included)."""
+
+    def layers(self) -> list[TransformerLayer]:
+        return [
+            TransformerLayer(i, layer, self.attention(layer), self.ffn(layer))
+            for i, layer in enumerate(self.layer_list())
+        ]
+
+    def prunable_linears(self) -> dict[str, nn.Linear]:
+        """Qualified name -> Linear for every projection inside the transformer layers."""
+        names = {id(module): name for name, module in self.model.named_modules()}
+        found: dict[str, nn.Linear] = {}
+        for layer in self.layers():
+            attn, ffn = layer.attention, layer.ffn
+            for linear in (attn.query, attn.key, attn.value, attn.output, ffn.gate, ffn.up, ffn.down):
+                if linear is not None:
+                    found[names[id(linear)]] = linear
+        return found
+
+    def describe(self) -> list[dict[str, int]]:
+        """Per-layer structure: heads, KV heads, head size, FFN width."""
+        return [
+            {
+                "heads": layer.attention.num_heads,
+                "kv_heads": layer.attention.num_kv_heads,
+                "head_dim": layer.attention.head_dim,
+                "ffn": layer.ffn.num_neurons,
+            }
+            for layer in self.layers()
+        ]

@@ -1,0 +1,30 @@
+"""Tokenise a split once; pad per batch (dynamic padding) in the collator."""
+
+from __future__ import annotations
+
+import torch
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from prunekit.data.readers import Split
+
+
+class EncodedSplit(torch.utils.data.Dataset):
+    """A split tokenised up front: item ``i`` is ``{input_ids, attention_mask, ..., labels}``."""
+
+    def __init__(self, split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int, regression: bool):
+        encoded = tokenizer(split.text_a, split.text_b, truncation=True, max_length=max_length)
+        self._columns = {key: list(values) for key, values in encoded.items()}
+        self._labels = [float(v) for v in split.labels] if regression else [int(v) for v in split.labels]
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def __getitem__(self, index: int) -> dict[str, list[int] | int | float]:
+        item = {key: values[index] for key, values in self._columns.items()}
+        item["labels"] = self._labels[index]
+        return item
+
+
+def make_collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorWithPadding:
+    """Pads each batch to its longest sequence (to a multiple of 8, friendlier to matmul kernels)."""
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)

@@ -1,0 +1,394 @@
+"""Read a task's train/eval splits from GLUE folders, CSV/TSV/JSONL files, or the hub.
+
+Everything here is plain Python: texts and labels, no tokenisation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from prunekit.data.tasks import GLUE_TASKS, Column, TaskSpec, custom_task, glue_task, normalise_task_name
+from prunekit.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl", ".json")
+EVAL_STEMS = ("dev", "validation", "eval")
+
+csv.field_size_limit(sys.maxsize)
+
+
+@dataclass
+class Split:
+    """One split: texts (one or two per example) and their labels (class ids or floats)."""
+
+    text_a: list[str]
+    text_b: list[str] | None
+    labels: list[int] | list[float]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: Sequence[int]) -> Split:
+        def pick(values: list) -> list:
+            return [values[i] for i in indices]
+
+        text_b = None if self.text_b is None else pick(self.text_b)
+        return replace(self, text_a=pick(self.text_a), text_b=text_b, labels=pick(self.labels))
+
+
+@dataclass
+class TaskData:
+    """A task and the splits that were asked for (``None`` for a split not loaded)."""
+
+    task: TaskSpec
+    train: Split | None
+    eval: Split | None
+
+
+@dataclass
+class _RawSplit:
+    """Texts with labels still as text, and where each came from (for error messages)."""
+
+    texts: list[list[str]]
+    labels: list[str]
+    lines: list[int]
+    source: str
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def _read_rows(path: Path, has_header: bool) -> tuple[list[str] | None, list[tuple[int, Any]]]:
+    """Header (or None) and ``(line, row)`` pairs: rows are field lists (CSV/TSV) or dicts (JSONL)."""
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(TABLE_SUFFIXES)}")
+    with open(path, encoding="utf-8-sig", newline="") as handle:  # utf-8-sig drops MRPC's BOM
+        if suffix in (".jsonl", ".json"):
+            rows = []
+            for line, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{line}: expected one JSON object per line ({err.msg})") from None
+                if not isinstance(record, dict):
+                    raise DataError(f"{path}:{line}: expected a JSON object, found {type(record).__name__}")
+                rows.append((line, record))
+            return (list(rows[0][1]) if rows else []), rows
+        # GLUE's TSVs hold unbalanced quote characters: quotes are never field delimiters there.
+        quoting = csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL
+        reader = csv.reader(handle, delimiter="\t" if suffix == ".tsv" else ",", quoting=quoting)
+        records = [(reader.line_num, fields) for fields in reader if fields]
+    if not has_header:
+        return None, records
+    if not records:
+        raise DataError(f"{path}: file is empty; expected a header line and examples")
+    return records[0][1], records[1:]
+
+
+def _column_key(path: Path, header: list[str] | None, jsonl: bool, column: Column) -> Column:
+    """The key that indexes a row for a column given by name or 0-based index."""
+    if header is None:
+        if isinstance(column, str) and not column.isdigit():
+            raise ConfigError(f"{path}: column {column!r} named, but the file has no header; give 0-based indices")
+        return int(column)
+    if column in header:
+        return column if jsonl else header.index(column)
+    if not jsonl and str(column).isdigit() and int(column) < len(header):
+        return int(column)
+    raise DataError(f"{path}: column {column!r} not found; columns are: {', '.join(map(str, header))}")
+
+
+def _read_split(path: Path, spec: TaskSpec, strict: bool) -> _RawSplit:
+    """Texts and raw labels of one file; rows lacking a column are an error (strict) or skipped."""
+    header, rows = _read_rows(path, spec.has_header)
+    jsonl = path.suffix.lower() in (".jsonl", ".json")
+    columns = (*spec.text_columns, spec.label_column)
+    keys = [_column_key(path, header, jsonl, c) for c in columns] if rows else []
+    raw = _RawSplit([[] for _ in spec.text_columns], [], [], str(path))
+    skipped = 0
+    for line, row in rows:
+        try:
+            fields = [row[k] for k in keys]
+        except (IndexError, KeyError):
+            if strict:
+                raise DataError(f"{path}:{line}: row has {len(row)} fields; expected columns {columns}") from None
+            skipped += 1
+            continue
+        for bucket, value in zip(raw.texts, fields[:-1]):
+            bucket.append("" if value is None else str(value))
+        raw.labels.append(_label_text(fields[-1]))
+        raw.lines.append(line)
+    if skipped:
+        logger.warning("%s: skipped %d malformed line(s)", path, skipped)
+    if not raw.labels:
+        raise DataError(f"{path}: no examples; expected at least one labelled row")
+    return raw
+
+
+def _label_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+# ---------------------------------------------------------------- labels
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def infer_label_names(raw_labels: Sequence[str], regression: bool | None = None) -> tuple[str, ...] | None:
+    """``None`` (regression) for float labels that are not all integers, else the sorted class names."""
+    numeric = all(_is_float(v) for v in raw_labels)
+    integral = numeric and all(float(v).is_integer() for v in raw_labels)
+    if regression is None:
+        regression = numeric and not integral
+    if regression:
+        return None
+    if integral:
+        return tuple(str(v) for v in sorted({int(float(v)) for v in raw_labels}))
+    return tuple(sorted(set(raw_labels)))
+
+
+def _to_split(raw: _RawSplit, spec: TaskSpec) -> Split:
+    """Parse raw labels: floats for regression, class ids for classification."""
+    labels: list[Any] = []
+    if spec.is_regression:
+        for line, value in zip(raw.lines, raw.labels):
+            if not _is_float(value):
+                raise DataError(
+                    f"{raw.source}:{line}: label {spec.label_column!r} = {value!r} is not a number "
+                    "(a regression task expects float labels)"
+                )
+            labels.append(float(value))
+    else:
+        ids = {name: i for i, name in enumerate(spec.label_names)}
+        for line, value in zip(raw.lines, raw.labels):
+            if value not in ids:
+                raise DataError(
+                    f"{raw.source}:{line}: label {value!r} in column {spec.label_column!r} is not one of "
+                    f"{', '.join(spec.label_names)}"
+                )
+            labels.append(ids[value])
+    return Split(raw.texts[0], raw.texts[1] if len(raw.texts) > 1 else None, labels, raw.source)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def parse_columns(text: str | Sequence[str] | None, flag: str = "--text-columns") -> tuple[Column, ...] | None:
+    """``"a,b"`` or ``["a", "b"]`` -> ``("a", "b")``; digit strings become indices."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in (text.split(",") if isinstance(text, str) else text)]
+    if not parts or any(not p for p in parts) or len(parts) > 2:
+        raise ConfigError(f"{flag} {text!r}: expected one or two comma-separated column names or indices")
+    return tuple(int(p) if p.isdigit() else p for p in parts)
+
+
+def load_task_data(
+    data: str | None = None,
+    *,
+    task: str | None = None,
+    train_file: str | None = None,
+    eval_file: str | None = None,
+    text_columns: str | Sequence[str] | None = None,
+    label_column: str | None = None,
+    no_header: bool = False,
+    regression: bool | None = None,
+    label_names: Sequence[str] | None = None,
+    need_train: bool = True,
+    need_eval: bool = True,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    seed: int = 42,
+) -> TaskData:
+    """Load a task's splits.
+
+    ``data`` is a GLUE task folder (``SST-2``), a CSV/TSV/JSONL file or a folder of them, or a hub
+    dataset name (``glue/sst2``; needs the ``datasets`` package and a network). ``train_file`` /
+    ``eval_file`` name the splits explicitly. Your own files need ``text_columns`` and
+    ``label_column``. ``label_names`` fixes the class order (e.g. a fine-tuned model's ``id2label``).
+    ``max_train_samples`` draws a seeded random subset; ``max_eval_samples`` keeps the first rows.
+
+    >>> data = load_task_data("../shared/data/glue/SST-2", need_train=False)  # doctest: +SKIP
+    >>> data.task.main_metric, len(data.eval)  # doctest: +SKIP
+    ('accuracy', 872)
+    """
+    columns = parse_columns(text_columns)
+    if columns is not None and label_column is None:
+        raise ConfigError("--text-columns given without --label-column; name the column that holds the labels")
+    if no_header and columns is None:
+        raise ConfigError("--no-header needs --text-columns and --label-column as 0-based column indices")
+    if max_train_samples is not None and max_train_samples < 1:
+        raise ConfigError(f"--max-train-samples {max_train_samples}: expected a positive number")
+    if max_eval_samples is not None and max_eval_samples < 1:
+        raise ConfigError(f"--max-eval-samples {max_eval_samples}: expected a positive number")
+
+    located = _locate(data, task, train_file, eval_file, need_train, need_eval, columns)
+    if located is None:
+        spec, raw = _read_hub(data, task, columns, label_column, need_train, need_eval)
+    else:
+        train_path, eval_path, task_name = located
+        if columns is None:
+            spec, strict = glue_task(task_name), False  # GLUE has the odd malformed line (QQP): skip, warn
+        else:
+            label_key: Column = int(label_column) if no_header and str(label_column).isdigit() else label_column
+            spec, strict = custom_task(columns, label_key, None, has_header=not no_header), True
+        raw = {
+            name: _read_split(path, spec, strict)
+            for name, path in (("train", train_path), ("eval", eval_path))
+            if path is not None
+        }
+    if spec.name == "custom":
+        if label_names is not None and not regression:
+            names = tuple(label_names)
+        else:
+            names = infer_label_names((raw.get("train") or raw["eval"]).labels, regression)
+        spec = custom_task(spec.text_columns, spec.label_column, names, has_header=spec.has_header)
+
+    train = _to_split(raw["train"], spec) if "train" in raw else None
+    evaluation = _to_split(raw["eval"], spec) if "eval" in raw else None
+    if train is not None and max_train_samples is not None and max_train_samples < len(train):
+        train = train.subset(sorted(random.Random(seed).sample(range(len(train)), max_train_samples)))
+    if evaluation is not None and max_eval_samples is not None:
+        evaluation = evaluation.subset(range(min(max_eval_samples, len(evaluation))))
+    return TaskData(spec, train, evaluation)
+
+
+def _locate(
+    data: str | None,
+    task: str | None,
+    train_file: str | None,
+    eval_file: str | None,
+    need_train: bool,
+    need_eval: bool,
+    columns: tuple[Column, ...] | None,
+) -> tuple[Path | None, Path | None, str | None] | None:
+    """The split files and GLUE task name (``None`` for custom data); ``None`` for a hub dataset."""
+    for flag, value in (("--train", train_file), ("--eval", eval_file)):
+        if value is not None and not Path(value).is_file():
+            raise DataError(f"{flag} {value}: file not found")
+    if task is not None:
+        glue_task(task)  # unknown task names fail here, before any file is read
+
+    if data is None:
+        if (need_train and train_file is None) or (need_eval and eval_file is None):
+            raise ConfigError("no data given: pass --data, or --train and --eval")
+        folder = Path(train_file or eval_file).parent
+        task_name = None if columns else (task or _task_from_folder(folder))
+        return (Path(train_file) if need_train else None, Path(eval_file) if need_eval else None, task_name)
+
+    path = Path(data).expanduser()
+    if not path.exists():
+        if _looks_like_hub_name(data):
+            return None
+        raise DataError(f"--data {data}: no such file or folder")
+    if path.is_file():
+        if columns is None:
+            raise ConfigError(f"--data {data}: a single file needs --text-columns and --label-column")
+        evaluation = Path(eval_file) if eval_file else path
+        return (path if need_train else None, evaluation if need_eval else None, None)
+
+    task_name, suffixes, eval_stems = None, TABLE_SUFFIXES, EVAL_STEMS
+    if columns is None:
+        task_name = task or _task_from_folder(path)
+        suffixes, eval_stems = (".tsv",), glue_task(task_name).eval_files
+    train = Path(train_file) if train_file else _find_file(path, ("train",), suffixes)
+    evaluation = Path(eval_file) if eval_file else _find_file(path, eval_stems, suffixes)
+    if need_train and train is None:
+        raise DataError(f"--data {data}: no train file; expected train{' or train'.join(suffixes)} in the folder")
+    if need_eval and evaluation is None:
+        names = " or ".join(f"{stem}{suffixes[0]}" for stem in eval_stems)
+        raise DataError(f"--data {data}: no evaluation file; expected {names} in the folder")
+    return (train if need_train else None, evaluation if need_eval else None, task_name)
+
+
+def _find_file(folder: Path, stems: Sequence[str], suffixes: Sequence[str]) -> Path | None:
+    for stem in stems:
+        for suffix in suffixes:
+            if (folder / f"{stem}{suffix}").is_file():
+                return folder / f"{stem}{suffix}"
+    return None
+
+
+def _task_from_folder(folder: Path) -> str:
+    key = normalise_task_name(folder.resolve().name)
+    if key not in GLUE_TASKS:
+        raise ConfigError(
+            f"cannot tell the task from folder name {folder.name!r}: pass --task (one of "
+            f"{', '.join(GLUE_TASKS)}), or --text-columns and --label-column for your own data"
+        )
+    return key
+
+
+def _looks_like_hub_name(data: str) -> bool:
+    return not data.startswith((".", "/", "~")) and data.count("/") <= 1 and Path(data).suffix == ""
+
+
+# The hub's GLUE configs name their columns differently from the TSV headers.
+_HUB_GLUE_COLUMNS = {
+    "sst2": ("sentence",), "cola": ("sentence",), "mrpc": ("sentence1", "sentence2"),
+    "stsb": ("sentence1", "sentence2"), "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2"),
+    "qnli": ("question", "sentence"), "qqp": ("question1", "question2"), "mnli": ("premise", "hypothesis"),
+}
+
+
+def _read_hub(
+    name: str,
+    task: str | None,
+    columns: tuple[Column, ...] | None,
+    label_column: str | None,
+    need_train: bool,
+    need_eval: bool,
+) -> tuple[TaskSpec, dict[str, _RawSplit]]:
+    """Read ``name`` with the ``datasets`` package (needs a network; no test or benchmark uses this)."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(
+            f"--data {name}: no such file or folder; to load it from the Hugging Face hub, pip install datasets"
+        ) from None
+    parts = name.split("/")
+    try:
+        dataset = datasets.load_dataset(*parts)
+    except Exception as err:  # the hub raises many types; its message is what matters
+        raise DataError(f"--data {name}: could not load it from the hub ({err})") from None
+    glue_name = normalise_task_name(task or parts[-1])
+    if columns is None:
+        if parts[0] != "glue" or glue_name not in _HUB_GLUE_COLUMNS:
+            raise ConfigError(f"--data {name}: pass --text-columns and --label-column for this hub dataset")
+        spec = glue_task(glue_name)
+        columns, label_column = _HUB_GLUE_COLUMNS[glue_name], "label"
+    else:
+        spec = custom_task(columns, label_column, None)
+    wanted = {"train": ["train"] if need_train else [],
+              "eval": [s for s in ("validation_matched", "validation") if s in dataset][:1] if need_eval else []}
+    raw = {}
+    for role, split_names in wanted.items():
+        for split_name in split_names:
+            table = dataset[split_name]
+            labels = list(table[label_column])
+            if spec.label_names is not None:  # hub GLUE labels are already class ids
+                labels = [spec.label_names[i] for i in labels]
+            raw[role] = _RawSplit([list(map(str, table[c])) for c in columns], [_label_text(v) for v in labels],
+                                  list(range(len(labels))), f"{name}[{split_name}]")
+    return spec, raw

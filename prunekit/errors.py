@@ -1,0 +1,23 @@
+"""One small error hierarchy. The CLI turns any of these into a one-line message and exit code 2."""
+
+from __future__ import annotations
+
+
+class PrunekitError(Exception):
+    """Base class: a problem with the user's input, reported without a traceback."""
+
+
+class ConfigError(PrunekitError):
+    """A command-line flag or config value is out of range or inconsistent."""
+
+
+class DataError(PrunekitError):
+    """A data file or folder is missing, malformed, or lacks an expected column."""
+
+
+class ModelError(PrunekitError):
+    """A model folder or name cannot be loaded."""
+
+
+class UnsupportedModelError(ModelError):
+    """The model's architecture has no adapter."""

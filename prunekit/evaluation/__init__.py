@@ -1,0 +1,16 @@
+"""Evaluation: official metrics on real data, size, and measured speed."""
+
+from prunekit.evaluation.bench import LatencyStats, count_flops, make_inputs, measure_latency
+from prunekit.evaluation.evaluate import evaluate_model, predict_logits
+from prunekit.evaluation.summary import make_summary, model_size
+
+__all__ = [
+    "LatencyStats",
+    "count_flops",
+    "evaluate_model",
+    "make_inputs",
+    "make_summary",
+    "measure_latency",
+    "model_size",
+    "predict_logits",
+]

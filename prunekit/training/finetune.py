@@ -1,0 +1,97 @@
+"""Full fine-tuning through the Hugging Face Trainer (so ``torchrun`` / ``accelerate launch`` just work)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from prunekit.data import EncodedSplit, Split, TaskSpec, make_collator
+from prunekit.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneConfig:
+    """Training hyper-parameters; the defaults fine-tune MiniLM on SST-2 to ~0.84 in one pass."""
+
+    epochs: float = 1.0  # passes over the training split
+    batch_size: int = 32  # per process
+    lr: float = 5e-5
+    max_length: int = 128  # tokens; longer inputs are truncated
+    seed: int = 42
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.0
+    logging_steps: int = 50
+
+    def __post_init__(self) -> None:
+        checks = {
+            "--epochs": self.epochs > 0,
+            "--batch-size": self.batch_size >= 1,
+            "--lr": self.lr > 0,
+            "--max-length": self.max_length >= 8,
+            "--warmup-ratio": 0 <= self.warmup_ratio < 1,
+        }
+        for flag, ok in checks.items():
+            if not ok:
+                value = getattr(self, flag[2:].replace("-", "_"))
+                raise ConfigError(f"{flag} {value}: out of range")
+
+
+def training_arguments(config: FinetuneConfig, work_dir: str | Path) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(work_dir),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # a float < 1 is a fraction of the total steps
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=config.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # accelerate runs multi-process CPU training (gloo) only when told it is on the CPU
+        use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,
+        disable_tqdm=False,
+    )
+
+
+def finetune(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: Split,
+    task: TaskSpec,
+    config: FinetuneConfig,
+    work_dir: str | Path,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Trainer:
+    """Train ``model`` in place on ``train``; returns the Trainer (for its state and accelerator).
+
+    >>> trainer = finetune(model, tokenizer, data.train, data.task, FinetuneConfig(), "/tmp/run")  # doctest: +SKIP
+    """
+    dataset = EncodedSplit(train, tokenizer, config.max_length, task.is_regression)
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(config, work_dir),
+        train_dataset=dataset,
+        data_collator=make_collator(tokenizer),
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+    trainer.train()
+    return trainer

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.tiny import save_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+GLUE = REPO.parent / "shared" / "data" / "glue"
+
+POSITIVE = ["a great film", "very good movie", "the film is great", "good , very good", "a good movie"]
+NEGATIVE = ["an awful film", "very bad movie", "the film is not good", "bad , very bad", "awful movie"]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return save_tiny_model("bert", tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def sentiment_dir(tmp_path_factory) -> Path:
+    """An SST-2-layout folder of easy synthetic sentiment data (header, 0/1 labels)."""
+    folder = tmp_path_factory.mktemp("data") / "SST-2"
+    folder.mkdir()
+    rng = random.Random(0)
+    for name, count in (("train", 96), ("dev", 32)):
+        rows = [(rng.choice(POSITIVE), 1) if i % 2 else (rng.choice(NEGATIVE), 0) for i in range(count)]
+        (folder / f"{name}.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows))
+    return folder
+
+
+def glue_dir(name: str) -> Path:
+    folder = GLUE / name
+    if not folder.is_dir():
+        pytest.skip(f"real GLUE data not found at {folder}")
+    return folder

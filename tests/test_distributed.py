@@ -1,0 +1,31 @@
+"""Training runs unchanged under torchrun: two CPU processes (gloo) fine-tune one model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from prunekit.cli import main
+
+
+@pytest.mark.slow
+def test_two_process_finetune_saves_a_model_that_evaluates(tiny_bert, sentiment_dir, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+         "-m", "prunekit", "finetune", "--model", str(tiny_bert), "--data", str(sentiment_dir),
+         "--out", str(out), "--batch-size", "8", "--max-length", "16"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    # 96 examples, 8 per process, 2 processes -> 6 optimizer steps (one process would take 12)
+    assert summary["train"]["world_size"] == 2 and summary["train"]["steps"] == 6
+    evaluation = tmp_path / "e.json"
+    assert main(["evaluate", "--model", str(out), "--data", str(sentiment_dir), "--json", str(evaluation)]) == 0
+    assert json.loads(evaluation.read_text())["metrics"] == pytest.approx(summary["metrics"])

@@ -1,0 +1,61 @@
+"""Tiny randomly initialised models of each supported family, saved as HF folders."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertTokenizer,
+    DistilBertConfig,
+    LlamaConfig,
+    MistralConfig,
+    Qwen2Config,
+    RobertaConfig,
+)
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PIECES = list(string.ascii_lowercase + string.digits + string.punctuation)
+WORDS = ["the", "a", "movie", "film", "good", "bad", "great", "awful", "not", "is", "was", "very"]
+VOCAB = SPECIAL + WORDS + PIECES + [f"##{p}" for p in PIECES]
+
+
+def tiny_tokenizer() -> BertTokenizer:
+    """A lowercase WordPiece tokenizer that can spell any ASCII text with ~200 tokens."""
+    return BertTokenizer(vocab={token: i for i, token in enumerate(VOCAB)}, do_lower_case=True)
+
+
+def tiny_config(family: str, num_labels: int = 2):
+    common = dict(vocab_size=len(VOCAB), num_labels=num_labels, pad_token_id=0)
+    if family == "bert":
+        return BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                          max_position_embeddings=128, **common)
+    if family == "roberta":  # RoBERTa offsets positions by padding_idx + 1
+        return RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                             max_position_embeddings=160, **common)
+    if family == "distilbert":
+        return DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=128, **common)
+    decoder = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
+                   intermediate_size=96, max_position_embeddings=128, **common)
+    if family == "llama":
+        return LlamaConfig(**decoder)
+    if family == "mistral":
+        return MistralConfig(**decoder)
+    if family == "qwen2":
+        return Qwen2Config(**decoder)
+    raise ValueError(family)
+
+
+FAMILIES = ("bert", "roberta", "distilbert", "llama", "mistral", "qwen2")
+
+
+def save_tiny_model(family: str, folder: Path, num_labels: int = 2, seed: int = 0) -> Path:
+    """Write a tiny random ``family`` model with its tokenizer to ``folder``."""
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(tiny_config(family, num_labels))
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
