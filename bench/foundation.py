@@ -43,23 +43,50 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "sst2"
         start = time.perf_counter()
-        run(["finetune", "--model", "minilm", "--data", args.data, "--out", str(model),
-             "--max-train-samples", args.train_samples, "--max-length", "64"])
+        run(
+            [
+                "finetune",
+                "--model",
+                "minilm",
+                "--data",
+                args.data,
+                "--out",
+                str(model),
+                "--max-train-samples",
+                args.train_samples,
+                "--max-length",
+                "64",
+            ]
+        )
         finetune_s = time.perf_counter() - start
         trained = json.loads((model / "summary.json").read_text())
-        evaluation = run(["evaluate", "--model", str(model), "--data", args.data, "--max-length", "64"],
-                         Path(tmp) / "eval.json")
+        evaluation = run(
+            ["evaluate", "--model", str(model), "--data", args.data, "--max-length", "64"], Path(tmp) / "eval.json"
+        )
         benches = {
-            shape: run(["bench", "--model", str(model), "--vs", str(model), "--batch-size", str(batch),
-                        "--seq-len", "128", "--threads", "2"], Path(tmp) / f"bench-{batch}.json")
+            shape: run(
+                [
+                    "bench",
+                    "--model",
+                    str(model),
+                    "--vs",
+                    str(model),
+                    "--batch-size",
+                    str(batch),
+                    "--seq-len",
+                    "128",
+                    "--threads",
+                    "2",
+                ],
+                Path(tmp) / f"bench-{batch}.json",
+            )
             for shape, batch in (("batch32_seq128", 32), ("batch1_seq128", 1))
         }
 
     result = {
         "benchmark": "foundation",
         "command": "python bench/foundation.py",
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                    "threads": 2},
+        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "threads": 2},
         "train": {**trained["train"], "wall_s": round(finetune_s, 1)},
         "evaluate": evaluation,
         "bench": benches,

@@ -42,8 +42,12 @@ def _add_data_arguments(parser: argparse.ArgumentParser, with_train: bool) -> No
     group.add_argument("--text-columns", help="your own data: one or two text columns, 'a' or 'a,b'")
     group.add_argument("--label-column", help="your own data: the label column")
     group.add_argument("--no-header", action="store_true", help="files have no header; columns are 0-based indices")
-    group.add_argument("--regression", action="store_true", default=None,
-                       help="float labels: regression (detected when labels are non-integer numbers)")
+    group.add_argument(
+        "--regression",
+        action="store_true",
+        default=None,
+        help="float labels: regression (detected when labels are non-integer numbers)",
+    )
     group.add_argument("--max-eval-samples", type=_positive_int, help="evaluate on the first N examples only")
     group.add_argument("--max-length", type=_positive_int, default=128, help="tokens per example (default 128)")
 
@@ -114,8 +118,13 @@ def run_finetune(args: argparse.Namespace) -> dict:
 
     check_output_dir(args.out, args.overwrite)  # fail before any long work
     config = FinetuneConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
-        seed=args.seed, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_length=args.max_length,
+        seed=args.seed,
+        weight_decay=args.weight_decay,
+        warmup_ratio=args.warmup_ratio,
     )
     data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **_data_kwargs(args))
     set_seed(args.seed)  # before the classifier head is initialised
@@ -130,13 +139,22 @@ def run_finetune(args: argparse.Namespace) -> dict:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         summary = make_summary(
-            "finetune", args.model, data.task.name,
-            metrics=metrics, main_metric=data.task.main_metric, **model_size(model, tmp),
+            "finetune",
+            args.model,
+            data.task.name,
+            metrics=metrics,
+            main_metric=data.task.main_metric,
+            **model_size(model, tmp),
             eval_samples=len(data.eval),
             train={
-                "samples": len(data.train), "epochs": config.epochs, "steps": state.global_step,
-                "batch_size": config.batch_size, "world_size": trainer.args.world_size, "lr": config.lr,
-                "max_length": config.max_length, "seed": config.seed,
+                "samples": len(data.train),
+                "epochs": config.epochs,
+                "steps": state.global_step,
+                "batch_size": config.batch_size,
+                "world_size": trainer.args.world_size,
+                "lr": config.lr,
+                "max_length": config.max_length,
+                "seed": config.seed,
                 "runtime_s": round(state.log_history[-1].get("train_runtime", 0.0), 2),
                 "loss": state.log_history[-1].get("train_loss"),
             },
@@ -163,11 +181,17 @@ def run_evaluate(args: argparse.Namespace) -> dict:
             f"needs {data.task.num_labels}; fine-tune it on this task first (prunekit finetune)"
         )
     model, tokenizer = load_model(args.model)
-    metrics = evaluate_model(model, tokenizer, data.eval, data.task, max_length=args.max_length,
-                             batch_size=args.batch_size)
+    metrics = evaluate_model(
+        model, tokenizer, data.eval, data.task, max_length=args.max_length, batch_size=args.batch_size
+    )
     summary = make_summary(
-        "evaluate", args.model, data.task.name, metrics=metrics, main_metric=data.task.main_metric,
-        **model_size(model, folder), eval_samples=len(data.eval),
+        "evaluate",
+        args.model,
+        data.task.name,
+        metrics=metrics,
+        main_metric=data.task.main_metric,
+        **model_size(model, folder),
+        eval_samples=len(data.eval),
     )
     _write_optional_json(args.json, summary)
     _print_result(summary)
@@ -188,8 +212,13 @@ def run_bench(args: argparse.Namespace) -> dict:
         folder = resolve_model(name)
         return dict(**model_size(model, folder), latency_ms=latency.as_dict(), flops=model_flops)
 
-    summary = make_summary("bench", args.model, _task_of(resolve_model(args.model)),
-                           **describe(args.model, models[0], stats[0], flops[0]), ratio_vs=None)
+    summary = make_summary(
+        "bench",
+        args.model,
+        _task_of(resolve_model(args.model)),
+        **describe(args.model, models[0], stats[0], flops[0]),
+        ratio_vs=None,
+    )
     if args.vs:
         # ratio_vs: how many times faster --model is than --vs (> 1 means faster).
         summary["ratio_vs"] = round(stats[1].median / stats[0].median, 4)

@@ -19,8 +19,25 @@ COMMON_KEYS = {"schema_version", "kind", "model", "task", "params_total", "param
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory, tiny_bert, sentiment_dir):
     out = tmp_path_factory.mktemp("runs") / "ft"
-    code = main(["finetune", "--model", str(tiny_bert), "--data", str(sentiment_dir), "--out", str(out),
-                 "--epochs", "8", "--batch-size", "16", "--lr", "5e-3", "--max-length", "16"])
+    code = main(
+        [
+            "finetune",
+            "--model",
+            str(tiny_bert),
+            "--data",
+            str(sentiment_dir),
+            "--out",
+            str(out),
+            "--epochs",
+            "8",
+            "--batch-size",
+            "16",
+            "--lr",
+            "5e-3",
+            "--max-length",
+            "16",
+        ]
+    )
     assert code == 0
     return out
 
@@ -40,8 +57,22 @@ def test_finetune_saves_loadable_model_and_summary(finetuned):
 
 def test_evaluate_reproduces_finetune_metrics(finetuned, sentiment_dir, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    assert main(["evaluate", "--model", str(finetuned), "--data", str(sentiment_dir), "--max-length", "16",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(finetuned),
+                "--data",
+                str(sentiment_dir),
+                "--max-length",
+                "16",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     trained = json.loads((finetuned / "summary.json").read_text())
     assert result["kind"] == "evaluate" and COMMON_KEYS <= result.keys()
@@ -56,13 +87,41 @@ def test_bench_vs_reports_ratio_from_same_run(finetuned, tmp_path):
     torch.manual_seed(0)
     from transformers import BertConfig
 
-    config = BertConfig(vocab_size=200, hidden_size=256, num_hidden_layers=8, num_attention_heads=4,
-                        intermediate_size=1024, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=200,
+        hidden_size=256,
+        num_hidden_layers=8,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        max_position_embeddings=128,
+    )
     AutoModelForSequenceClassification.from_config(config).save_pretrained(big)
     (finetuned / "tokenizer.json").exists() and __import__("shutil").copy(finetuned / "tokenizer.json", big)
     out = tmp_path / "bench.json"
-    assert main(["bench", "--model", str(finetuned), "--vs", str(big), "--batch-size", "4", "--seq-len", "32",
-                 "--repeats", "5", "--warmup", "1", "--threads", "1", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                str(finetuned),
+                "--vs",
+                str(big),
+                "--batch-size",
+                "4",
+                "--seq-len",
+                "32",
+                "--repeats",
+                "5",
+                "--warmup",
+                "1",
+                "--threads",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     latency = result["latency_ms"]
     assert {"median", "min", "max", "batch_size", "seq_len", "threads"} <= latency.keys()
@@ -84,8 +143,25 @@ def test_overwrite_replaces_out(tiny_bert, sentiment_dir, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    assert main(["finetune", "--model", str(tiny_bert), "--data", str(sentiment_dir), "--out", str(out),
-                 "--overwrite", "--max-train-samples", "16", "--max-length", "16"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(tiny_bert),
+                "--data",
+                str(sentiment_dir),
+                "--out",
+                str(out),
+                "--overwrite",
+                "--max-train-samples",
+                "16",
+                "--max-length",
+                "16",
+            ]
+        )
+        == 0
+    )
     assert not (out / "stale.txt").exists() and (out / "summary.json").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp folders left behind"
 
@@ -96,12 +172,46 @@ def test_custom_string_labels_saved_as_id2label_and_reused_by_evaluate(tiny_bert
     data = tmp_path / "reviews.csv"
     data.write_text("review,verdict\n" + rows)
     out = tmp_path / "custom"
-    assert main(["finetune", "--model", str(tiny_bert), "--data", str(data), "--text-columns", "review",
-                 "--label-column", "verdict", "--out", str(out), "--max-length", "16"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(tiny_bert),
+                "--data",
+                str(data),
+                "--text-columns",
+                "review",
+                "--label-column",
+                "verdict",
+                "--out",
+                str(out),
+                "--max-length",
+                "16",
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"} and config["label2id"] == {"neg": 0, "pos": 1}
-    assert main(["evaluate", "--model", str(out), "--data", str(data), "--text-columns", "review",
-                 "--label-column", "verdict", "--json", str(tmp_path / "e.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(out),
+                "--data",
+                str(data),
+                "--text-columns",
+                "review",
+                "--label-column",
+                "verdict",
+                "--json",
+                str(tmp_path / "e.json"),
+            ]
+        )
+        == 0
+    )
     assert set(json.loads((tmp_path / "e.json").read_text())["metrics"]) == {"accuracy", "macro_f1"}
 
 
@@ -110,8 +220,26 @@ def test_regression_finetune_and_evaluate(tmp_path):
     lines = "".join(f"{'good' if i % 2 else 'bad'} film\t{'4.5' if i % 2 else '0.5'}\n" for i in range(16))
     (tmp_path / "scores.tsv").write_text("text\tscore\n" + lines)
     out = tmp_path / "reg"
-    assert main(["finetune", "--model", str(model), "--data", str(tmp_path / "scores.tsv"), "--text-columns",
-                 "text", "--label-column", "score", "--out", str(out), "--max-length", "16"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                str(model),
+                "--data",
+                str(tmp_path / "scores.tsv"),
+                "--text-columns",
+                "text",
+                "--label-column",
+                "score",
+                "--out",
+                str(out),
+                "--max-length",
+                "16",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["main_metric"] == "pearson" and set(summary["metrics"]) == {"pearson", "spearman", "mse"}
     assert json.loads((out / "config.json").read_text())["problem_type"] == "regression"
@@ -141,16 +269,23 @@ def broken_models(tmp_path_factory, tiny_bert):
         (["evaluate", "--model", "{gpt2}", "--data", "{data}"], "'gpt2' is not supported"),
         (["evaluate", "--model", "{tiny}", "--data", "{missing}"], "no such file or folder"),
         (["evaluate", "--model", "{tiny}", "--data", "{data}", "--task", "sst5"], "unknown task"),
-        (["evaluate", "--model", "{tiny}", "--data", "{data}", "--text-columns", "nope", "--label-column", "label"],
-         "column 'nope' not found"),
+        (
+            ["evaluate", "--model", "{tiny}", "--data", "{data}", "--text-columns", "nope", "--label-column", "label"],
+            "column 'nope' not found",
+        ),
         (["finetune", "--model", "{tiny}", "--data", "{data}", "--out", "{tmp}/x", "--lr", "-1"], "--lr"),
         (["bench", "--model", "{gpt2}"], "not supported"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(argv, message, tiny_bert, sentiment_dir, broken_models, tmp_path, capsys):
     """One line on stderr naming the flag or file and the expectation; exit code 2; no traceback."""
-    fill = {"missing": str(tmp_path / "missing"), "data": str(sentiment_dir), "tiny": str(tiny_bert),
-            "tmp": str(tmp_path), **{k: str(v) for k, v in broken_models.items()}}
+    fill = {
+        "missing": str(tmp_path / "missing"),
+        "data": str(sentiment_dir),
+        "tiny": str(tiny_bert),
+        "tmp": str(tmp_path),
+        **{k: str(v) for k, v in broken_models.items()},
+    }
     code = main([part.format(**fill) for part in argv])
     err = capsys.readouterr().err.strip()
     assert code == 2
@@ -161,7 +296,9 @@ def test_console_command_prints_no_traceback(tmp_path):
     """The real entry point, as a user runs it."""
     result = subprocess.run(
         [sys.executable, "-m", "prunekit", "evaluate", "--model", str(tmp_path / "none"), "--data", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("prunekit evaluate: error: --model")

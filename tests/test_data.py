@@ -23,12 +23,12 @@ def write(path, text, bom=False):
 def test_sst2_layout_with_quotes_inside_sentences(tmp_path):
     """QUOTE_NONE: an unbalanced quote must not swallow the following lines."""
     folder = tmp_path / "SST-2"
-    body = 'sentence\tlabel\nit \'s a "great film\t1\nbad movie\t0\n'
+    body = "sentence\tlabel\nit 's a \"great film\t1\nbad movie\t0\n"
     write(folder / "train.tsv", body)
     write(folder / "dev.tsv", body)
     data = load_task_data(str(folder))
     assert data.task.name == "sst2" and data.task.main_metric == "accuracy"
-    assert data.train.text_a == ['it \'s a "great film', "bad movie"]
+    assert data.train.text_a == ["it 's a \"great film", "bad movie"]
     assert data.train.labels == [1, 0] and data.train.text_b is None
 
 
@@ -57,8 +57,10 @@ def test_cola_headerless_layout(tmp_path):
 def test_stsb_regression_and_rte_string_labels(tmp_path):
     sts = tmp_path / "STS-B"
     header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
-    body = header + "0\tmain\tf\t2012\t1\tnone\tnone\tA plane.\tAn air plane.\t5.000\n" \
-                    "1\tmain\tf\t2012\t4\tnone\tnone\tA man.\tA cat.\t0.600\n"
+    body = (
+        header + "0\tmain\tf\t2012\t1\tnone\tnone\tA plane.\tAn air plane.\t5.000\n"
+        "1\tmain\tf\t2012\t4\tnone\tnone\tA man.\tA cat.\t0.600\n"
+    )
     write(sts / "train.tsv", body)
     write(sts / "dev.tsv", body)
     data = load_task_data(str(sts))
@@ -158,21 +160,41 @@ def test_sample_limits_are_seeded_subsets(tmp_path):
     [
         (None, dict(data="nowhere/SST-2"), DataError, "no such file or folder"),
         ("SST-2/train.tsv:sentence\tlabel\n", dict(data="SST-2"), DataError, "no evaluation file"),
-        ("SST-2/train.tsv:sentence\tlabel\n|SST-2/dev.tsv:sentence\tlabel\na\t1\n", dict(data="SST-2"),
-         DataError, "no examples"),
+        (
+            "SST-2/train.tsv:sentence\tlabel\n|SST-2/dev.tsv:sentence\tlabel\na\t1\n",
+            dict(data="SST-2"),
+            DataError,
+            "no examples",
+        ),
         ("X/train.tsv:a\n|X/dev.tsv:a\n", dict(data="X"), ConfigError, "cannot tell the task"),
         ("X/train.tsv:a\n|X/dev.tsv:a\n", dict(data="X", task="sst5"), ConfigError, "unknown task"),
-        ("d.csv:t,y\na,1\n", dict(data="d.csv", text_columns="text", label_column="y"), DataError,
-         "column 'text' not found"),
+        (
+            "d.csv:t,y\na,1\n",
+            dict(data="d.csv", text_columns="text", label_column="y"),
+            DataError,
+            "column 'text' not found",
+        ),
         ("d.csv:t,y\na,1\n", dict(data="d.csv", text_columns="t"), ConfigError, "--label-column"),
-        ("d.csv:t,y\na,1.5\nb,high\n", dict(data="d.csv", text_columns="t", label_column="y", regression=True),
-         DataError, "'high' is not a number"),
+        (
+            "d.csv:t,y\na,1.5\nb,high\n",
+            dict(data="d.csv", text_columns="t", label_column="y", regression=True),
+            DataError,
+            "'high' is not a number",
+        ),
         ("d.csv:t,y\na,1\nb\n", dict(data="d.csv", text_columns="t", label_column="y"), DataError, "d.csv:3"),
-        ("d.jsonl:[1, 2]\n", dict(data="d.jsonl", text_columns="t", label_column="y"), DataError,
-         "expected a JSON object"),
+        (
+            "d.jsonl:[1, 2]\n",
+            dict(data="d.jsonl", text_columns="t", label_column="y"),
+            DataError,
+            "expected a JSON object",
+        ),
         ("d.csv:t,y\n", dict(data="d.csv", text_columns="t", label_column="y"), DataError, "no examples"),
-        ("SST-2/train.tsv:sentence\tlabel\na\t7\n|SST-2/dev.tsv:sentence\tlabel\na\t1\n", dict(data="SST-2"),
-         DataError, "label '7'"),
+        (
+            "SST-2/train.tsv:sentence\tlabel\na\t7\n|SST-2/dev.tsv:sentence\tlabel\na\t1\n",
+            dict(data="SST-2"),
+            DataError,
+            "label '7'",
+        ),
         ("d.txt:x\n", dict(data="d.txt", text_columns="t", label_column="y"), DataError, "unsupported file type"),
     ],
 )
@@ -206,8 +228,9 @@ def test_hub_name_without_datasets_package_says_how_to_get_it(monkeypatch):
 # ---------------------------------------------------------------- the real GLUE files
 
 
-@pytest.mark.parametrize("folder, header, pair", [("SST-2", 1, False), ("MRPC", 1, True), ("STS-B", 1, True),
-                                                 ("CoLA", 0, False)])
+@pytest.mark.parametrize(
+    "folder, header, pair", [("SST-2", 1, False), ("MRPC", 1, True), ("STS-B", 1, True), ("CoLA", 0, False)]
+)
 def test_real_glue_files_load_every_line(folder, header, pair):
     """Every line of the shipped files becomes one example (a quoting bug would merge or drop lines)."""
     path = glue_dir(folder)

@@ -17,10 +17,32 @@ def test_two_process_finetune_saves_a_model_that_evaluates(tiny_bert, sentiment_
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-         "-m", "prunekit", "finetune", "--model", str(tiny_bert), "--data", str(sentiment_dir),
-         "--out", str(out), "--batch-size", "8", "--max-length", "16"],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29531",
+            "-m",
+            "prunekit",
+            "finetune",
+            "--model",
+            str(tiny_bert),
+            "--data",
+            str(sentiment_dir),
+            "--out",
+            str(out),
+            "--batch-size",
+            "8",
+            "--max-length",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())

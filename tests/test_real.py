@@ -19,13 +19,47 @@ pytestmark = pytest.mark.real
 def test_glue_task_through_finetune_and_evaluate(folder, metrics, tmp_path):
     """Fine-tune on 64 real examples, evaluate on 64: the official metrics come out, consistently."""
     out = tmp_path / "model"
-    assert main(["finetune", "--model", "minilm", "--data", str(glue_dir(folder)), "--out", str(out),
-                 "--max-train-samples", "64", "--max-eval-samples", "64", "--max-length", "64"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                "minilm",
+                "--data",
+                str(glue_dir(folder)),
+                "--out",
+                str(out),
+                "--max-train-samples",
+                "64",
+                "--max-eval-samples",
+                "64",
+                "--max-length",
+                "64",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["metrics"]) == metrics and summary["eval_samples"] == 64
     assert 22_000_000 < summary["params_total"] < 23_000_000
-    assert main(["evaluate", "--model", str(out), "--data", str(glue_dir(folder)), "--max-eval-samples", "64",
-                 "--max-length", "64", "--json", str(tmp_path / "e.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(out),
+                "--data",
+                str(glue_dir(folder)),
+                "--max-eval-samples",
+                "64",
+                "--max-length",
+                "64",
+                "--json",
+                str(tmp_path / "e.json"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "e.json").read_text())["metrics"] == pytest.approx(summary["metrics"], abs=1e-6)
 
 
@@ -33,10 +67,40 @@ def test_glue_task_through_finetune_and_evaluate(folder, metrics, tmp_path):
 def test_sst2_reaches_reference_accuracy(tmp_path):
     """The issue's acceptance run: 8,000 SST-2 sentences, one pass, dev accuracy >= 0.83."""
     out = tmp_path / "sst2"
-    assert main(["finetune", "--model", "minilm", "--data", str(glue_dir("SST-2")), "--out", str(out),
-                 "--max-train-samples", "8000", "--max-length", "64"]) == 0
-    assert main(["evaluate", "--model", str(out), "--data", str(glue_dir("SST-2")), "--max-length", "64",
-                 "--json", str(tmp_path / "e.json")]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                "minilm",
+                "--data",
+                str(glue_dir("SST-2")),
+                "--out",
+                str(out),
+                "--max-train-samples",
+                "8000",
+                "--max-length",
+                "64",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(out),
+                "--data",
+                str(glue_dir("SST-2")),
+                "--max-length",
+                "64",
+                "--json",
+                str(tmp_path / "e.json"),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["eval_samples"] == 872
     assert result["metrics"]["accuracy"] >= 0.83

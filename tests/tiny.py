@@ -31,15 +31,34 @@ def tiny_tokenizer() -> BertTokenizer:
 def tiny_config(family: str, num_labels: int = 2):
     common = dict(vocab_size=len(VOCAB), num_labels=num_labels, pad_token_id=0)
     if family == "bert":
-        return BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                          max_position_embeddings=128, **common)
+        return BertConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=128,
+            **common,
+        )
     if family == "roberta":  # RoBERTa offsets positions by padding_idx + 1
-        return RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                             max_position_embeddings=160, **common)
+        return RobertaConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=160,
+            **common,
+        )
     if family == "distilbert":
         return DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=128, **common)
-    decoder = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
-                   intermediate_size=96, max_position_embeddings=128, **common)
+    decoder = dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        intermediate_size=96,
+        max_position_embeddings=128,
+        **common,
+    )
     if family == "llama":
         return LlamaConfig(**decoder)
     if family == "mistral":

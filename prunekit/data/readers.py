@@ -346,9 +346,15 @@ def _looks_like_hub_name(data: str) -> bool:
 
 # The hub's GLUE configs name their columns differently from the TSV headers.
 _HUB_GLUE_COLUMNS = {
-    "sst2": ("sentence",), "cola": ("sentence",), "mrpc": ("sentence1", "sentence2"),
-    "stsb": ("sentence1", "sentence2"), "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2"),
-    "qnli": ("question", "sentence"), "qqp": ("question1", "question2"), "mnli": ("premise", "hypothesis"),
+    "sst2": ("sentence",),
+    "cola": ("sentence",),
+    "mrpc": ("sentence1", "sentence2"),
+    "stsb": ("sentence1", "sentence2"),
+    "rte": ("sentence1", "sentence2"),
+    "wnli": ("sentence1", "sentence2"),
+    "qnli": ("question", "sentence"),
+    "qqp": ("question1", "question2"),
+    "mnli": ("premise", "hypothesis"),
 }
 
 
@@ -380,8 +386,10 @@ def _read_hub(
         columns, label_column = _HUB_GLUE_COLUMNS[glue_name], "label"
     else:
         spec = custom_task(columns, label_column, None)
-    wanted = {"train": ["train"] if need_train else [],
-              "eval": [s for s in ("validation_matched", "validation") if s in dataset][:1] if need_eval else []}
+    wanted = {
+        "train": ["train"] if need_train else [],
+        "eval": [s for s in ("validation_matched", "validation") if s in dataset][:1] if need_eval else [],
+    }
     raw = {}
     for role, split_names in wanted.items():
         for split_name in split_names:
@@ -389,6 +397,10 @@ def _read_hub(
             labels = list(table[label_column])
             if spec.label_names is not None:  # hub GLUE labels are already class ids
                 labels = [spec.label_names[i] for i in labels]
-            raw[role] = _RawSplit([list(map(str, table[c])) for c in columns], [_label_text(v) for v in labels],
-                                  list(range(len(labels))), f"{name}[{split_name}]")
+            raw[role] = _RawSplit(
+                [list(map(str, table[c])) for c in columns],
+                [_label_text(v) for v in labels],
+                list(range(len(labels))),
+                f"{name}[{split_name}]",
+            )
     return spec, raw

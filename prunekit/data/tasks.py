@@ -80,7 +80,7 @@ def custom_task(
 ) -> TaskSpec:
     """A user's own classification (``label_names`` given) or regression task."""
     if label_names is None:
-        return TaskSpec("custom", text_columns, label_column, None, ("pearson", "spearman", "mse"), "pearson",
-                        has_header)
-    return TaskSpec("custom", text_columns, label_column, label_names, ("accuracy", "macro_f1"), "accuracy",
-                    has_header)
+        return TaskSpec(
+            "custom", text_columns, label_column, None, ("pearson", "spearman", "mse"), "pearson", has_header
+        )
+    return TaskSpec("custom", text_columns, label_column, label_names, ("accuracy", "macro_f1"), "accuracy", has_header)

@@ -52,7 +52,12 @@ def evaluate_model(
     {'accuracy': 0.84}
     """
     logits = predict_logits(
-        model, tokenizer, split, regression=task.is_regression, max_length=max_length,
-        batch_size=batch_size, progress=progress,
+        model,
+        tokenizer,
+        split,
+        regression=task.is_regression,
+        max_length=max_length,
+        batch_size=batch_size,
+        progress=progress,
     )
     return compute_metrics(task, logits, np.asarray(split.labels))

@@ -22,5 +22,11 @@ def model_size(model: torch.nn.Module, folder: str | os.PathLike | None) -> dict
 
 def make_summary(kind: str, model: str, task: str | None, **fields: Any) -> dict[str, Any]:
     """A result record: the common header, then ``fields`` in the order given."""
-    return {"schema_version": SCHEMA_VERSION, "prunekit_version": prunekit.__version__, "kind": kind,
-            "model": model, "task": task, **fields}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "prunekit_version": prunekit.__version__,
+        "kind": kind,
+        "model": model,
+        "task": task,
+        **fields,
+    }
