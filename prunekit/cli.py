@@ -52,6 +52,31 @@ def _add_data_arguments(parser: argparse.ArgumentParser, with_train: bool) -> No
     group.add_argument("--max-length", type=_positive_int, default=128, help="tokens per example (default 128)")
 
 
+def _add_pruning_target_arguments(parser) -> None:
+    parser.add_argument(
+        "--scope",
+        choices=["global", "layer", "row"],
+        help="rank weights over all targets (global, default), per matrix, or per output row",
+    )
+    parser.add_argument("--pattern", help="N:M semi-structured pattern, e.g. 2:4 (overrides --sparsity)")
+    parser.add_argument("--targets", help="regex over module names to prune (default: attention + FFN projections)")
+    parser.add_argument("--exclude", help="regex over module names to leave dense")
+
+
+def _magnitude_config(args: argparse.Namespace, importance: str = "magnitude"):
+    from prunekit.methods.magnitude import MagnitudeConfig
+
+    scope = args.scope or ("row" if importance == "wanda" else "global")
+    return MagnitudeConfig(
+        sparsity=args.sparsity,
+        scope=scope,
+        pattern=args.pattern,
+        targets=args.targets,
+        exclude=args.exclude,
+        importance=importance,
+    )
+
+
 def _data_kwargs(args: argparse.Namespace) -> dict:
     return dict(
         task=args.task,
@@ -82,7 +107,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--warmup-ratio", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=42)
+    group = p.add_argument_group("gradual pruning while fine-tuning (Zhu & Gupta cubic schedule)")
+    group.add_argument("--prune", choices=["magnitude"], help="prune during fine-tuning")
+    group.add_argument("--sparsity", type=float, default=0.5, help="final sparsity (default 0.5)")
+    group.add_argument("--initial-sparsity", type=float, default=0.0)
+    group.add_argument("--prune-start", type=int, default=0, help="optimizer step of the first pruning")
+    group.add_argument("--prune-end", type=int, help="step reaching the final sparsity (default: 2/3 of training)")
+    group.add_argument("--prune-every", type=int, default=10, help="steps between mask updates")
+    _add_pruning_target_arguments(group)
     p.set_defaults(handler=run_finetune)
+
+    p = commands.add_parser("prune", help="prune a model one-shot; saves it with its masks and summary.json")
+    methods = p.add_subparsers(dest="method", required=True, metavar="METHOD")
+    p = methods.add_parser("magnitude", help="unstructured pruning by |W| (or Wanda), global, per layer or N:M")
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--sparsity", type=float, default=0.5, help="fraction of targeted weights to zero (default 0.5)")
+    _add_pruning_target_arguments(p)
+    p.add_argument(
+        "--importance",
+        choices=["magnitude", "wanda"],
+        default="magnitude",
+        help="wanda: |W|·‖X‖ with calibration batches from --data (default scope: row)",
+    )
+    p.add_argument("--calibration-samples", type=_positive_int, default=128, help="examples for wanda (default 128)")
+    p.add_argument(
+        "--save-format",
+        choices=["dense", "sparse"],
+        default="dense",
+        help="dense: plain save_pretrained with zeros; sparse: bitmask + values",
+    )
+    _add_data_arguments(p, with_train=True)
+    p.set_defaults(handler=run_prune_magnitude, data=None)
 
     p = commands.add_parser("evaluate", help="score a model with the task's official metric(s)")
     p.add_argument("--model", required=True, help="fine-tuned model folder")
@@ -127,17 +184,22 @@ def run_finetune(args: argparse.Namespace) -> dict:
         warmup_ratio=args.warmup_ratio,
     )
     data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **_data_kwargs(args))
+    pruning = _magnitude_config(args) if args.prune else None
     set_seed(args.seed)  # before the classifier head is initialised
     model, tokenizer = load_model(args.model, data.task)
+    callback = _sparsity_callback(args, config, len(data.train), pruning)
     with tempfile.TemporaryDirectory(prefix="prunekit-train-") as work_dir:
-        trainer = finetune(model, tokenizer, data.train, data.task, config, work_dir)
+        trainer = finetune(model, tokenizer, data.train, data.task, config, work_dir, callbacks=[callback])
     if not trainer.is_world_process_zero():
         return {}
+    masks = callback.masks
     metrics = evaluate_model(model, tokenizer, data.eval, data.task, max_length=config.max_length)
     state = trainer.state
     with atomic_output_dir(args.out, args.overwrite) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if masks is not None:
+            masks.save(tmp)
         summary = make_summary(
             "finetune",
             args.model,
@@ -145,6 +207,7 @@ def run_finetune(args: argparse.Namespace) -> dict:
             metrics=metrics,
             main_metric=data.task.main_metric,
             **model_size(model, tmp),
+            **(masks.report() if masks is not None else {}),
             eval_samples=len(data.eval),
             train={
                 "samples": len(data.train),
@@ -158,6 +221,88 @@ def run_finetune(args: argparse.Namespace) -> dict:
                 "runtime_s": round(state.log_history[-1].get("train_runtime", 0.0), 2),
                 "loss": state.log_history[-1].get("train_loss"),
             },
+        )
+        write_json_atomic(Path(tmp) / "summary.json", summary)
+    _print_result(summary, f"saved to {args.out}")
+    return summary
+
+
+def _sparsity_callback(args, config, train_size: int, pruning):
+    """Holds the masks saved with ``--model`` (if any) and, with ``--prune``, grows them on schedule."""
+    import math
+
+    from prunekit.models import resolve_model
+    from prunekit.pruning.masks import MaskSet
+    from prunekit.pruning.schedules import CubicSchedule
+    from prunekit.training.callbacks import SparsityCallback
+
+    folder = Path(resolve_model(args.model))
+    masks = MaskSet.load(folder) if folder.is_dir() else None
+    schedule = None
+    if pruning is not None:
+        steps = math.ceil(train_size / config.batch_size) * config.epochs  # single-process estimate
+        end = args.prune_end if args.prune_end is not None else max(args.prune_start, int(steps * 2 / 3))
+        schedule = CubicSchedule(pruning.sparsity, args.prune_start, end, args.prune_every, args.initial_sparsity)
+    return SparsityCallback(masks, schedule, pruning)
+
+
+def run_prune_magnitude(args: argparse.Namespace) -> dict:
+    from prunekit.data import load_task_data
+    from prunekit.evaluation import evaluate_model, make_summary, model_size
+    from prunekit.io import atomic_output_dir, check_output_dir, write_json_atomic
+    from prunekit.methods.magnitude import prune_magnitude
+    from prunekit.models import load_config, load_model, resolve_model, task_label_names
+    from prunekit.pruning.masks import MaskSet
+    from prunekit.pruning.sparse_format import save_sparse
+
+    check_output_dir(args.out, args.overwrite)
+    pruning = _magnitude_config(args, args.importance)
+    folder = resolve_model(args.model)
+    data = None
+    if args.data or args.eval_file:
+        config = load_config(folder)
+        data = load_task_data(
+            args.data,
+            label_names=task_label_names(config),
+            need_train=args.importance == "wanda",
+            max_train_samples=args.calibration_samples,
+            **_data_kwargs(args),
+        )
+    elif args.importance == "wanda":
+        raise ConfigError("--importance wanda needs calibration data: pass --data")
+    model, tokenizer = load_model(args.model)
+    calibration = None
+    if args.importance == "wanda":
+        calibration = (
+            tokenizer(a, b, truncation=True, max_length=args.max_length, return_tensors="pt")
+            for a, b in zip(data.train.text_a, data.train.text_b or [None] * len(data.train))
+        )
+    masks = prune_magnitude(model, pruning, calibration, current=MaskSet.load(folder))
+    metrics = {}
+    if data is not None:
+        metrics = dict(
+            metrics=evaluate_model(model, tokenizer, data.eval, data.task, max_length=args.max_length),
+            main_metric=data.task.main_metric,
+            eval_samples=len(data.eval),
+        )
+    with atomic_output_dir(args.out, args.overwrite) as tmp:
+        if args.save_format == "sparse":
+            save_sparse(model, masks, tmp)
+        else:
+            model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        masks.save(tmp)
+        summary = make_summary(
+            "prune",
+            args.model,
+            data.task.name if data else _task_of(folder),
+            method="magnitude",
+            importance=args.importance,
+            scope=pruning.scope,
+            pattern=pruning.pattern,
+            **metrics,
+            **model_size(model, tmp),
+            **masks.report(),
         )
         write_json_atomic(Path(tmp) / "summary.json", summary)
     _print_result(summary, f"saved to {args.out}")
@@ -253,6 +398,8 @@ def _print_result(summary: dict, footer: str | None = None) -> None:
         lines.append(f"  {name:<22} {value:.4f}{marker}")
     lines.append(f"  {'params_total':<22} {summary['params_total']:,}")
     lines.append(f"  {'params_nonzero':<22} {summary['params_nonzero']:,}")
+    if "sparsity" in summary:
+        lines.append(f"  {'sparsity':<22} {summary['sparsity']:.4f}")
     if summary.get("size_bytes") is not None:
         lines.append(f"  {'size_bytes':<22} {summary['size_bytes']:,}")
     if "latency_ms" in summary:
@@ -278,6 +425,7 @@ def _configure_logging(verbose: bool) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # per-load weight bars; the Trainer's own progress bar stays
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -288,7 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.handler(args)
     except PrunekitError as err:
-        print(f"prunekit {args.command}: error: {err}", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, "method", None))))
+        print(f"prunekit {command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("prunekit: interrupted", file=sys.stderr)

@@ -24,6 +24,7 @@ WEIGHT_FILES = (
     "model.safetensors.index.json",
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
+    "model.sparse.safetensors",  # prunekit's bitmask format (see prunekit.pruning.sparse_format)
 )
 
 
@@ -95,6 +96,17 @@ def load_model(name: str, task: TaskSpec | None = None) -> tuple[PreTrainedModel
         )
     config = load_config(path, **overrides)
     tokenizer = load_tokenizer(path)
+    if (Path(path) / "model.sparse.safetensors").is_file():
+        from prunekit.pruning.sparse_format import load_sparse
+
+        model = load_sparse(path)
+        if task is not None and model.config.num_labels != task.num_labels:
+            raise ModelError(
+                f"--model {name}: sparse-format model has {model.config.num_labels} labels, task needs "
+                f"{task.num_labels}; re-prune a model fine-tuned on this task"
+            )
+        model.config.update({k: v for k, v in overrides.items() if k != "num_labels"})
+        return model, tokenizer
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             path, config=config, dtype=torch.float32, ignore_mismatched_sizes=task is not None

@@ -239,3 +239,30 @@ def test_real_glue_files_load_every_line(folder, header, pair):
         lines = sum(1 for line in (path / name).open(encoding="utf-8") if line.strip())
         assert len(split) == lines - header
     assert (data.train.text_b is not None) == pair
+
+
+def test_hub_glue_dataset_maps_columns_and_split_names(monkeypatch):
+    """The hub path (for users with a network), exercised with a stand-in `datasets` module."""
+    import sys
+    import types
+
+    class Table(dict):
+        def __len__(self):
+            return len(self["label"])
+
+    calls = []
+
+    def load_dataset(*parts):
+        calls.append(parts)
+        return {
+            "train": Table(premise=["p1", "p2"], hypothesis=["h1", "h2"], label=[0, 2]),
+            "validation_matched": Table(premise=["p3"], hypothesis=["h3"], label=[1]),
+        }
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    data = load_task_data("glue/mnli")
+    assert calls == [("glue", "mnli")]
+    assert data.task.name == "mnli" and data.train.text_b == ["h1", "h2"]
+    assert (
+        data.train.labels == [0, 2] and data.eval.labels == [1] and data.eval.source == "glue/mnli[validation_matched]"
+    )

@@ -1,0 +1,44 @@
+"""Sparsity schedules: the target sparsity at each optimizer step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prunekit.errors import ConfigError
+from prunekit.pruning.select import check_sparsity
+
+
+@dataclass(frozen=True)
+class CubicSchedule:
+    """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (t1 - t0))^3, pruning every ``every`` steps.
+
+    Sparsity rises fast while the network has many redundant weights, then slowly.
+    """
+
+    final_sparsity: float
+    start: int
+    end: int
+    every: int = 10
+    initial_sparsity: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_sparsity(self.final_sparsity)
+        check_sparsity(self.initial_sparsity)
+        if self.initial_sparsity > self.final_sparsity:
+            raise ConfigError(f"--initial-sparsity {self.initial_sparsity}: must not exceed --sparsity")
+        if self.start < 0 or self.end < self.start:
+            raise ConfigError(f"--prune-start {self.start} / --prune-end {self.end}: expected 0 <= start <= end")
+        if self.every < 1:
+            raise ConfigError(f"--prune-every {self.every}: expected a positive number of steps")
+
+    def sparsity_at(self, step: int) -> float:
+        if step < self.start:
+            return 0.0
+        if step >= self.end:
+            return self.final_sparsity
+        progress = (step - self.start) / (self.end - self.start)
+        return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress) ** 3
+
+    def is_pruning_step(self, step: int) -> bool:
+        """Prune at start, every ``every`` steps after it, and at ``end`` (so the final target is met)."""
+        return self.start <= step <= self.end and ((step - self.start) % self.every == 0 or step == self.end)
