@@ -324,3 +324,36 @@ def test_bad_pruning_input_exits_2(flags, message, tiny_bert, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_wanda_cli_prunes_each_row_exactly_with_calibration_data(tiny_bert, sentiment_dir, tmp_path):
+    out = tmp_path / "wanda"
+    assert (
+        main(
+            [
+                "prune",
+                "magnitude",
+                "--model",
+                str(tiny_bert),
+                "--importance",
+                "wanda",
+                "--sparsity",
+                "0.5",
+                "--data",
+                str(sentiment_dir),
+                "--calibration-samples",
+                "16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["importance"] == "wanda" and summary["scope"] == "row"
+    for mask in MaskSet.load(out).masks.values():
+        assert ((~mask).sum(1) == mask.shape[1] // 2).all()
+    magnitude = compute_masks(load_model(str(tiny_bert))[0], MagnitudeConfig(sparsity=0.5, scope="row"))
+    assert any(not torch.equal(magnitude.masks[n], m) for n, m in MaskSet.load(out).masks.items()), (
+        "activation statistics changed nothing"
+    )

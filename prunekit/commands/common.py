@@ -1,0 +1,143 @@
+"""Arguments and output shared by the commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from prunekit.errors import ConfigError
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
+    return value
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output folder (model + summary.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, with_train: bool) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", help="GLUE task folder, CSV/TSV/JSONL file or folder, or hub dataset name")
+    group.add_argument("--task", help="GLUE task name when the folder name does not say it (sst2, mrpc, ...)")
+    if with_train:
+        group.add_argument("--train", dest="train_file", help="training file (overrides the one in --data)")
+    group.add_argument("--eval", dest="eval_file", help="evaluation file (overrides the one in --data)")
+    group.add_argument("--text-columns", help="your own data: one or two text columns, 'a' or 'a,b'")
+    group.add_argument("--label-column", help="your own data: the label column")
+    group.add_argument("--no-header", action="store_true", help="files have no header; columns are 0-based indices")
+    group.add_argument(
+        "--regression",
+        action="store_true",
+        default=None,
+        help="float labels: regression (detected when labels are non-integer numbers)",
+    )
+    group.add_argument("--max-eval-samples", type=positive_int, help="evaluate on the first N examples only")
+    group.add_argument("--max-length", type=positive_int, default=128, help="tokens per example (default 128)")
+
+
+def data_kwargs(args: argparse.Namespace) -> dict:
+    """The data flags as ``load_task_data`` keyword arguments."""
+    return dict(
+        task=args.task,
+        train_file=getattr(args, "train_file", None),
+        eval_file=args.eval_file,
+        text_columns=args.text_columns,
+        label_column=args.label_column,
+        no_header=args.no_header,
+        regression=args.regression,
+        max_eval_samples=args.max_eval_samples,
+    )
+
+
+def load_data_for_model(args: argparse.Namespace, folder: str, need_train: bool = False, **extra):
+    """Task data read with the model's own label order (and regression flag), checked against its head."""
+    from prunekit.data import load_task_data
+    from prunekit.models import load_config, task_label_names
+
+    config = load_config(folder)  # cheap: validates the model before any data is read
+    kwargs = {**data_kwargs(args), **extra}
+    if config.problem_type == "regression" and kwargs["regression"] is None:
+        kwargs["regression"] = True
+    data = load_task_data(args.data, need_train=need_train, label_names=task_label_names(config), **kwargs)
+    if config.num_labels != data.task.num_labels:
+        raise ConfigError(
+            f"--model {args.model}: its head has {config.num_labels} output(s) but task {data.task.name!r} "
+            f"needs {data.task.num_labels}; fine-tune it on this task first (prunekit finetune)"
+        )
+    return data
+
+
+def add_pruning_target_arguments(parser) -> None:
+    parser.add_argument(
+        "--scope",
+        choices=["global", "layer", "row"],
+        help="rank weights over all targets (global, default), per matrix, or per output row",
+    )
+    parser.add_argument("--pattern", help="N:M semi-structured pattern, e.g. 2:4 (overrides --sparsity)")
+    parser.add_argument("--targets", help="regex over module names to prune (default: attention + FFN projections)")
+    parser.add_argument("--exclude", help="regex over module names to leave dense")
+
+
+def magnitude_config(args: argparse.Namespace, importance: str = "magnitude"):
+    from prunekit.methods.magnitude import MagnitudeConfig
+
+    return MagnitudeConfig(
+        sparsity=args.sparsity,
+        scope=args.scope or ("row" if importance == "wanda" else "global"),
+        pattern=args.pattern,
+        targets=args.targets,
+        exclude=args.exclude,
+        importance=importance,
+    )
+
+
+def task_of(folder: str) -> str | None:
+    """The task recorded in a model folder's summary.json, if it has one."""
+    try:
+        return json.loads((Path(folder) / "summary.json").read_text()).get("task")
+    except (OSError, ValueError):
+        return None
+
+
+def write_optional_json(path: str | None, summary: dict) -> None:
+    from prunekit.io import write_json_atomic
+
+    if path:
+        write_json_atomic(path, summary)
+
+
+def print_result(summary: dict, footer: str | None = None) -> None:
+    """A short human-readable view of a result record."""
+    lines = [f"{summary['kind']}: {summary['model']}" + (f" on {summary['task']}" if summary.get("task") else "")]
+    for name, value in summary.get("metrics", {}).items():
+        marker = "  (main)" if name == summary.get("main_metric") else ""
+        lines.append(f"  {name:<22} {value:.4f}{marker}")
+    lines.append(f"  {'params_total':<22} {summary['params_total']:,}")
+    lines.append(f"  {'params_nonzero':<22} {summary['params_nonzero']:,}")
+    if "sparsity" in summary:
+        lines.append(f"  {'sparsity':<22} {summary['sparsity']:.4f}")
+    if summary.get("size_bytes") is not None:
+        lines.append(f"  {'size_bytes':<22} {summary['size_bytes']:,}")
+    if "latency_ms" in summary:
+        lat = summary["latency_ms"]
+        lines.append(
+            f"  {'latency_ms':<22} median {lat['median']:.2f} (min {lat['min']:.2f}, max {lat['max']:.2f}) "
+            f"batch {lat['batch_size']} x seq {lat['seq_len']}, {lat['threads']} threads"
+        )
+        lines.append(f"  {'flops':<22} {summary['flops']:.3e}")
+    if summary.get("ratio_vs") is not None:
+        vs = summary["vs"]
+        lines.append(f"  vs {vs['model']}: median {vs['latency_ms']['median']:.2f} ms, flops {vs['flops']:.3e}")
+        lines.append(f"  {'ratio_vs (speed-up)':<22} {summary['ratio_vs']:.3f}x")
+    if footer:
+        lines.append(footer)
+    print("\n".join(lines))

@@ -1,0 +1,121 @@
+"""``prunekit finetune``: full fine-tune (optionally pruning on a schedule); saves model + summary.json."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+from pathlib import Path
+
+from prunekit.commands.common import (
+    add_data_arguments,
+    add_output_arguments,
+    add_pruning_target_arguments,
+    data_kwargs,
+    magnitude_config,
+    positive_int,
+    print_result,
+)
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser("finetune", help="full fine-tune on a task; saves the model and summary.json")
+    p.add_argument("--model", default="minilm", help="model folder, 'minilm' (packaged, default), or hub id")
+    add_output_arguments(p)
+    add_data_arguments(p, with_train=True)
+    p.add_argument("--max-train-samples", type=positive_int, help="train on a seeded random subset of N")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="per process (default 32)")
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--warmup-ratio", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=42)
+    group = p.add_argument_group("gradual pruning while fine-tuning (Zhu & Gupta cubic schedule)")
+    group.add_argument("--prune", choices=["magnitude"], help="prune during fine-tuning")
+    group.add_argument("--sparsity", type=float, default=0.5, help="final sparsity (default 0.5)")
+    group.add_argument("--initial-sparsity", type=float, default=0.0)
+    group.add_argument("--prune-start", type=int, default=0, help="optimizer step of the first pruning")
+    group.add_argument("--prune-end", type=int, help="step reaching the final sparsity (default: 2/3 of training)")
+    group.add_argument("--prune-every", type=int, default=10, help="steps between mask updates")
+    add_pruning_target_arguments(group)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from transformers import set_seed
+
+    from prunekit.data import load_task_data
+    from prunekit.evaluation import evaluate_model, make_summary, model_size
+    from prunekit.io import atomic_output_dir, check_output_dir, write_json_atomic
+    from prunekit.models import load_model
+    from prunekit.training import FinetuneConfig, finetune
+
+    check_output_dir(args.out, args.overwrite)  # fail before any long work
+    config = FinetuneConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_length=args.max_length,
+        seed=args.seed,
+        weight_decay=args.weight_decay,
+        warmup_ratio=args.warmup_ratio,
+    )
+    data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **data_kwargs(args))
+    callback = _sparsity_callback(args, config, len(data.train))
+    set_seed(args.seed)  # before the classifier head is initialised
+    model, tokenizer = load_model(args.model, data.task)
+    with tempfile.TemporaryDirectory(prefix="prunekit-train-") as work_dir:
+        trainer = finetune(model, tokenizer, data.train, data.task, config, work_dir, callbacks=[callback])
+    if not trainer.is_world_process_zero():
+        return {}
+    masks = callback.masks
+    metrics = evaluate_model(model, tokenizer, data.eval, data.task, max_length=config.max_length)
+    state = trainer.state
+    with atomic_output_dir(args.out, args.overwrite) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if masks is not None:
+            masks.save(tmp)
+        summary = make_summary(
+            "finetune",
+            args.model,
+            data.task.name,
+            metrics=metrics,
+            main_metric=data.task.main_metric,
+            **model_size(model, tmp),
+            **(masks.report() if masks is not None else {}),
+            eval_samples=len(data.eval),
+            train={
+                "samples": len(data.train),
+                "epochs": config.epochs,
+                "steps": state.global_step,
+                "batch_size": config.batch_size,
+                "world_size": trainer.args.world_size,
+                "lr": config.lr,
+                "max_length": config.max_length,
+                "seed": config.seed,
+                "runtime_s": round(state.log_history[-1].get("train_runtime", 0.0), 2),
+                "loss": state.log_history[-1].get("train_loss"),
+            },
+        )
+        write_json_atomic(Path(tmp) / "summary.json", summary)
+    print_result(summary, f"saved to {args.out}")
+    return summary
+
+
+def _sparsity_callback(args: argparse.Namespace, config, train_size: int):
+    """Holds the masks saved with ``--model`` (if any) and, with ``--prune``, grows them on schedule."""
+    from prunekit.models import resolve_model
+    from prunekit.pruning.masks import MaskSet
+    from prunekit.pruning.schedules import CubicSchedule
+    from prunekit.training.callbacks import SparsityCallback
+
+    folder = Path(resolve_model(args.model))
+    masks = MaskSet.load(folder) if folder.is_dir() else None
+    if args.prune is None:
+        return SparsityCallback(masks)
+    pruning = magnitude_config(args)
+    steps = math.ceil(train_size / config.batch_size) * config.epochs  # single-process estimate
+    end = args.prune_end if args.prune_end is not None else max(args.prune_start, int(steps * 2 / 3))
+    schedule = CubicSchedule(pruning.sparsity, args.prune_start, end, args.prune_every, args.initial_sparsity)
+    return SparsityCallback(masks, schedule, pruning)
