@@ -11,7 +11,7 @@ All arms use all-MiniLM-L6-v2 on GLUE SST-2 (dev: all 872 sentences). In one run
 - speed: the 90 % model timed against the dense one (dense kernels: no speed-up expected);
 - size: the sparse save format at 50 / 90 % against the dense file.
 
-Run: python bench/magnitude.py  (writes bench/results/magnitude.{json,md}; about 35 min on 2 cores)
+Run: python bench/magnitude.py  (writes bench/results/magnitude.{json,md}; about 45 min on 2 cores)
 """
 
 from __future__ import annotations

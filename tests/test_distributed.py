@@ -1,4 +1,4 @@
-"""Training runs unchanged under torchrun: two CPU processes (gloo) fine-tune one model."""
+"""Training runs unchanged under torchrun and accelerate launch: two CPU processes (gloo), one model."""
 
 from __future__ import annotations
 
@@ -11,20 +11,36 @@ import pytest
 
 from prunekit.cli import main
 
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"],
+    # without GPUs accelerate's multi-process launcher still starts 2 processes; prunekit then picks gloo
+    "accelerate": [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29532",
+    ],
+}
+
 
 @pytest.mark.slow
-def test_two_process_finetune_saves_a_model_that_evaluates(tiny_bert, sentiment_dir, tmp_path):
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_two_process_finetune_saves_a_model_that_evaluates(launcher, tiny_bert, sentiment_dir, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29531",
+            *LAUNCHERS[launcher],
             "-m",
             "prunekit",
             "finetune",
