@@ -6,7 +6,7 @@ DATA ?= ../shared/data/glue/SST-2
 OUT ?= runs/demo
 TRAIN_SAMPLES ?= 8000
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-magnitude clean
 
 # torch is pinned to the local CPU build first: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(BIN)/.installed: pyproject.toml
@@ -32,6 +32,10 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/foundation.py
+
+bench-magnitude: install
+	$(BIN)/python bench/magnitude_mechanics.py
+	$(BIN)/python bench/magnitude.py
 
 clean:
 	rm -rf $(VENV) runs *.egg-info
