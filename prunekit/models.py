@@ -18,13 +18,14 @@ from transformers import (
 from prunekit.adapters import check_supported
 from prunekit.data.tasks import TaskSpec
 from prunekit.errors import ModelError
+from prunekit.pruning.sparse_format import SPARSE_FILE, load_sparse
 
 WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
-    "model.sparse.safetensors",  # prunekit's bitmask format (see prunekit.pruning.sparse_format)
+    SPARSE_FILE,  # prunekit's bitmask format (see prunekit.pruning.sparse_format)
 )
 
 
@@ -96,23 +97,20 @@ def load_model(name: str, task: TaskSpec | None = None) -> tuple[PreTrainedModel
         )
     config = load_config(path, **overrides)
     tokenizer = load_tokenizer(path)
-    if (Path(path) / "model.sparse.safetensors").is_file():
-        from prunekit.pruning.sparse_format import load_sparse
-
+    if (Path(path) / SPARSE_FILE).is_file():  # prunekit's compact format: rebuilt dense, bit-exact
         model = load_sparse(path)
         if task is not None and model.config.num_labels != task.num_labels:
             raise ModelError(
                 f"--model {name}: sparse-format model has {model.config.num_labels} labels, task needs "
-                f"{task.num_labels}; re-prune a model fine-tuned on this task"
+                f"{task.num_labels}; prune a model fine-tuned on this task"
             )
-        model.config.update({k: v for k, v in overrides.items() if k != "num_labels"})
-        return model, tokenizer
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, config=config, dtype=torch.float32, ignore_mismatched_sizes=task is not None
-        )
-    except (OSError, ValueError, RuntimeError) as err:
-        raise ModelError(f"--model {name}: could not load its weights ({_first_line(err)})") from None
+    else:
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, config=config, dtype=torch.float32, ignore_mismatched_sizes=task is not None
+            )
+        except (OSError, ValueError, RuntimeError) as err:
+            raise ModelError(f"--model {name}: could not load its weights ({_first_line(err)})") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

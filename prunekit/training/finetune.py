@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,6 @@ from transformers import (
 
 from prunekit.data import EncodedSplit, Split, TaskSpec, make_collator
 from prunekit.errors import ConfigError
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
