@@ -36,3 +36,12 @@ def glue_dir(name: str) -> Path:
     if not folder.is_dir():
         pytest.skip(f"real GLUE data not found at {folder}")
     return folder
+
+
+def cli(command: str) -> int:
+    """Run ``prunekit COMMAND`` in-process, e.g. ``cli(f"evaluate --model {folder} --data {data}")``."""
+    import shlex
+
+    from prunekit.cli import main
+
+    return main(shlex.split(command))

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, GPT2Config
 
 from prunekit.cli import main
+from tests.conftest import cli
 from tests.tiny import save_tiny_model
 
 COMMON_KEYS = {"schema_version", "kind", "model", "task", "params_total", "params_nonzero", "size_bytes"}
@@ -19,24 +20,9 @@ COMMON_KEYS = {"schema_version", "kind", "model", "task", "params_total", "param
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory, tiny_bert, sentiment_dir):
     out = tmp_path_factory.mktemp("runs") / "ft"
-    code = main(
-        [
-            "finetune",
-            "--model",
-            str(tiny_bert),
-            "--data",
-            str(sentiment_dir),
-            "--out",
-            str(out),
-            "--epochs",
-            "8",
-            "--batch-size",
-            "16",
-            "--lr",
-            "5e-3",
-            "--max-length",
-            "16",
-        ]
+    code = cli(
+        f"finetune --model {tiny_bert} --data {sentiment_dir} --out {out} "
+        "--epochs 8 --batch-size 16 --lr 5e-3 --max-length 16"
     )
     assert code == 0
     return out
@@ -57,22 +43,7 @@ def test_finetune_saves_loadable_model_and_summary(finetuned):
 
 def test_evaluate_reproduces_finetune_metrics(finetuned, sentiment_dir, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--model",
-                str(finetuned),
-                "--data",
-                str(sentiment_dir),
-                "--max-length",
-                "16",
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert cli(f"evaluate --model {finetuned} --data {sentiment_dir} --max-length 16 --json {out}") == 0
     result = json.loads(out.read_text())
     trained = json.loads((finetuned / "summary.json").read_text())
     assert result["kind"] == "evaluate" and COMMON_KEYS <= result.keys()
@@ -99,26 +70,9 @@ def test_bench_vs_reports_ratio_from_same_run(finetuned, tmp_path):
     (finetuned / "tokenizer.json").exists() and __import__("shutil").copy(finetuned / "tokenizer.json", big)
     out = tmp_path / "bench.json"
     assert (
-        main(
-            [
-                "bench",
-                "--model",
-                str(finetuned),
-                "--vs",
-                str(big),
-                "--batch-size",
-                "4",
-                "--seq-len",
-                "32",
-                "--repeats",
-                "5",
-                "--warmup",
-                "1",
-                "--threads",
-                "1",
-                "--json",
-                str(out),
-            ]
+        cli(
+            f"bench --model {finetuned} --vs {big} --batch-size 4 "
+            f"--seq-len 32 --repeats 5 --warmup 1 --threads 1 --json {out}"
         )
         == 0
     )
@@ -134,7 +88,7 @@ def test_bench_vs_reports_ratio_from_same_run(finetuned, tmp_path):
 
 def test_existing_out_is_not_overwritten(finetuned, sentiment_dir, tiny_bert, capsys):
     before = (finetuned / "model.safetensors").read_bytes()
-    code = main(["finetune", "--model", str(tiny_bert), "--data", str(sentiment_dir), "--out", str(finetuned)])
+    code = cli(f"finetune --model {tiny_bert} --data {sentiment_dir} --out {finetuned}")
     assert code == 2 and "--overwrite" in capsys.readouterr().err
     assert (finetuned / "model.safetensors").read_bytes() == before
 
@@ -144,21 +98,9 @@ def test_overwrite_replaces_out(tiny_bert, sentiment_dir, tmp_path):
     out.mkdir()
     (out / "stale.txt").write_text("old")
     assert (
-        main(
-            [
-                "finetune",
-                "--model",
-                str(tiny_bert),
-                "--data",
-                str(sentiment_dir),
-                "--out",
-                str(out),
-                "--overwrite",
-                "--max-train-samples",
-                "16",
-                "--max-length",
-                "16",
-            ]
+        cli(
+            f"finetune --model {tiny_bert} --data {sentiment_dir} --out {out} "
+            "--overwrite --max-train-samples 16 --max-length 16"
         )
         == 0
     )
@@ -173,42 +115,18 @@ def test_custom_string_labels_saved_as_id2label_and_reused_by_evaluate(tiny_bert
     data.write_text("review,verdict\n" + rows)
     out = tmp_path / "custom"
     assert (
-        main(
-            [
-                "finetune",
-                "--model",
-                str(tiny_bert),
-                "--data",
-                str(data),
-                "--text-columns",
-                "review",
-                "--label-column",
-                "verdict",
-                "--out",
-                str(out),
-                "--max-length",
-                "16",
-            ]
+        cli(
+            f"finetune --model {tiny_bert} --data {data} --text-columns review "
+            f"--label-column verdict --out {out} --max-length 16"
         )
         == 0
     )
     config = json.loads((out / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"} and config["label2id"] == {"neg": 0, "pos": 1}
     assert (
-        main(
-            [
-                "evaluate",
-                "--model",
-                str(out),
-                "--data",
-                str(data),
-                "--text-columns",
-                "review",
-                "--label-column",
-                "verdict",
-                "--json",
-                str(tmp_path / "e.json"),
-            ]
+        cli(
+            f"evaluate --model {out} --data {data} --text-columns review "
+            f"--label-column verdict --json {tmp_path / 'e.json'}"
         )
         == 0
     )
@@ -221,22 +139,9 @@ def test_regression_finetune_and_evaluate(tmp_path):
     (tmp_path / "scores.tsv").write_text("text\tscore\n" + lines)
     out = tmp_path / "reg"
     assert (
-        main(
-            [
-                "finetune",
-                "--model",
-                str(model),
-                "--data",
-                str(tmp_path / "scores.tsv"),
-                "--text-columns",
-                "text",
-                "--label-column",
-                "score",
-                "--out",
-                str(out),
-                "--max-length",
-                "16",
-            ]
+        cli(
+            f"finetune --model {model} --data {tmp_path / 'scores.tsv'} "
+            f"--text-columns text --label-column score --out {out} --max-length 16"
         )
         == 0
     )

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from prunekit.cli import main
+from tests.conftest import cli
 
 LAUNCHERS = {
     "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"],
@@ -65,5 +65,5 @@ def test_two_process_finetune_saves_a_model_that_evaluates(launcher, tiny_bert, 
     # 96 examples, 8 per process, 2 processes -> 6 optimizer steps (one process would take 12)
     assert summary["train"]["world_size"] == 2 and summary["train"]["steps"] == 6
     evaluation = tmp_path / "e.json"
-    assert main(["evaluate", "--model", str(out), "--data", str(sentiment_dir), "--json", str(evaluation)]) == 0
+    assert cli(f"evaluate --model {out} --data {sentiment_dir} --json {evaluation}") == 0
     assert json.loads(evaluation.read_text())["metrics"] == pytest.approx(summary["metrics"])

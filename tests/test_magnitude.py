@@ -20,6 +20,7 @@ from prunekit.pruning.select import select_global, select_layerwise, select_n_m,
 from prunekit.pruning.sparse_format import SPARSE_FILE, load_sparse
 from prunekit.training import FinetuneConfig, finetune
 from prunekit.training.callbacks import SparsityCallback
+from tests.conftest import cli
 from tests.tiny import tiny_config
 
 
@@ -189,22 +190,7 @@ def test_prune_cli_then_continue_training_keeps_masks(tiny_bert, sentiment_dir, 
     """prune -> saved with masks -> finetune from the pruned folder -> same weights still zero."""
     pruned = tmp_path / "pruned"
     assert (
-        main(
-            [
-                "prune",
-                "magnitude",
-                "--model",
-                str(tiny_bert),
-                "--sparsity",
-                "0.5",
-                "--out",
-                str(pruned),
-                "--data",
-                str(sentiment_dir),
-                "--max-length",
-                "16",
-            ]
-        )
+        cli(f"prune magnitude --model {tiny_bert} --sparsity 0.5 --out {pruned} --data {sentiment_dir} --max-length 16")
         == 0
     )
     summary = json.loads((pruned / "summary.json").read_text())
@@ -214,24 +200,7 @@ def test_prune_cli_then_continue_training_keeps_masks(tiny_bert, sentiment_dir, 
     masks = MaskSet.load(pruned)
 
     tuned = tmp_path / "tuned"
-    assert (
-        main(
-            [
-                "finetune",
-                "--model",
-                str(pruned),
-                "--data",
-                str(sentiment_dir),
-                "--out",
-                str(tuned),
-                "--lr",
-                "1e-2",
-                "--max-length",
-                "16",
-            ]
-        )
-        == 0
-    )
+    assert cli(f"finetune --model {pruned} --data {sentiment_dir} --out {tuned} --lr 1e-2 --max-length 16") == 0
     after = dict(AutoModelForSequenceClassification.from_pretrained(tuned).named_parameters())
     before = dict(vanilla.named_parameters())
     for name, mask in masks.masks.items():
@@ -243,30 +212,9 @@ def test_prune_cli_then_continue_training_keeps_masks(tiny_bert, sentiment_dir, 
 def test_finetune_with_gradual_pruning_reaches_target(tiny_bert, sentiment_dir, tmp_path):
     out = tmp_path / "gradual"
     assert (
-        main(
-            [
-                "finetune",
-                "--model",
-                str(tiny_bert),
-                "--data",
-                str(sentiment_dir),
-                "--out",
-                str(out),
-                "--prune",
-                "magnitude",
-                "--sparsity",
-                "0.9",
-                "--prune-start",
-                "1",
-                "--prune-end",
-                "8",
-                "--prune-every",
-                "2",
-                "--batch-size",
-                "8",
-                "--max-length",
-                "16",
-            ]
+        cli(
+            f"finetune --model {tiny_bert} --data {sentiment_dir} --out {out} --prune magnitude "
+            "--sparsity 0.9 --prune-start 1 --prune-end 8 --prune-every 2 --batch-size 8 --max-length 16"
         )
         == 0
     )
@@ -329,23 +277,9 @@ def test_bad_pruning_input_exits_2(flags, message, tiny_bert, tmp_path, capsys):
 def test_wanda_cli_prunes_each_row_exactly_with_calibration_data(tiny_bert, sentiment_dir, tmp_path):
     out = tmp_path / "wanda"
     assert (
-        main(
-            [
-                "prune",
-                "magnitude",
-                "--model",
-                str(tiny_bert),
-                "--importance",
-                "wanda",
-                "--sparsity",
-                "0.5",
-                "--data",
-                str(sentiment_dir),
-                "--calibration-samples",
-                "16",
-                "--out",
-                str(out),
-            ]
+        cli(
+            f"prune magnitude --model {tiny_bert} --importance wanda --sparsity 0.5 "
+            f"--data {sentiment_dir} --calibration-samples 16 --out {out}"
         )
         == 0
     )

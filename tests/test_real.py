@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from prunekit.cli import main
-from tests.conftest import glue_dir
+from tests.conftest import cli, glue_dir
 
 pytestmark = pytest.mark.real
 
@@ -20,22 +19,9 @@ def test_glue_task_through_finetune_and_evaluate(folder, metrics, tmp_path):
     """Fine-tune on 64 real examples, evaluate on 64: the official metrics come out, consistently."""
     out = tmp_path / "model"
     assert (
-        main(
-            [
-                "finetune",
-                "--model",
-                "minilm",
-                "--data",
-                str(glue_dir(folder)),
-                "--out",
-                str(out),
-                "--max-train-samples",
-                "64",
-                "--max-eval-samples",
-                "64",
-                "--max-length",
-                "64",
-            ]
+        cli(
+            f"finetune --model minilm --data {glue_dir(folder)} --out {out} "
+            "--max-train-samples 64 --max-eval-samples 64 --max-length 64"
         )
         == 0
     )
@@ -43,20 +29,9 @@ def test_glue_task_through_finetune_and_evaluate(folder, metrics, tmp_path):
     assert set(summary["metrics"]) == metrics and summary["eval_samples"] == 64
     assert 22_000_000 < summary["params_total"] < 23_000_000
     assert (
-        main(
-            [
-                "evaluate",
-                "--model",
-                str(out),
-                "--data",
-                str(glue_dir(folder)),
-                "--max-eval-samples",
-                "64",
-                "--max-length",
-                "64",
-                "--json",
-                str(tmp_path / "e.json"),
-            ]
+        cli(
+            f"evaluate --model {out} --data {glue_dir(folder)} "
+            f"--max-eval-samples 64 --max-length 64 --json {tmp_path / 'e.json'}"
         )
         == 0
     )
@@ -68,39 +43,10 @@ def test_sst2_reaches_reference_accuracy(tmp_path):
     """The issue's acceptance run: 8,000 SST-2 sentences, one pass, dev accuracy >= 0.83."""
     out = tmp_path / "sst2"
     assert (
-        main(
-            [
-                "finetune",
-                "--model",
-                "minilm",
-                "--data",
-                str(glue_dir("SST-2")),
-                "--out",
-                str(out),
-                "--max-train-samples",
-                "8000",
-                "--max-length",
-                "64",
-            ]
-        )
+        cli(f"finetune --model minilm --data {glue_dir('SST-2')} --out {out} --max-train-samples 8000 --max-length 64")
         == 0
     )
-    assert (
-        main(
-            [
-                "evaluate",
-                "--model",
-                str(out),
-                "--data",
-                str(glue_dir("SST-2")),
-                "--max-length",
-                "64",
-                "--json",
-                str(tmp_path / "e.json"),
-            ]
-        )
-        == 0
-    )
+    assert cli(f"evaluate --model {out} --data {glue_dir('SST-2')} --max-length 64 --json {tmp_path / 'e.json'}") == 0
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["eval_samples"] == 872
     assert result["metrics"]["accuracy"] >= 0.83
