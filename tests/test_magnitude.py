@@ -12,6 +12,7 @@ from transformers import AutoModelForSequenceClassification, Trainer, TrainerCal
 from prunekit.adapters import get_adapter
 from prunekit.cli import main
 from prunekit.data import load_task_data
+from prunekit.errors import ConfigError
 from prunekit.methods.magnitude import MagnitudeConfig, compute_masks, prune_magnitude
 from prunekit.models import load_model
 from prunekit.pruning.masks import MASKS_FILE, MaskSet
@@ -291,3 +292,13 @@ def test_wanda_cli_prunes_each_row_exactly_with_calibration_data(tiny_bert, sent
     assert any(not torch.equal(magnitude.masks[n], m) for n, m in MaskSet.load(out).masks.items()), (
         "activation statistics changed nothing"
     )
+
+
+def test_schedule_starts_at_initial_sparsity_and_rejects_inverted_ranges():
+    schedule = CubicSchedule(0.8, start=0, end=10, every=5, initial_sparsity=0.2)
+    assert schedule.sparsity_at(0) == pytest.approx(0.2) and schedule.sparsity_at(10) == pytest.approx(0.8)
+    assert [s for s in range(12) if schedule.is_pruning_step(s)] == [0, 5, 10]
+    with pytest.raises(ConfigError, match="--initial-sparsity"):
+        CubicSchedule(0.5, start=0, end=10, initial_sparsity=0.6)
+    with pytest.raises(ConfigError, match="--prune-end"):
+        CubicSchedule(0.5, start=10, end=5)
