@@ -8,11 +8,11 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, GPT2Config
+from transformers import AutoModelForSequenceClassification, BertConfig, GPT2Config
 
 from prunekit.cli import main
 from tests.conftest import cli
-from tests.tiny import save_tiny_model
+from tests.tiny import save_tiny_model, tiny_tokenizer
 
 COMMON_KEYS = {"schema_version", "kind", "model", "task", "params_total", "params_nonzero", "size_bytes"}
 
@@ -56,8 +56,6 @@ def test_bench_vs_reports_ratio_from_same_run(finetuned, tmp_path):
     """A 2-layer/32-wide model against an 8-layer/256-wide one: the ratio must show the small one is faster."""
     big = tmp_path / "big"
     torch.manual_seed(0)
-    from transformers import BertConfig
-
     config = BertConfig(
         vocab_size=200,
         hidden_size=256,
@@ -67,7 +65,7 @@ def test_bench_vs_reports_ratio_from_same_run(finetuned, tmp_path):
         max_position_embeddings=128,
     )
     AutoModelForSequenceClassification.from_config(config).save_pretrained(big)
-    (finetuned / "tokenizer.json").exists() and __import__("shutil").copy(finetuned / "tokenizer.json", big)
+    tiny_tokenizer().save_pretrained(big)
     out = tmp_path / "bench.json"
     assert (
         cli(

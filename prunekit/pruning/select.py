@@ -2,8 +2,9 @@
 
 Pure functions: scores in, boolean *keep* masks out. Scores are non-negative (|W|, Wanda's
 |W|·‖X‖). Global selection never concatenates all scores: it finds the exact k-th smallest score
-by a two-pass radix select on the float32 bit patterns (for non-negative floats, the bit patterns
-sort like the values), so peak extra memory is one temporary per matrix, not a copy of the model.
+by a radix select on the float32 bit patterns (for non-negative floats, the bit patterns sort like
+the values): two histogram passes find the threshold and the count below it, a third writes the
+masks. Peak extra memory is one temporary per matrix, not a copy of the model.
 """
 
 from __future__ import annotations
@@ -26,36 +27,41 @@ def _bits(scores: torch.Tensor) -> torch.Tensor:
     return scores.detach().float().contiguous().view(torch.int32)
 
 
-def _kth_smallest_bits(score_fns: Mapping[str, ScoreFn], k: int) -> int:
-    """Bit pattern of the k-th smallest score (1-based) over all matrices, exactly."""
-    high_counts = torch.zeros(1 << 16, dtype=torch.int64)
+def _high_histogram(score_fns: Mapping[str, ScoreFn]) -> torch.Tensor:
+    """Pass 1: counts of scores per value of their top 16 bits, over all matrices."""
+    counts = torch.zeros(1 << 16, dtype=torch.int64)
     for fn in score_fns.values():
-        high_counts += torch.bincount((_bits(fn()) >> _HIGH_SHIFT).flatten(), minlength=1 << 16)
+        counts += torch.bincount((_bits(fn()) >> _HIGH_SHIFT).flatten(), minlength=1 << 16)
+    return counts
+
+
+def _kth_smallest_bits(score_fns: Mapping[str, ScoreFn], high_counts: torch.Tensor, k: int) -> tuple[int, int]:
+    """Pass 2: bit pattern of the k-th smallest score (1-based), and how many scores lie strictly below it."""
     cumulative = high_counts.cumsum(0)
     bucket = int(torch.searchsorted(cumulative, k))
-    below = int(cumulative[bucket - 1]) if bucket > 0 else 0
+    below_bucket = int(cumulative[bucket - 1]) if bucket > 0 else 0
     low_counts = torch.zeros(1 << _HIGH_SHIFT, dtype=torch.int64)
     for fn in score_fns.values():
         bits = _bits(fn()).flatten()
-        in_bucket = bits[(bits >> _HIGH_SHIFT) == bucket] & _LOW_MASK
-        low_counts += torch.bincount(in_bucket, minlength=1 << _HIGH_SHIFT)
-    low = int(torch.searchsorted(low_counts.cumsum(0), k - below))
-    return (bucket << _HIGH_SHIFT) | low
+        low_counts += torch.bincount(bits[(bits >> _HIGH_SHIFT) == bucket] & _LOW_MASK, minlength=1 << _HIGH_SHIFT)
+    low_cumulative = low_counts.cumsum(0)
+    low = int(torch.searchsorted(low_cumulative, k - below_bucket))
+    below = below_bucket + (int(low_cumulative[low - 1]) if low > 0 else 0)
+    return (bucket << _HIGH_SHIFT) | low, below
 
 
-def _keep_masks_at_threshold(score_fns: Mapping[str, ScoreFn], threshold_bits: int, k: int) -> dict[str, torch.Tensor]:
-    """Prune everything below the threshold, then just enough ties (in matrix order) to prune exactly k."""
+def _keep_masks_at_threshold(
+    score_fns: Mapping[str, ScoreFn], threshold_bits: int, ties_to_prune: int
+) -> dict[str, torch.Tensor]:
+    """Pass 3: prune everything below the threshold, plus ``ties_to_prune`` ties (in matrix order)."""
     masks: dict[str, torch.Tensor] = {}
-    ties_to_prune = k - sum(int((_bits(fn()) < threshold_bits).sum()) for fn in score_fns.values())
     for name, fn in score_fns.items():
         bits = _bits(fn())
-        keep = bits > threshold_bits
+        keep = bits >= threshold_bits
         if ties_to_prune > 0:
-            ties = (bits == threshold_bits).flatten().nonzero().flatten()
-            keep.view(-1)[ties[ties_to_prune:]] = True  # ties beyond the quota survive
-            ties_to_prune -= min(ties_to_prune, ties.numel())
-        else:
-            keep |= bits == threshold_bits
+            ties = (bits == threshold_bits).flatten().nonzero().flatten()[:ties_to_prune]
+            keep.view(-1)[ties] = False
+            ties_to_prune -= ties.numel()
         masks[name] = keep
     return masks
 
@@ -73,11 +79,12 @@ def select_global(score_fns: Mapping[str, ScoreFn], sparsity: float) -> dict[str
     [[True, False], [True, False]]
     """
     check_sparsity(sparsity)
-    total = sum(fn().numel() for fn in score_fns.values())
-    k = round(sparsity * total)
+    high_counts = _high_histogram(score_fns)
+    k = round(sparsity * int(high_counts.sum()))
     if k == 0:
         return {name: torch.ones_like(fn(), dtype=torch.bool) for name, fn in score_fns.items()}
-    return _keep_masks_at_threshold(score_fns, _kth_smallest_bits(score_fns, k), k)
+    threshold_bits, below = _kth_smallest_bits(score_fns, high_counts, k)
+    return _keep_masks_at_threshold(score_fns, threshold_bits, k - below)
 
 
 def select_layerwise(score_fns: Mapping[str, ScoreFn], sparsity: float) -> dict[str, torch.Tensor]:
