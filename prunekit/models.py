@@ -67,7 +67,13 @@ def load_config(path: str, **overrides) -> PretrainedConfig:
     return config
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
+
+
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    # transformers builds an empty, all-[UNK] tokenizer for a folder without tokenizer files.
+    if Path(path).is_dir() and not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelError(f"--model {path}: folder has no tokenizer; expected one of {', '.join(TOKENIZER_FILES)}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:

@@ -65,9 +65,20 @@ class ModelAdapter(ABC):
 
     family: ClassVar[str]
     model_types: ClassVar[tuple[str, ...]]
+    #: Where the attention module sits inside a layer (dotted path; replaced when all heads go).
+    attention_path: ClassVar[str]
+    #: The config field that holds the FFN width.
+    ffn_config_key: ClassVar[str] = "intermediate_size"
+    #: Whether the config states the head size (else it is hidden_size // num_attention_heads).
+    head_dim_in_config: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module):
         self.model = model
+
+    @property
+    def base(self) -> nn.Module:
+        """The base model (``model.bert``, ``model.model``, ...), or ``model`` itself if it is one."""
+        return getattr(self.model, self.model.base_model_prefix, self.model)
 
     @abstractmethod
     def layer_list(self) -> nn.ModuleList:

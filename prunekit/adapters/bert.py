@@ -12,10 +12,7 @@ from prunekit.adapters.registry import register_adapter
 class BertAdapter(ModelAdapter):
     family = "bert"
     model_types = ("bert",)
-
-    @property
-    def base(self) -> nn.Module:
-        return getattr(self.model, self.model.base_model_prefix)
+    attention_path = "attention.self"
 
     def layer_list(self) -> nn.ModuleList:
         return self.base.encoder.layer

@@ -12,9 +12,11 @@ from prunekit.adapters.registry import register_adapter
 class DistilBertAdapter(ModelAdapter):
     family = "distilbert"
     model_types = ("distilbert",)
+    attention_path = "attention"
+    ffn_config_key = "hidden_dim"
 
     def layer_list(self) -> nn.ModuleList:
-        return self.model.distilbert.transformer.layer
+        return self.base.transformer.layer
 
     def attention(self, layer: nn.Module) -> AttentionBlock:
         attn = layer.attention
@@ -31,7 +33,7 @@ class DistilBertAdapter(ModelAdapter):
         return FeedForwardBlock(up=layer.ffn.lin1, down=layer.ffn.lin2)
 
     def word_embeddings(self) -> nn.Embedding:
-        return self.model.distilbert.embeddings.word_embeddings
+        return self.base.embeddings.word_embeddings
 
     def classifier(self) -> list[nn.Linear]:
         return [self.model.pre_classifier, self.model.classifier]

@@ -12,10 +12,8 @@ from prunekit.adapters.registry import register_adapter
 class LlamaAdapter(ModelAdapter):
     family = "llama"
     model_types = ("llama", "mistral", "qwen2")
-
-    @property
-    def base(self) -> nn.Module:
-        return getattr(self.model, self.model.base_model_prefix)
+    attention_path = "self_attn"
+    head_dim_in_config = True
 
     def layer_list(self) -> nn.ModuleList:
         return self.base.layers

@@ -1,4 +1,7 @@
-"""``prunekit prune METHOD``: one-shot pruning; saves the model with its masks and summary.json."""
+"""``prunekit prune METHOD``: one-shot pruning; saves the model and summary.json.
+
+``magnitude`` zeroes weights and saves the masks; ``structured`` removes heads, FFN neurons, layers
+and vocabulary entries physically (see ``prunekit.methods.structured``)."""
 
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ def add_parser(commands) -> None:
     )
     add_data_arguments(p, with_train=True)
     p.set_defaults(handler=run_magnitude)
+    add_structured_parser(methods)
 
 
 def run_magnitude(args: argparse.Namespace) -> dict:
@@ -96,4 +100,161 @@ def run_magnitude(args: argparse.Namespace) -> dict:
         )
         write_json_atomic(Path(tmp) / "summary.json", summary)
     print_result(summary, f"saved to {args.out}")
+    return summary
+
+
+def param_count(text: str) -> int:
+    """``15000000``, ``15M``, ``1.5e7`` or ``800K`` -> an integer parameter count."""
+    scale = {"K": 10**3, "M": 10**6, "B": 10**9}.get(text[-1:].upper(), 1)
+    try:
+        value = float(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a parameter count such as 15000000 or 15M, found {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive parameter count, found {text!r}")
+    return int(value)
+
+
+def add_structured_parser(methods) -> None:
+    from prunekit.importance.structured import LAYER_CRITERIA, UNIT_CRITERIA
+    from prunekit.pruning.units import SCOPES
+
+    p = methods.add_parser(
+        "structured", help="remove attention heads, FFN neurons, layers and unused vocabulary physically"
+    )
+    p.add_argument("--model", required=True, help="model folder (fine-tuned on the task)")
+    add_output_arguments(p)
+    p.add_argument("--heads", type=float, help="fraction of attention heads to keep, e.g. 0.5")
+    p.add_argument("--ffn", type=float, help="fraction of FFN neurons to keep, e.g. 0.5")
+    p.add_argument("--layers", type=positive_int, help="number of transformer layers to keep")
+    p.add_argument(
+        "--params-budget",
+        type=param_count,
+        help="total parameters to keep (e.g. 15M): one keep fraction for heads and neurons is solved for",
+    )
+    p.add_argument(
+        "--importance", choices=sorted(UNIT_CRITERIA), default="taylor", help="score for heads/neurons (default taylor)"
+    )
+    p.add_argument("--layer-importance", choices=sorted(LAYER_CRITERIA), default="drop-one", help="score for --layers")
+    p.add_argument(
+        "--scope",
+        choices=SCOPES,
+        default="global",
+        help="rank units across layers (global: layers get different widths) or keep the fraction per layer",
+    )
+    p.add_argument("--min-heads", type=int, default=1, help="heads every layer keeps at least (0 allows none)")
+    p.add_argument("--min-ffn", type=int, default=1, help="FFN neurons every layer keeps at least")
+    p.add_argument("--round-to", type=positive_int, default=1, help="round kept FFN widths to a multiple, e.g. 8")
+    p.add_argument(
+        "--vocab-from", help="keep only tokens used by this corpus: a dataset (its train split) or .txt file"
+    )
+    p.add_argument(
+        "--calibration-samples", type=positive_int, default=256, help="training examples for importance (default 256)"
+    )
+    p.add_argument("--calibration-batch-size", type=positive_int, default=32)
+    p.add_argument("--seed", type=int, default=0, help="seed for --importance random")
+    add_data_arguments(p, with_train=True)
+    p.set_defaults(handler=run_structured)
+
+
+def _corpus_texts(source: str) -> list:
+    """Sentences (or sentence pairs) of ``source``: a .txt file (a sentence per line) or a dataset."""
+    from prunekit.data import load_task_data
+    from prunekit.errors import DataError
+
+    path = Path(source)
+    if path.suffix == ".txt":
+        try:
+            return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except OSError as err:
+            raise DataError(f"--vocab-from {source}: cannot read ({err.strerror})") from None
+    train = load_task_data(source, need_eval=False).train
+    return list(zip(train.text_a, train.text_b)) if train.text_b else list(train.text_a)
+
+
+def _calibration_batches(data, tokenizer, args: argparse.Namespace) -> list[dict]:
+    import torch
+
+    from prunekit.data import EncodedSplit, make_collator
+
+    if data is None or data.train is None:
+        return []
+    dataset = EncodedSplit(data.train, tokenizer, args.max_length, data.task.is_regression)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=args.calibration_batch_size, collate_fn=make_collator(tokenizer)
+    )
+    return list(loader)
+
+
+def run_structured(args: argparse.Namespace) -> dict:
+    from prunekit.evaluation import evaluate_model, make_summary, model_size
+    from prunekit.importance.structured import NEEDS_DATA
+    from prunekit.io import atomic_output_dir, check_output_dir, write_json_atomic
+    from prunekit.methods.structured import StructuredConfig, prune_structured
+    from prunekit.models import count_parameters, load_config, load_model, resolve_model
+    from prunekit.pruned_models import save_pruned
+    from prunekit.pruning.vocabulary import corpus_token_ids, prune_vocabulary, vocabulary_report
+
+    check_output_dir(args.out, args.overwrite)
+    config = StructuredConfig(
+        importance=args.importance,
+        heads=args.heads,
+        ffn=args.ffn,
+        layers=args.layers,
+        layer_importance=args.layer_importance,
+        scope=args.scope,
+        params_budget=args.params_budget,
+        min_heads=args.min_heads,
+        min_ffn=args.min_ffn,
+        round_to=args.round_to,
+        seed=args.seed,
+    )
+    folder = resolve_model(args.model)
+    config.validate(load_config(folder).num_hidden_layers)  # bad targets fail before any data is read
+    prunes_units = any(v is not None for v in (config.heads, config.ffn, config.params_budget))
+    needs_data = (prunes_units and config.importance in NEEDS_DATA) or config.layers is not None
+    if needs_data and not (args.data or args.train_file):
+        raise ConfigError(f"--importance {config.importance} / --layers need calibration data: pass --data")
+    data = None
+    if args.data or args.eval_file or args.train_file:
+        data = load_data_for_model(args, folder, need_train=needs_data, max_train_samples=args.calibration_samples)
+    model, tokenizer = load_model(args.model)
+    params_before, _ = count_parameters(model)
+    vocabulary = {}
+    if args.vocab_from:
+        vocab_before = model.get_input_embeddings().num_embeddings
+        tokenizer, kept = prune_vocabulary(
+            model, tokenizer, corpus_token_ids(tokenizer, _corpus_texts(args.vocab_from))
+        )
+        vocabulary = vocabulary_report(vocab_before, kept, model.get_input_embeddings().embedding_dim)
+    result = prune_structured(model, config, _calibration_batches(data, tokenizer, args) if needs_data else [])
+    evaluation = {}
+    if data is not None and data.eval is not None:
+        evaluation = dict(
+            metrics=evaluate_model(model, tokenizer, data.eval, data.task, max_length=args.max_length),
+            main_metric=data.task.main_metric,
+            eval_samples=len(data.eval),
+        )
+    with atomic_output_dir(args.out, args.overwrite) as tmp:
+        save_format = save_pruned(model, tmp)
+        tokenizer.save_pretrained(tmp)
+        summary = make_summary(
+            "prune",
+            args.model,
+            data.task.name if data else task_of(folder),
+            method="structured",
+            importance=config.importance if prunes_units else None,
+            layer_importance=config.layer_importance if config.layers is not None else None,
+            scope=config.scope,
+            save_format=save_format,
+            **evaluation,
+            **model_size(model, tmp),
+            params_before=params_before,
+            **vocabulary,
+            **result,
+        )
+        write_json_atomic(Path(tmp) / "summary.json", summary)
+    print_result(summary, f"saved to {args.out} ({save_format} format)")
     return summary

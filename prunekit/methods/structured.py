@@ -1,0 +1,120 @@
+"""Structured pruning: drop layers, then heads and FFN neurons, scored by an importance criterion
+and physically removed (see ``prunekit.pruning.surgery``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from prunekit.adapters import ModelAdapter, get_adapter
+from prunekit.errors import ConfigError
+from prunekit.importance.structured import Batch, score_layers, score_units
+from prunekit.models import count_parameters
+from prunekit.pruning.surgery import drop_layers, prune_heads, prune_neurons
+from prunekit.pruning.units import SCOPES, check_fraction, fraction_for_budget, keep_counts, select_top
+
+
+@dataclass
+class StructuredConfig:
+    """What to keep. ``heads`` / ``ffn``: fractions of heads / FFN neurons; ``layers``: a layer count;
+    ``params_budget``: total parameters to keep, met by one keep fraction for heads and neurons
+    (those not fixed by ``heads`` / ``ffn``)."""
+
+    importance: str = "taylor"
+    heads: float | None = None
+    ffn: float | None = None
+    layers: int | None = None
+    layer_importance: str = "drop-one"
+    scope: str = "global"
+    params_budget: int | None = None
+    min_heads: int = 1
+    min_ffn: int = 1
+    round_to: int = 1
+    seed: int = 0
+
+    def validate(self, num_layers: int) -> None:
+        check_fraction(self.heads, "--heads")
+        check_fraction(self.ffn, "--ffn")
+        if self.scope not in SCOPES:
+            raise ConfigError(f"--scope {self.scope}: expected one of {', '.join(SCOPES)}")
+        if self.layers is not None and not 1 <= self.layers <= num_layers:
+            raise ConfigError(f"--layers {self.layers}: the model has {num_layers} layers; keep 1..{num_layers}")
+        if self.params_budget is not None and self.params_budget < 1:
+            raise ConfigError(f"--params-budget {self.params_budget}: expected a positive parameter count")
+        if self.params_budget is not None and self.heads is not None and self.ffn is not None:
+            raise ConfigError("--params-budget: leave --heads or --ffn unset for the budget to decide")
+        if self.round_to < 1 or self.min_heads < 0 or self.min_ffn < 0:
+            raise ConfigError("--round-to must be >= 1 and --min-heads / --min-ffn >= 0")
+        if not any(v is not None for v in (self.heads, self.ffn, self.layers, self.params_budget)):
+            raise ConfigError("nothing to prune: pass --heads, --ffn, --layers or --params-budget")
+
+
+def _linear_params(rows: int, cols: int, linear: nn.Linear) -> int:
+    return rows * cols + (rows if linear.bias is not None else 0)
+
+
+def _params_after(adapter: ModelAdapter, head_counts: Sequence[int], neuron_counts: Sequence[int]) -> int:
+    """Parameter count once each layer keeps ``head_counts[l]`` heads and ``neuron_counts[l]`` neurons."""
+    total, _ = count_parameters(adapter.model)
+    for layer, heads, neurons in zip(adapter.layers(), head_counts, neuron_counts):
+        attn, ffn = layer.attention, layer.ffn
+        kv_heads = heads if attn.heads_per_kv_group == 1 else (attn.num_kv_heads if heads else 0)
+        hidden, d = attn.query.in_features, attn.head_dim
+        linears = [attn.query, attn.key, attn.value, attn.output, ffn.up, ffn.down] + ([ffn.gate] if ffn.gate else [])
+        total -= sum(p.numel() for linear in linears for p in linear.parameters())
+        total += _linear_params(heads * d, hidden, attn.query) + _linear_params(hidden, heads * d, attn.output)
+        total += _linear_params(kv_heads * d, hidden, attn.key) + _linear_params(kv_heads * d, hidden, attn.value)
+        total += _linear_params(neurons, hidden, ffn.up) + _linear_params(hidden, neurons, ffn.down)
+        if ffn.gate is not None:
+            total += _linear_params(neurons, hidden, ffn.gate)
+    return total
+
+
+def prune_structured(model: nn.Module, config: StructuredConfig, batches: Sequence[Batch] = ()) -> dict:
+    """Prune ``model`` in place; returns what was kept (original layer indices, per-layer structure)."""
+    adapter = get_adapter(model)
+    num_layers = len(adapter.layer_list())
+    config.validate(num_layers)
+    kept_layers = list(range(num_layers))
+    report: dict = {}
+    if config.layers is not None and config.layers < num_layers:
+        layer_scores = score_layers(config.layer_importance, adapter, batches)
+        kept_layers = sorted(torch.topk(layer_scores, config.layers).indices.tolist())
+        report["layer_scores"] = [round(float(s), 6) for s in layer_scores]
+        drop_layers(adapter, kept_layers)
+
+    if any(v is not None for v in (config.heads, config.ffn, config.params_budget)):
+        scores = score_units(config.importance, adapter, batches, config.seed)
+        layers = adapter.layers()
+        gqa_groups = [layer.attention.num_kv_heads if layer.attention.heads_per_kv_group > 1 else 1 for layer in layers]
+        current_heads = [layer.attention.num_heads for layer in layers]
+        current_neurons = [layer.ffn.num_neurons for layer in layers]
+
+        def counts(heads: float | None, ffn: float | None) -> tuple[list[int], list[int]]:
+            head_counts = current_heads
+            if heads is not None:
+                head_counts = keep_counts(scores.heads, heads, config.scope, config.min_heads, gqa_groups)
+            neuron_counts = current_neurons
+            if ffn is not None:
+                neuron_counts = keep_counts(scores.neurons, ffn, config.scope, config.min_ffn, config.round_to)
+            return head_counts, neuron_counts
+
+        heads, ffn = config.heads, config.ffn
+        if config.params_budget is not None:
+
+            def params_at(fraction: float) -> int:
+                h = heads if heads is not None else fraction
+                f = ffn if ffn is not None else fraction
+                return _params_after(adapter, *counts(h, f))
+
+            fraction = fraction_for_budget(params_at, config.params_budget)
+            heads = heads if heads is not None else fraction
+            ffn = ffn if ffn is not None else fraction
+            report["budget_keep_fraction"] = round(fraction, 6)
+        head_counts, neuron_counts = counts(heads, ffn)
+        prune_heads(adapter, dict(enumerate(select_top(scores.heads, head_counts, gqa_groups))))
+        prune_neurons(adapter, dict(enumerate(select_top(scores.neurons, neuron_counts))))
+    return {"kept_layers": kept_layers, "structure": adapter.describe(), **report}

@@ -1,0 +1,93 @@
+"""Which heads and neurons to keep, from per-layer scores: counts per layer, then the units.
+
+``keep_counts`` turns a keep fraction into per-layer counts — ranked across layers (``global``, so
+layers end up with different widths) or the same fraction in every layer (``uniform``) — then applies
+the guards: a minimum per layer (so nothing reaches zero width by accident) and rounding to a
+multiple (hardware-friendly shapes; with grouped-query attention, a multiple of the KV groups so
+every group keeps the same number of query heads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from prunekit.errors import ConfigError
+
+SCOPES = ("global", "uniform")
+
+
+def check_fraction(value: float | None, flag: str) -> None:
+    if value is not None and not 0 < value <= 1:
+        raise ConfigError(f"{flag} {value:g}: expected the fraction to keep, in (0, 1]")
+
+
+def _round_count(count: int, size: int, minimum: int, multiple: int) -> int:
+    count = max(count, min(minimum, size))
+    if multiple > 1 and count % multiple:
+        lower = count - count % multiple
+        count = lower + multiple if (count - lower) * 2 >= multiple or lower < minimum else lower
+    return min(count, size)
+
+
+def keep_counts(
+    scores: Sequence[torch.Tensor],
+    fraction: float,
+    scope: str = "global",
+    minimum: int = 1,
+    multiples: Sequence[int] | int = 1,
+) -> list[int]:
+    """How many units each layer keeps for a keep ``fraction`` of all units."""
+    if scope not in SCOPES:
+        raise ConfigError(f"--scope {scope}: expected one of {', '.join(SCOPES)}")
+    sizes = [len(s) for s in scores]
+    multiples = [multiples] * len(sizes) if isinstance(multiples, int) else list(multiples)
+    if scope == "uniform":
+        raw = [round(fraction * size) for size in sizes]
+    else:
+        flat = torch.cat([s.float() for s in scores])
+        top = torch.topk(flat, round(fraction * len(flat))).indices
+        layer_of = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+        raw = torch.bincount(layer_of[top], minlength=len(sizes)).tolist()
+    return [_round_count(c, size, minimum, m) for c, size, m in zip(raw, sizes, multiples)]
+
+
+def select_top(
+    scores: Sequence[torch.Tensor], counts: Sequence[int], groups: Sequence[int] | int = 1
+) -> list[list[int]]:
+    """The ``counts[l]`` best units of each layer; with ``groups[l] > 1`` the count is split evenly
+    over that many consecutive groups and the best units are taken within each group."""
+    groups = [groups] * len(scores) if isinstance(groups, int) else list(groups)
+    kept = []
+    for layer_scores, count, group_count in zip(scores, counts, groups):
+        if group_count <= 1:
+            kept.append(sorted(torch.topk(layer_scores, count).indices.tolist()))
+            continue
+        if count % group_count:
+            raise ConfigError(f"cannot spread {count} heads evenly over {group_count} KV groups")
+        per_group = count // group_count
+        grouped = layer_scores.view(group_count, -1)
+        offsets = torch.arange(group_count)[:, None] * grouped.shape[1]
+        chosen = torch.topk(grouped, per_group, dim=1).indices + offsets
+        kept.append(sorted(chosen.flatten().tolist()))
+    return kept
+
+
+def fraction_for_budget(params_at: Callable[[float], int], budget: int) -> float:
+    """The largest keep fraction whose parameter count ``params_at(f)`` fits ``budget`` (bisection)."""
+    if params_at(1.0) <= budget:
+        return 1.0
+    smallest = params_at(_TINY)
+    if smallest > budget:
+        raise ConfigError(
+            f"--params-budget {budget:,}: cannot be met; pruned this way the model keeps at least {smallest:,}"
+        )
+    low, high = _TINY, 1.0
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (mid, high) if params_at(mid) <= budget else (low, mid)
+    return low
+
+
+_TINY = 1e-9  # a keep fraction that leaves each layer only its guaranteed minimum

@@ -1,0 +1,330 @@
+"""Structured pruning: physical removal == masking, reload in both formats, vocabulary, targets, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from prunekit import load_pruned
+from prunekit.adapters import get_adapter
+from prunekit.cli import main
+from prunekit.errors import ConfigError
+from prunekit.importance.structured import score_layers, score_units
+from prunekit.methods.structured import StructuredConfig, prune_structured
+from prunekit.pruned_models import save_pruned
+from prunekit.pruning.gates import UnitGates
+from prunekit.pruning.surgery import drop_layers, prune_heads, prune_neurons
+from prunekit.pruning.units import keep_counts, select_top
+from prunekit.pruning.vocabulary import corpus_token_ids, prune_vocabulary
+from tests.conftest import NEGATIVE, POSITIVE, cli
+from tests.tiny import tiny_config, tiny_tokenizer
+
+ENCODERS = ("bert", "roberta", "distilbert")
+FAMILIES = (*ENCODERS, "llama")  # the tiny Llama has 8 query heads in 2 KV groups (GQA)
+SENTENCES = POSITIVE + NEGATIVE
+
+
+def tiny(family: str, seed: int = 0):
+    torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_config(tiny_config(family)).eval()
+
+
+def batch(count: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, 60, (count, 12), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, 8:] = 0  # padding in one row
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": torch.arange(count) % 2}
+
+
+def logits(model, inputs) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+
+
+def random_keep(adapter, seed: int) -> tuple[dict, dict]:
+    """Random kept heads (valid under GQA) and neurons per layer; the last layer keeps no heads."""
+    generator = torch.Generator().manual_seed(seed)
+    heads, neurons = {}, {}
+    layers = adapter.layers()
+    for i, layer in enumerate(layers):
+        attn = layer.attention
+        scores = torch.rand(attn.num_heads, generator=generator)
+        groups = attn.num_kv_heads if attn.heads_per_kv_group > 1 else 1
+        count = 0 if i == len(layers) - 1 else max(groups, attn.num_heads // 2)
+        heads[i] = select_top([scores], [count], groups)[0]
+        neurons[i] = torch.randperm(layer.ffn.num_neurons, generator=generator)[: layer.ffn.num_neurons // 3].tolist()
+    return heads, neurons
+
+
+def masked_logits(model, heads: dict, neurons: dict, inputs) -> torch.Tensor:
+    with UnitGates(get_adapter(model)) as gates:
+        for i, kept in heads.items():
+            gates.heads[i].zero_()[kept] = 1
+        for i, kept in neurons.items():
+            gates.neurons[i].zero_()[kept] = 1
+        return logits(model, inputs)
+
+
+# ---------------------------------------------------------------- surgery
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_removing_units_gives_the_outputs_of_masking_them(family):
+    """Heads (incl. a layer left with none) and neurons removed physically == gated to zero."""
+    model, inputs = tiny(family), batch()
+    adapter = get_adapter(model)
+    heads, neurons = random_keep(adapter, seed=1)
+    expected = masked_logits(model, heads, neurons, inputs)
+    params_before = sum(p.numel() for p in model.parameters())
+    prune_heads(adapter, heads)
+    prune_neurons(adapter, neurons)
+    assert sum(p.numel() for p in model.parameters()) < params_before
+    assert [layer["heads"] for layer in adapter.describe()] == [len(heads[i]) for i in sorted(heads)]
+    torch.testing.assert_close(logits(model, inputs), expected, atol=1e-5, rtol=0)
+
+
+def test_gqa_keeps_query_heads_evenly_within_kv_groups():
+    model = tiny("llama")
+    adapter = get_adapter(model)
+    attn = adapter.layers()[0].attention
+    assert (attn.num_heads, attn.num_kv_heads) == (8, 2)
+    with pytest.raises(ConfigError, match="evenly"):
+        prune_heads(adapter, {0: [0, 1, 4]})  # two heads in group 0, one in group 1
+    prune_heads(adapter, {0: [1, 2, 5, 7], 1: [0, 1, 2, 3]})  # layer 1: all of group 0, so group 1 goes
+    first, second = adapter.describe()
+    assert (first["heads"], first["kv_heads"]) == (4, 2)
+    assert (second["heads"], second["kv_heads"]) == (4, 1)
+    assert adapter.layers()[0].attention.module.num_key_value_groups == 2
+    assert adapter.layers()[1].attention.module.num_key_value_groups == 4
+    logits(model, batch())  # still runs
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dropping_layers_renumbers_and_updates_config(family):
+    model = tiny(family)
+    adapter = get_adapter(model)
+    kept_layer = adapter.layer_list()[1]
+    drop_layers(adapter, [1])
+    assert list(adapter.layer_list()) == [kept_layer]
+    assert model.config.num_hidden_layers == 1
+    assert all(m.layer_idx == 0 for m in kept_layer.modules() if hasattr(m, "layer_idx"))
+    logits(model, batch())
+
+
+# ---------------------------------------------------------------- importance and selection
+
+
+def test_keep_counts_global_uniform_and_guards():
+    scores = [torch.tensor([9.0, 8, 7, 6]), torch.tensor([1.0, 0.5, 0.2, 0.1])]
+    assert keep_counts(scores, 0.5, "global", minimum=0) == [4, 0]
+    assert keep_counts(scores, 0.5, "global", minimum=1) == [4, 1]  # nothing reaches zero width
+    assert keep_counts(scores, 0.5, "uniform") == [2, 2]
+    wide = [torch.rand(100), torch.rand(100)]
+    assert all(c % 8 == 0 for c in keep_counts(wide, 0.37, "uniform", multiples=8))
+    assert keep_counts(scores, 0.25, "uniform", multiples=[2, 2]) == [2, 2]  # GQA: a multiple of the KV groups
+
+
+@pytest.mark.parametrize("criterion", ["magnitude", "taylor", "activation"])
+def test_a_dead_head_and_neuron_score_lowest(criterion):
+    """A head whose weights are all zero contributes nothing: every criterion must score it 0, the
+    lowest in its layer (same for an FFN neuron with zero weights)."""
+    model = tiny("bert")
+    adapter = get_adapter(model)
+    layer = adapter.layers()[0]
+    d = layer.attention.head_dim
+    with torch.no_grad():
+        for projection in (layer.attention.query, layer.attention.key, layer.attention.value):
+            projection.weight[2 * d : 3 * d] = 0
+            projection.bias[2 * d : 3 * d] = 0
+        layer.attention.output.weight[:, 2 * d : 3 * d] = 0
+        layer.ffn.down.weight[:, 5] = 0
+        layer.ffn.up.weight[5] = 0
+        layer.ffn.up.bias[5] = 0
+    scores = score_units(criterion, adapter, [batch(8, seed=s) for s in range(3)])
+    assert int(scores.heads[0].argmin()) == 2
+    assert int(scores.neurons[0].argmin()) == 5
+    assert float(scores.heads[0][2]) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("criterion", ["drop-one", "block-influence"])
+def test_a_pass_through_layer_is_the_one_dropped(criterion):
+    """A pre-norm Llama layer with zero output projections is the identity: skipping it changes
+    nothing (drop-one 0) and its output equals its input (block influence 0)."""
+    model = tiny("llama")
+    adapter = get_adapter(model)
+    with torch.no_grad():
+        layer = adapter.layers()[0]
+        layer.attention.output.weight.zero_()
+        layer.ffn.down.weight.zero_()
+    scores = score_layers(criterion, adapter, [batch()])
+    assert float(scores[0]) == pytest.approx(0.0, abs=1e-5)
+    assert abs(float(scores[1])) > 1e-4
+    if criterion == "block-influence":  # >= 0 by construction, so the identity layer ranks last
+        result = prune_structured(model, StructuredConfig(layers=1, layer_importance=criterion), [batch()])
+        assert result["kept_layers"] == [1]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_global_taylor_pruning_gives_uneven_widths_that_train(family):
+    model = tiny(family)
+    model.train()
+    result = prune_structured(model, StructuredConfig(importance="taylor", heads=0.5, ffn=0.4), [batch(8)])
+    widths = [layer["ffn"] for layer in result["structure"]]
+    assert len(set(widths)) > 1
+    heads = [layer["heads"] for layer in result["structure"]]
+    assert sum(heads) == pytest.approx(0.5 * 2 * tiny_config(family).num_attention_heads, abs=2)
+    loss = model(**batch()).loss
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p.numel())
+
+
+def test_params_budget_is_met():
+    model = tiny("bert")
+    total = sum(p.numel() for p in model.parameters())
+    budget = int(total * 0.85)
+    result = prune_structured(model, StructuredConfig(importance="magnitude", params_budget=budget))
+    after = sum(p.numel() for p in model.parameters())
+    assert after <= budget
+    assert after >= budget - 0.02 * total  # close to the budget, not far below it
+    assert 0 < result["budget_keep_fraction"] < 1
+
+
+# ---------------------------------------------------------------- save / reload
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_uneven_structure_round_trips_through_load_pruned_and_auto_class(family, tmp_path):
+    model = tiny(family)
+    adapter = get_adapter(model)
+    heads, neurons = random_keep(adapter, seed=2)
+    prune_heads(adapter, heads)
+    prune_neurons(adapter, neurons)
+    inputs = batch()
+    expected = logits(model, inputs)
+    assert save_pruned(model, tmp_path) == "prunekit"
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == f"prunekit_{tiny_config(family).model_type}"
+    assert [layer["heads"] for layer in config["prunekit_structure"]] == [len(heads[i]) for i in sorted(heads)]
+    for loaded in (load_pruned(tmp_path), AutoModelForSequenceClassification.from_pretrained(tmp_path)):
+        assert get_adapter(loaded).describe() == adapter.describe()
+        torch.testing.assert_close(logits(loaded.eval(), inputs), expected, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_uniform_structure_saves_as_a_vanilla_model(family, tmp_path):
+    """Dropped layers + the same FFN width everywhere (+ uniform heads where the config states the
+    head size) load with plain transformers, without prunekit imported."""
+    model = tiny(family)
+    config = StructuredConfig(importance="magnitude", ffn=0.5, layers=1, layer_importance="block-influence")
+    if family == "llama":
+        config.heads = 0.5
+    config.scope = "uniform"
+    prune_structured(model, config, [batch()])
+    inputs = batch()
+    expected = logits(model, inputs)
+    assert save_pruned(model, tmp_path) == "plain"
+    torch.save(inputs, tmp_path / "inputs.pt")
+    torch.save(expected, tmp_path / "expected.pt")
+    script = (
+        "import sys, torch\n"
+        "from transformers import AutoModelForSequenceClassification as A\n"
+        "m = A.from_pretrained(sys.argv[1]).eval()\n"
+        "assert 'prunekit' not in sys.modules\n"
+        "x = torch.load(sys.argv[1] + '/inputs.pt'); x.pop('labels')\n"
+        "with torch.no_grad(): out = m(**x).logits\n"
+        "torch.testing.assert_close(out, torch.load(sys.argv[1] + '/expected.pt'), atol=0, rtol=0)\n"
+        "print(type(m).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Prunekit" not in result.stdout
+
+
+# ---------------------------------------------------------------- vocabulary
+
+
+def test_vocabulary_pruning_keeps_corpus_logits(tmp_path):
+    model, tokenizer = tiny("bert"), tiny_tokenizer()
+    corpus = SENTENCES[:6]
+    before = {s: logits(model, tokenizer(s, return_tensors="pt")) for s in corpus}
+    old_vocab = model.get_input_embeddings().num_embeddings
+    new_tokenizer, kept = prune_vocabulary(model, tokenizer, corpus_token_ids(tokenizer, corpus))
+    assert len(kept) < old_vocab
+    assert model.get_input_embeddings().num_embeddings == len(kept) == model.config.vocab_size
+    assert len(new_tokenizer) == len(kept)
+    for sentence in corpus:
+        ids = new_tokenizer(sentence, return_tensors="pt")
+        assert [kept[i] for i in ids["input_ids"][0]] == tokenizer(sentence)["input_ids"]
+        torch.testing.assert_close(logits(model, ids), before[sentence], atol=1e-6, rtol=0)
+    # and after a save/load round trip (plain format: a smaller vocab_size)
+    assert save_pruned(model, tmp_path) == "plain"
+    new_tokenizer.save_pretrained(tmp_path)
+    cli_model = load_pruned(tmp_path).eval()
+    from transformers import AutoTokenizer
+
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    sentence = corpus[0]
+    torch.testing.assert_close(
+        logits(cli_model, reloaded(sentence, return_tensors="pt")), before[sentence], atol=1e-6, rtol=0
+    )
+
+
+# ---------------------------------------------------------------- command line
+
+
+@pytest.fixture(scope="module")
+def structured(tmp_path_factory, tiny_bert, sentiment_dir):
+    out = tmp_path_factory.mktemp("structured") / "pruned"
+    code = cli(
+        f"prune structured --model {tiny_bert} --data {sentiment_dir} --heads 0.5 --ffn 0.5 "
+        f"--vocab-from {sentiment_dir} --calibration-samples 32 --max-length 16 --out {out}"
+    )
+    assert code == 0
+    return out
+
+
+def test_cli_structured_writes_summary_and_reloadable_model(structured, tiny_bert, sentiment_dir, tmp_path):
+    summary = json.loads((structured / "summary.json").read_text())
+    assert summary["method"] == "structured" and summary["importance"] == "taylor"
+    assert summary["params_total"] < summary["params_before"]
+    assert len(summary["structure"]) == 2 and summary["kept_layers"] == [0, 1]
+    assert sum(layer["heads"] for layer in summary["structure"]) == 4
+    assert summary["vocab_after"] < summary["vocab_before"]
+    assert "accuracy" in summary["metrics"]
+    code = cli(f"evaluate --model {structured} --data {sentiment_dir} --max-length 16 --json {tmp_path}/e.json")
+    assert code == 0
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    assert evaluated["metrics"] == pytest.approx(summary["metrics"])
+    code = cli(
+        f"bench --model {structured} --vs {tiny_bert} --batch-size 2 --seq-len 8 --repeats 2 --json {tmp_path}/b.json"
+    )
+    assert code == 0
+    bench = json.loads((tmp_path / "b.json").read_text())
+    assert bench["ratio_vs"] > 0 and bench["vs"]["params_total"] > bench["params_total"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ("--heads 0", "--heads 0: expected the fraction to keep"),
+        ("--ffn 1.5", "--ffn 1.5"),
+        ("--layers 5", "--layers 5: the model has 2 layers"),
+        ("--params-budget 10", "--params-budget 10: cannot be met"),
+        ("", "nothing to prune"),
+    ],
+)
+def test_cli_impossible_targets_exit_2_with_one_line(flags, message, tiny_bert, sentiment_dir, tmp_path, capsys):
+    code = main(
+        f"prune structured --model {tiny_bert} --data {sentiment_dir} {flags} --importance magnitude "
+        f"--out {tmp_path}/x".split()
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
