@@ -6,7 +6,7 @@ DATA ?= ../shared/data/glue/SST-2
 OUT ?= runs/demo
 TRAIN_SAMPLES ?= 8000
 
-.PHONY: install demo test lint bench bench-magnitude clean
+.PHONY: install demo test lint bench bench-magnitude bench-structured bench-lottery clean
 
 # torch is pinned to the local CPU build first: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(BIN)/.installed: pyproject.toml
@@ -36,6 +36,12 @@ bench: install
 bench-magnitude: install
 	$(BIN)/python bench/magnitude_mechanics.py
 	$(BIN)/python bench/magnitude.py
+
+bench-structured: install
+	$(BIN)/python bench/structured.py
+
+bench-lottery: install
+	$(BIN)/python bench/lottery.py
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -4,15 +4,16 @@ All arms use all-MiniLM-L6-v2 on GLUE SST-2 (dev: all 872 sentences). In one run
 - dense parent: fine-tuned on 8,000 training sentences, one pass (every ratio is against it);
 - dense control: the parent trained for the same extra pass every pruned arm gets (so a pruned arm's
   recovery training is not mistaken for what pruning buys);
-- heads 50 %, FFN 50 %, heads + FFN 50 %, heads + FFN 70 % removed, layers 6 -> 3, and combinations
-  aimed at 3x / 5x; Taylor importance, global ranking, unless named otherwise;
+- heads 50 %, FFN 50 %, heads + FFN 50 % (global ranking, widths rounded, uniform), heads + FFN 70 %
+  removed, layers 6 -> 3, and combinations aimed at 3x / 5x; Taylor importance, global ranking,
+  unless named otherwise;
 - criteria at the same budget (heads + FFN 50 %): taylor, magnitude, activation and random choice;
 - vocabulary pruning to the tokens of the SST-2 training sentences (parameters and accuracy);
 - each arm: accuracy right after pruning and after a recovery fine-tune (one more pass over the same
-  8,000 sentences, same hyper-parameters as the parent), and CPU latency at batch 32 x seq 128 and
+  8,000 sentences, lr 5e-5 with 10 % warm-up), and CPU latency at batch 32 x seq 128 and
   batch 1 x seq 128, timed interleaved with the dense parent in the same run (2 threads).
 
-Run: python bench/structured.py  (writes bench/results/structured.{json,md}; about 50 min on 2 cores)
+Run: python bench/structured.py  (writes bench/results/structured.{json,md}; about 60 min on 2 cores)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -40,19 +42,21 @@ HERE = Path(__file__).resolve().parent
 SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
 MAX_LENGTH = 64
 
-ARMS = [  # (name, config); recovery follows every arm
+ARMS = [  # (name, config); Taylor importance and global ranking unless the name says otherwise
     ("heads 50 %", StructuredConfig(heads=0.5)),
     ("FFN 50 %", StructuredConfig(ffn=0.5)),
     ("heads + FFN 50 %", StructuredConfig(heads=0.5, ffn=0.5)),
     ("heads + FFN 50 %, magnitude", StructuredConfig(heads=0.5, ffn=0.5, importance="magnitude")),
     ("heads + FFN 50 %, activation", StructuredConfig(heads=0.5, ffn=0.5, importance="activation")),
     ("heads + FFN 50 %, random", StructuredConfig(heads=0.5, ffn=0.5, importance="random")),
-    ("heads + FFN 70 %", StructuredConfig(heads=0.3, ffn=0.3)),
+    ("heads + FFN 50 %, FFN widths rounded to 32", StructuredConfig(heads=0.5, ffn=0.5, round_to=32)),
+    ("heads + FFN 50 %, uniform", StructuredConfig(heads=0.5, ffn=0.5, scope="uniform")),
+    ("heads + FFN 70 %, uniform", StructuredConfig(heads=0.3, ffn=0.3, scope="uniform")),
     ("layers 6 -> 3 (drop-one)", StructuredConfig(layers=3)),
     ("layers 6 -> 3 (block-influence)", StructuredConfig(layers=3, layer_importance="block-influence")),
-    ("layers 6 -> 4 + heads/FFN 50 %", StructuredConfig(layers=4, heads=0.5, ffn=0.5)),
-    ("layers 6 -> 3 + heads/FFN 50 %", StructuredConfig(layers=3, heads=0.5, ffn=0.5)),
-    ("layers 6 -> 3 + heads/FFN 70 %", StructuredConfig(layers=3, heads=0.3, ffn=0.3)),
+    ("layers 6 -> 4 + heads/FFN 50 %, uniform", StructuredConfig(layers=4, heads=0.5, ffn=0.5, scope="uniform")),
+    ("layers 6 -> 3 + heads/FFN 50 %, uniform", StructuredConfig(layers=3, heads=0.5, ffn=0.5, scope="uniform")),
+    ("layers 6 -> 3 + heads/FFN 70 %, uniform", StructuredConfig(layers=3, heads=0.3, ffn=0.3, scope="uniform")),
 ]
 
 
@@ -63,6 +67,7 @@ class Bench:
         self.data = load_task_data(str(SST2), max_train_samples=args.train_samples, seed=42)
         self.work = Path(tempfile.mkdtemp(prefix="prunekit-bench-structured-"))
         self.train_config = FinetuneConfig(epochs=1.0, max_length=MAX_LENGTH, logging_steps=1000)
+        self.recovery_config = FinetuneConfig(epochs=1.0, max_length=MAX_LENGTH, logging_steps=1000, warmup_ratio=0.1)
         self.results: dict = {
             "benchmark": "structured",
             "command": "python bench/structured.py",
@@ -70,7 +75,7 @@ class Bench:
                 "model": "all-MiniLM-L6-v2",
                 "task": "sst2",
                 "train_samples": len(self.data.train),
-                "recovery": "one more pass over the same training sentences, same hyper-parameters",
+                "recovery": "one more pass over the same training sentences, lr 5e-5 with 10 % warm-up",
                 "eval_samples": len(self.data.eval),
                 "max_length": MAX_LENGTH,
                 "batch_size": self.train_config.batch_size,
@@ -88,9 +93,10 @@ class Bench:
         )
         return metrics["accuracy"]
 
-    def train(self, model, tokenizer) -> float:
+    def train(self, model, tokenizer, recovery: bool = True) -> float:
         start = time.perf_counter()
-        finetune(model, tokenizer, self.data.train, self.data.task, self.train_config, self.work / "trainer")
+        config = self.recovery_config if recovery else self.train_config
+        finetune(model, tokenizer, self.data.train, self.data.task, config, self.work / "trainer")
         return round(time.perf_counter() - start, 1)
 
     def speed(self, model) -> dict:
@@ -122,7 +128,7 @@ class Bench:
     def run(self) -> None:
         set_seed(42)
         self.dense, self.tokenizer = load_model("minilm", self.data.task)
-        seconds = self.train(self.dense, self.tokenizer)
+        seconds = self.train(self.dense, self.tokenizer, recovery=False)
         self.dense.eval()
         self.dense_params = count_parameters(self.dense)[0]
         self.record(
@@ -144,7 +150,8 @@ class Bench:
         del control
         batches = self.calibration(self.tokenizer)
         for name, config in ARMS:
-            self.arm(name, config, batches)
+            if re.search(self.args.only, name):
+                self.arm(name, config, batches)
         self.vocabulary()
         write_json_atomic(self.out / "structured.json", self.results)
         self.write_table()
@@ -223,6 +230,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--train-samples", type=int, default=8000)
     parser.add_argument("--calibration-samples", type=int, default=256)
+    parser.add_argument("--only", default="", help="regex: run only the arms whose name matches")
     parser.add_argument("--out", default=str(HERE / "results"))
     Bench(parser.parse_args()).run()
 

@@ -22,12 +22,11 @@ from prunekit.pruning.sparse_format import SPARSE_FILE, load_sparse
 from prunekit.training import FinetuneConfig, finetune
 from prunekit.training.callbacks import SparsityCallback
 from tests.conftest import cli
-from tests.tiny import tiny_config
+from tests.tiny import tiny_model
 
 
 def tiny(family="bert", seed=0):
-    torch.manual_seed(seed)
-    return AutoModelForSequenceClassification.from_config(tiny_config(family))
+    return tiny_model(family, seed)
 
 
 def pruned_count(masks) -> int:

@@ -22,7 +22,7 @@ from prunekit.pruning.surgery import drop_layers, prune_heads, prune_neurons
 from prunekit.pruning.units import keep_counts, select_top
 from prunekit.pruning.vocabulary import corpus_token_ids, prune_vocabulary
 from tests.conftest import NEGATIVE, POSITIVE, cli
-from tests.tiny import tiny_config, tiny_tokenizer
+from tests.tiny import tiny_config, tiny_model, tiny_tokenizer
 
 ENCODERS = ("bert", "roberta", "distilbert")
 FAMILIES = (*ENCODERS, "llama")  # the tiny Llama has 8 query heads in 2 KV groups (GQA)
@@ -30,8 +30,7 @@ SENTENCES = POSITIVE + NEGATIVE
 
 
 def tiny(family: str, seed: int = 0):
-    torch.manual_seed(seed)
-    return AutoModelForSequenceClassification.from_config(tiny_config(family)).eval()
+    return tiny_model(family, seed).eval()
 
 
 def batch(count: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -71,10 +71,15 @@ def tiny_config(family: str, num_labels: int = 2):
 FAMILIES = ("bert", "roberta", "distilbert", "llama", "mistral", "qwen2")
 
 
+def tiny_model(family: str = "bert", seed: int = 0, num_labels: int = 2):
+    """A tiny random ``family`` model with a sequence-classification head."""
+    torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_config(tiny_config(family, num_labels))
+
+
 def save_tiny_model(family: str, folder: Path, num_labels: int = 2, seed: int = 0) -> Path:
     """Write a tiny random ``family`` model with its tokenizer to ``folder``."""
-    torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_config(tiny_config(family, num_labels))
+    model = tiny_model(family, seed, num_labels)
     model.save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     return folder

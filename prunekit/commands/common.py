@@ -44,6 +44,32 @@ def add_data_arguments(parser: argparse.ArgumentParser, with_train: bool) -> Non
     group.add_argument("--max-length", type=positive_int, default=128, help="tokens per example (default 128)")
 
 
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--max-train-samples", type=positive_int, help="train on a seeded random subset of N")
+    group.add_argument("--epochs", type=float, default=1.0)
+    group.add_argument("--batch-size", type=positive_int, default=32, help="per process (default 32)")
+    group.add_argument("--lr", type=float, default=5e-5)
+    group.add_argument("--weight-decay", type=float, default=0.01)
+    group.add_argument("--warmup-ratio", type=float, default=0.0)
+    group.add_argument("--seed", type=int, default=42)
+
+
+def finetune_config(args: argparse.Namespace, max_steps: int | None = None):
+    from prunekit.training import FinetuneConfig
+
+    return FinetuneConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_length=args.max_length,
+        seed=args.seed,
+        weight_decay=args.weight_decay,
+        warmup_ratio=args.warmup_ratio,
+        max_steps=max_steps,
+    )
+
+
 def data_kwargs(args: argparse.Namespace) -> dict:
     """The data flags as ``load_task_data`` keyword arguments."""
     return dict(

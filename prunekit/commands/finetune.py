@@ -11,9 +11,10 @@ from prunekit.commands.common import (
     add_data_arguments,
     add_output_arguments,
     add_pruning_target_arguments,
+    add_training_arguments,
     data_kwargs,
+    finetune_config,
     magnitude_config,
-    positive_int,
     print_result,
 )
 
@@ -23,13 +24,7 @@ def add_parser(commands) -> None:
     p.add_argument("--model", default="minilm", help="model folder, 'minilm' (packaged, default), or hub id")
     add_output_arguments(p)
     add_data_arguments(p, with_train=True)
-    p.add_argument("--max-train-samples", type=positive_int, help="train on a seeded random subset of N")
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--batch-size", type=positive_int, default=32, help="per process (default 32)")
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--warmup-ratio", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=42)
+    add_training_arguments(p)
     group = p.add_argument_group("gradual pruning while fine-tuning (Zhu & Gupta cubic schedule)")
     group.add_argument("--prune", choices=["magnitude"], help="prune during fine-tuning")
     group.add_argument("--sparsity", type=float, default=0.5, help="final sparsity (default 0.5)")
@@ -48,18 +43,10 @@ def run(args: argparse.Namespace) -> dict:
     from prunekit.evaluation import evaluate_model, make_summary, model_size
     from prunekit.io import atomic_output_dir, check_output_dir, write_json_atomic
     from prunekit.models import load_model
-    from prunekit.training import FinetuneConfig, finetune
+    from prunekit.training import finetune
 
     check_output_dir(args.out, args.overwrite)  # fail before any long work
-    config = FinetuneConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        max_length=args.max_length,
-        seed=args.seed,
-        weight_decay=args.weight_decay,
-        warmup_ratio=args.warmup_ratio,
-    )
+    config = finetune_config(args)
     data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **data_kwargs(args))
     callback = _sparsity_callback(args, config, len(data.train))
     set_seed(args.seed)  # before the classifier head is initialised

@@ -31,6 +31,7 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.0
     logging_steps: int = 50
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
 
     def __post_init__(self) -> None:
         checks = {
@@ -39,6 +40,7 @@ class FinetuneConfig:
             "--lr": self.lr > 0,
             "--max-length": self.max_length >= 8,
             "--warmup-ratio": 0 <= self.warmup_ratio < 1,
+            "--max-steps": self.max_steps is None or self.max_steps >= 1,
         }
         for flag, ok in checks.items():
             if not ok:
@@ -50,6 +52,7 @@ def training_arguments(config: FinetuneConfig, work_dir: str | Path) -> Training
     return TrainingArguments(
         output_dir=str(work_dir),
         num_train_epochs=config.epochs,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.lr,
         weight_decay=config.weight_decay,

@@ -1,0 +1,166 @@
+"""``prunekit lottery``: iterative magnitude pruning with rewinding, controls, resumable rounds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from prunekit.commands.common import (
+    add_data_arguments,
+    add_output_arguments,
+    add_training_arguments,
+    data_kwargs,
+    finetune_config,
+    positive_int,
+)
+from prunekit.errors import ConfigError
+
+CONFIG_FILE = "lottery_config.json"
+TICKET_DIR = "ticket"
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser("lottery", help="lottery-ticket search: prune, rewind, retrain for R rounds, with controls")
+    p.add_argument("--model", default="minilm", help="model folder, 'minilm' (packaged, default), or hub id")
+    add_output_arguments(p)
+    p.add_argument("--rounds", type=positive_int, default=5, help="pruning rounds after the dense round (default 5)")
+    p.add_argument(
+        "--prune-per-round", type=float, default=0.2, help="fraction of the remaining weights pruned per round"
+    )
+    p.add_argument("--rewind", default="init", help="'init' (pretrained θ0, default) or 'step:K' (θ after K steps)")
+    p.add_argument("--scope", choices=["global", "layer"], default="global", help="magnitude ranking scope")
+    p.add_argument("--steps-per-round", type=positive_int, help="optimizer steps per training (default: --epochs)")
+    p.add_argument("--tolerance", type=float, default=0.01, help="a winning ticket is within this of dense")
+    p.add_argument("--no-controls", action="store_true", help="skip the random-mask and one-shot controls")
+    p.add_argument("--resume", action="store_true", help="continue a killed run in --out after its last round")
+    add_data_arguments(p, with_train=True)
+    add_training_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def _check_resume(out: Path, settings: dict) -> None:
+    saved = json.loads((out / CONFIG_FILE).read_text())
+    changed = [key for key in settings if key != "rounds" and saved.get(key) != settings[key]]
+    if changed:
+        raise ConfigError(
+            f"--resume: {out} was started with different settings ({', '.join(changed)}); "
+            "pass the same flags or start a new --out"
+        )
+
+
+def run(args: argparse.Namespace) -> dict:
+    from transformers import set_seed
+
+    from prunekit.data import load_task_data
+    from prunekit.evaluation import evaluate_model, make_summary, model_size
+    from prunekit.io import atomic_output_dir, check_output_dir, write_json_atomic
+    from prunekit.methods.lottery import WEIGHTS_FILE, LotteryConfig, LotteryRun
+    from prunekit.models import load_model
+    from prunekit.pruning.masks import MaskSet
+    from prunekit.report import plot_lottery
+    from prunekit.training import finetune
+    from prunekit.training.callbacks import SparsityCallback
+
+    config = LotteryConfig(
+        rounds=args.rounds,
+        prune_per_round=args.prune_per_round,
+        rewind=args.rewind,
+        scope=args.scope,
+        tolerance=args.tolerance,
+        controls=not args.no_controls,
+        seed=args.seed,
+    )
+    training = finetune_config(args, max_steps=args.steps_per_round)
+    out = Path(args.out)
+    settings = {
+        **asdict(config),
+        **asdict(training),
+        "model": args.model,
+        "data": args.data,
+        "max_train_samples": args.max_train_samples,
+    }
+    if args.resume and (out / CONFIG_FILE).is_file():
+        _check_resume(out, settings)
+    else:
+        check_output_dir(out, args.overwrite)
+        if out.exists():
+            shutil.rmtree(out)
+    data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **data_kwargs(args))
+    set_seed(args.seed)  # before the classifier head is initialised: θ0 is reproducible
+    model, tokenizer = load_model(args.model, data.task)
+    write_json_atomic(out / CONFIG_FILE, settings)
+    work_dir = out / ".trainer"
+
+    def train(model, masks, callbacks) -> None:
+        finetune(model, tokenizer, data.train, data.task, training, work_dir, [SparsityCallback(masks), *callbacks])
+
+    def evaluate(model) -> float:
+        metrics = evaluate_model(model, tokenizer, data.eval, data.task, max_length=args.max_length, progress=False)
+        return metrics[data.task.main_metric]
+
+    search = LotteryRun(model, config, out, train, evaluate)
+    rounds = [asdict(r) for r in search.run(resume=args.resume)]
+    shutil.rmtree(work_dir, ignore_errors=True)
+    plot_lottery(rounds, data.task.main_metric, out / "lottery.png", config.tolerance)
+
+    winner = search.winning_round()
+    ticket = None
+    if winner is not None:
+        from safetensors.torch import load_model as load_weights
+
+        load_weights(model, str(search.round_dir(winner.round) / WEIGHTS_FILE))
+        masks = MaskSet.load(search.round_dir(winner.round))
+        with atomic_output_dir(out / TICKET_DIR, overwrite=True) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            masks.save(tmp)
+            ticket_summary = make_summary(
+                "lottery-ticket",
+                args.model,
+                data.task.name,
+                metrics={data.task.main_metric: winner.ticket},
+                main_metric=data.task.main_metric,
+                round=winner.round,
+                **model_size(model, tmp),
+                **masks.report(),
+            )
+            write_json_atomic(Path(tmp) / "summary.json", ticket_summary)
+        ticket = {"round": winner.round, "sparsity": winner.sparsity, "path": str(out / TICKET_DIR)}
+    summary = make_summary(
+        "lottery",
+        args.model,
+        data.task.name,
+        main_metric=data.task.main_metric,
+        dense=rounds[0]["ticket"],
+        rounds=rounds,
+        winning_ticket=ticket,
+        config=asdict(config),
+        train={"samples": len(data.train), **asdict(training)},
+        eval_samples=len(data.eval),
+    )
+    write_json_atomic(out / "summary.json", summary)
+    _print_table(summary)
+    return summary
+
+
+def _print_table(summary: dict) -> None:
+    metric = summary["main_metric"]
+    print(f"lottery: {summary['model']} on {summary['task']} ({metric}; dense {summary['dense']:.4f})")
+    print(f"  {'round':>5} {'sparsity':>9} {'ticket':>8} {'random':>8} {'one-shot':>9}")
+
+    def show(value: float | None) -> str:
+        return f"{value:.4f}" if value is not None else "—"
+
+    for r in summary["rounds"]:
+        print(
+            f"  {r['round']:>5} {r['sparsity']:>9.4f} {show(r['ticket']):>8} "
+            f"{show(r['random_mask']):>8} {show(r['one_shot']):>9}"
+        )
+    ticket = summary["winning_ticket"]
+    if ticket:
+        print(f"winning ticket: round {ticket['round']} at {ticket['sparsity']:.1%} sparsity -> {ticket['path']}")
+    else:
+        print("no round within the tolerance of dense: no ticket exported")

@@ -1,0 +1,216 @@
+"""Lottery-ticket pruning: iterative magnitude pruning with weight rewinding, and its controls.
+
+Round 0 trains the dense model from θ0 (the pretrained weights with a freshly initialised head).
+Round r ≥ 1 prunes P of the *remaining* weights by the magnitude of the weights trained in round
+r − 1 (masks only grow, so sparsity after round r is ``1 − (1 − P)^r``), rewinds every surviving
+weight to θ0 — the pretrained weights, which Chen et al. (2020) found right for BERT — or to θK (the
+weights after K steps of round 0, "late rewinding"), and trains again with the mask held.
+
+Controls per round, at the ticket's sparsity: a random mask with the ticket's per-matrix sparsity,
+rewound and trained the same way; and one-shot magnitude pruning of the dense trained model,
+fine-tuned without rewinding. If the ticket does not beat the random mask, its mask is no ticket.
+
+Everything a round produces is written to ``DIR/round-N/`` in one atomic rename (weights, masks,
+metrics), so a killed run resumes after its last finished round and loses nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import nn
+from transformers import TrainerCallback
+
+from prunekit.errors import ConfigError, ModelError
+from prunekit.io import atomic_output_dir, write_json_atomic
+from prunekit.methods.magnitude import MagnitudeConfig, compute_masks
+from prunekit.pruning.masks import MaskSet
+
+REWIND_FILE = "rewind.safetensors"
+WEIGHTS_FILE = "weights.safetensors"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class LotteryConfig:
+    rounds: int = 5
+    prune_per_round: float = 0.2  # fraction of the remaining weights pruned each round
+    rewind: str = "init"  # "init" (θ0) or "step:K" (θK)
+    scope: str = "global"  # global | layer
+    tolerance: float = 0.01  # a winning ticket is within this of the dense metric
+    controls: bool = True
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"--rounds {self.rounds}: expected at least 1")
+        if not 0 < self.prune_per_round < 1:
+            raise ConfigError(f"--prune-per-round {self.prune_per_round:g}: expected a fraction in (0, 1)")
+        if self.scope not in ("global", "layer"):
+            raise ConfigError(f"--scope {self.scope}: expected global or layer")
+        if self.tolerance < 0:
+            raise ConfigError(f"--tolerance {self.tolerance:g}: expected >= 0")
+        _ = self.rewind_step  # validates --rewind
+
+    @property
+    def rewind_step(self) -> int:
+        """0 for θ0, K for ``step:K``."""
+        if self.rewind == "init":
+            return 0
+        match = re.fullmatch(r"step:(\d+)", self.rewind)
+        if not match or int(match.group(1)) < 1:
+            raise ConfigError(f"--rewind {self.rewind}: expected 'init' or 'step:K' with K >= 1")
+        return int(match.group(1))
+
+    def sparsity_after(self, round_index: int) -> float:
+        return 1.0 - (1.0 - self.prune_per_round) ** round_index
+
+    def magnitude(self, round_index: int) -> MagnitudeConfig:
+        return MagnitudeConfig(sparsity=self.sparsity_after(round_index), scope=self.scope)
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of every weight (the state a rewind goes back to)."""
+    return {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
+
+
+@torch.no_grad()
+def rewind(model: nn.Module, state: dict[str, torch.Tensor], masks: MaskSet | None) -> None:
+    """Every weight back to ``state``; then the pruned ones to zero."""
+    model.load_state_dict(state)
+    if masks is not None:
+        masks.apply(model)
+
+
+def random_masks_like(masks: MaskSet, seed: int) -> MaskSet:
+    """Random masks pruning exactly as many weights in each matrix as ``masks`` does."""
+    generator = torch.Generator().manual_seed(seed)
+    result = {}
+    for name, mask in masks.masks.items():
+        pruned = int((~mask).sum())
+        keep = torch.ones(mask.numel(), dtype=torch.bool)
+        keep[torch.randperm(mask.numel(), generator=generator)[:pruned]] = False
+        result[name] = keep.view_as(mask)
+    return MaskSet(result)
+
+
+class CaptureAtStep(TrainerCallback):
+    """Keeps a snapshot of the model after optimizer step ``step`` (θK for late rewinding)."""
+
+    def __init__(self, step: int):
+        self.step = step
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step and self.state is None:
+            self.state = snapshot(model)
+
+
+Train = Callable[[nn.Module, MaskSet | None, list[TrainerCallback]], None]
+Evaluate = Callable[[nn.Module], float]
+
+
+@dataclass
+class RoundResult:
+    round: int
+    sparsity: float
+    ticket: float
+    random_mask: float | None = None
+    one_shot: float | None = None
+
+
+class LotteryRun:
+    """The rounds of one lottery-ticket search, checkpointed under ``out`` and resumable."""
+
+    def __init__(self, model: nn.Module, config: LotteryConfig, out: str | Path, train: Train, evaluate: Evaluate):
+        self.model, self.config, self.out = model, config, Path(out)
+        self.train, self.evaluate = train, evaluate
+        self.results: list[RoundResult] = []
+        self.masks: MaskSet | None = None
+
+    def round_dir(self, index: int) -> Path:
+        return self.out / f"round-{index}"
+
+    def finished_rounds(self) -> list[int]:
+        return sorted(
+            int(path.name.split("-")[1])
+            for path in self.out.glob("round-*")
+            if re.fullmatch(r"round-\d+", path.name) and (path / METRICS_FILE).is_file()
+        )
+
+    def run(self, resume: bool = False) -> list[RoundResult]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        done = self.finished_rounds() if resume else []
+        if done:
+            self._restore(done[-1])
+        else:
+            self._dense_round()
+        for index in range(len(self.results), self.config.rounds + 1):
+            self._round(index)
+        return self.results
+
+    def _dense_round(self) -> None:
+        theta0 = snapshot(self.model)
+        capture = CaptureAtStep(self.config.rewind_step) if self.config.rewind_step else None
+        self.train(self.model, None, [capture] if capture else [])
+        rewind_state = theta0
+        if capture is not None:
+            if capture.state is None:
+                raise ConfigError(f"--rewind {self.config.rewind}: round 0 ended before step {capture.step}")
+            rewind_state = capture.state
+        save_file(rewind_state, str(self.out / REWIND_FILE))
+        self._save_round(RoundResult(0, 0.0, self.evaluate(self.model)))
+
+    def _round(self, index: int) -> None:
+        config, rewind_state = self.config, load_file(str(self.out / REWIND_FILE))
+        self.masks = compute_masks(self.model, config.magnitude(index), current=self.masks)
+        result = RoundResult(index, self.masks.sparsity(), 0.0)
+        if config.controls:
+            result.random_mask = self._train_control(rewind_state, random_masks_like(self.masks, config.seed + index))
+            dense = copy.deepcopy(self.model)
+            load_model(dense, str(self.round_dir(0) / WEIGHTS_FILE))
+            one_shot = compute_masks(dense, config.magnitude(index))
+            result.one_shot = self._train_control(None, one_shot, dense)
+        rewind(self.model, rewind_state, self.masks)
+        self.train(self.model, self.masks, [])
+        result.ticket = self.evaluate(self.model)
+        self._save_round(result)
+
+    def _train_control(self, state: dict | None, masks: MaskSet, model: nn.Module | None = None) -> float:
+        model = model if model is not None else copy.deepcopy(self.model)
+        if state is not None:
+            rewind(model, state, masks)
+        else:
+            masks.apply(model)
+        self.train(model, masks, [])
+        return self.evaluate(model)
+
+    def _save_round(self, result: RoundResult) -> None:
+        with atomic_output_dir(self.round_dir(result.round), overwrite=True) as tmp:
+            save_model(self.model, str(tmp / WEIGHTS_FILE))
+            if self.masks is not None:
+                self.masks.save(tmp)
+            write_json_atomic(tmp / METRICS_FILE, asdict(result))  # last: marks the round finished
+        self.results.append(result)
+        print(json.dumps(asdict(result)), flush=True)
+
+    def _restore(self, last: int) -> None:
+        if not (self.out / REWIND_FILE).is_file():
+            raise ModelError(f"--resume: {self.out / REWIND_FILE} is missing; start again without --resume")
+        for index in range(last + 1):
+            self.results.append(RoundResult(**json.loads((self.round_dir(index) / METRICS_FILE).read_text())))
+        load_model(self.model, str(self.round_dir(last) / WEIGHTS_FILE))
+        self.masks = MaskSet.load(self.round_dir(last))
+
+    def winning_round(self) -> RoundResult | None:
+        """The sparsest round whose ticket is within ``tolerance`` of the dense metric."""
+        dense = self.results[0].ticket
+        winners = [r for r in self.results[1:] if r.ticket >= dense - self.config.tolerance]
+        return max(winners, key=lambda r: r.sparsity) if winners else None

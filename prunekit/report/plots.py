@@ -1,0 +1,50 @@
+"""Plots written atomically as PNG (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # after choosing the headless backend
+
+
+def _save_atomic(figure, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        figure.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def plot_lottery(rounds: Sequence[dict], metric: str, path: str | os.PathLike, tolerance: float) -> None:
+    """Metric vs sparsity for the ticket and each control, with the dense metric and its tolerance band."""
+    path = Path(path)
+    dense = rounds[0]["ticket"]
+    later = rounds[1:]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.axhline(dense, color="black", linewidth=1, label=f"dense ({dense:.3f})")
+    axes.axhspan(dense - tolerance, dense, color="grey", alpha=0.15, label=f"within {tolerance:g} of dense")
+    x = [100 * r["sparsity"] for r in later]
+    for key, label, style in (
+        ("ticket", "ticket (rewound)", "o-"),
+        ("random_mask", "random mask", "s--"),
+        ("one_shot", "one-shot + fine-tune", "^:"),
+    ):
+        values = [r.get(key) for r in later]
+        if any(v is not None for v in values):
+            axes.plot(x, values, style, label=label)
+    axes.set_xlabel("sparsity of the pruned matrices (%)")
+    axes.set_ylabel(metric)
+    axes.set_title("Lottery-ticket rounds")
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    _save_atomic(figure, path)
