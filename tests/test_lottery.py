@@ -171,3 +171,20 @@ def test_cli_resume_with_other_settings_exits_2(tiny_bert, sentiment_dir, tmp_pa
     code = main(f"{common} --rounds 2 --prune-per-round 0.3 --out {tmp_path}/run --resume".split())
     err = capsys.readouterr().err.strip()
     assert code == 2 and "prune_per_round" in err and len(err.splitlines()) == 1
+
+
+def test_cli_lottery_with_lora_merges_into_sparse_weights(tiny_bert, sentiment_dir, tmp_path):
+    """LoRA rounds: B·A is merged into the weights, and the mask is applied again after merging."""
+    out = tmp_path / "lora"
+    code = cli(
+        f"lottery --model {tiny_bert} --data {sentiment_dir} --rounds 1 --prune-per-round 0.5 --steps-per-round 3 "
+        f"--lora-rank 4 --lr 5e-2 --max-length 16 --no-controls --out {out}"
+    )
+    assert code == 0
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    theta0 = load_file(str(tiny_bert / "model.safetensors"))[name]
+    trained = load_file(str(out / "round-1" / "weights.safetensors"))[name]
+    keep = MaskSet.load(out / "round-1").masks[name]
+    assert bool((trained[~keep] == 0).all())
+    assert not torch.allclose(trained[keep], theta0[keep])  # the LoRA update was merged in
+    assert not any("lora" in key for key in load_file(str(out / "round-1" / "weights.safetensors")))

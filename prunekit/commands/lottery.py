@@ -35,6 +35,11 @@ def add_parser(commands) -> None:
     p.add_argument("--steps-per-round", type=positive_int, help="optimizer steps per training (default: --epochs)")
     p.add_argument("--tolerance", type=float, default=0.01, help="a winning ticket is within this of dense")
     p.add_argument("--no-controls", action="store_true", help="skip the random-mask and one-shot controls")
+    p.add_argument(
+        "--lora-rank",
+        type=positive_int,
+        help="train each round with LoRA of this rank (PEFT) and merge it into the weights; default: full training",
+    )
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out after its last round")
     add_data_arguments(p, with_train=True)
     add_training_arguments(p)
@@ -63,6 +68,7 @@ def run(args: argparse.Namespace) -> dict:
     from prunekit.report import plot_lottery
     from prunekit.training import finetune
     from prunekit.training.callbacks import SparsityCallback
+    from prunekit.training.lora import finetune_lora_merged, lora_config
 
     config = LotteryConfig(
         rounds=args.rounds,
@@ -74,6 +80,8 @@ def run(args: argparse.Namespace) -> dict:
         seed=args.seed,
     )
     training = finetune_config(args, max_steps=args.steps_per_round)
+    if args.lora_rank and config.rewind_step:
+        raise ConfigError("--lora-rank: late rewinding (--rewind step:K) needs full training; use --rewind init")
     out = Path(args.out)
     settings = {
         **asdict(config),
@@ -81,6 +89,7 @@ def run(args: argparse.Namespace) -> dict:
         "model": args.model,
         "data": args.data,
         "max_train_samples": args.max_train_samples,
+        "lora_rank": args.lora_rank,
     }
     if args.resume and (out / CONFIG_FILE).is_file():
         _check_resume(out, settings)
@@ -95,7 +104,16 @@ def run(args: argparse.Namespace) -> dict:
     work_dir = out / ".trainer"
 
     def train(model, masks, callbacks) -> None:
-        finetune(model, tokenizer, data.train, data.task, training, work_dir, [SparsityCallback(masks), *callbacks])
+        if args.lora_rank is None:
+            finetune(model, tokenizer, data.train, data.task, training, work_dir, [SparsityCallback(masks), *callbacks])
+            return
+        # Base weights are frozen under LoRA (pruned ones stay zero); the merged B·A is dense, so the
+        # mask is applied again after merging.
+        finetune_lora_merged(
+            model, tokenizer, data.train, data.task, training, work_dir, lora_config(model, args.lora_rank)
+        )
+        if masks is not None:
+            masks.apply(model)
 
     def evaluate(model) -> float:
         metrics = evaluate_model(model, tokenizer, data.eval, data.task, max_length=args.max_length, progress=False)
