@@ -9,12 +9,21 @@ from prunekit.data.readers import Split
 
 
 class EncodedSplit(torch.utils.data.Dataset):
-    """A split tokenised up front: item ``i`` is ``{input_ids, attention_mask, ..., labels}``."""
+    """A split tokenised up front: item ``i`` is ``{input_ids, attention_mask, ..., labels}``
+    (plus ``example_index: i`` with ``with_index``, for per-example caches such as teacher logits)."""
 
-    def __init__(self, split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int, regression: bool):
+    def __init__(
+        self,
+        split: Split,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int,
+        regression: bool,
+        with_index: bool = False,
+    ):
         encoded = tokenizer(split.text_a, split.text_b, truncation=True, max_length=max_length)
         self._columns = {key: list(values) for key, values in encoded.items()}
         self._labels = [float(v) for v in split.labels] if regression else [int(v) for v in split.labels]
+        self._with_index = with_index
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -22,6 +31,8 @@ class EncodedSplit(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, list[int] | int | float]:
         item = {key: values[index] for key, values in self._columns.items()}
         item["labels"] = self._labels[index]
+        if self._with_index:
+            item["example_index"] = index
         return item
 
 

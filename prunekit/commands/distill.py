@@ -1,0 +1,128 @@
+"""``prunekit distill``: train a student (pruned, or built from the teacher's layers) against a teacher."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from prunekit.commands.common import (
+    add_data_arguments,
+    add_output_arguments,
+    add_training_arguments,
+    data_kwargs,
+    finetune_config,
+    positive_int,
+    print_result,
+)
+from prunekit.errors import ConfigError
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser("distill", help="knowledge distillation: a student learns from a fine-tuned teacher")
+    p.add_argument("--teacher", required=True, help="fine-tuned teacher model folder")
+    student = p.add_mutually_exclusive_group(required=True)
+    student.add_argument("--student", help="student model folder (e.g. a pruned teacher), same tokenizer")
+    student.add_argument(
+        "--student-layers", type=positive_int, help="build the student from the teacher: keep K evenly spaced layers"
+    )
+    add_output_arguments(p)
+    group = p.add_argument_group("distillation loss")
+    group.add_argument("--temperature", type=float, default=2.0, help="softmax temperature T (default 2)")
+    group.add_argument("--alpha-ce", type=float, default=0.5, help="weight of the hard-label loss (default 0.5)")
+    group.add_argument("--alpha-kd", type=float, default=0.5, help="weight of the soft-target loss (default 0.5)")
+    group.add_argument("--alpha-hidden", type=float, default=0.0, help="weight of the hidden-state loss (default 0)")
+    group.add_argument("--alpha-attn", type=float, default=0.0, help="weight of the attention-map loss (default 0)")
+    group.add_argument("--hidden-loss", choices=["mse", "cosine"], default="mse")
+    group.add_argument("--layer-map", default="auto", help="'auto' or student:teacher layer pairs, e.g. 0:1,1:3,2:5")
+    group.add_argument("--cache-teacher", action="store_true", help="compute teacher logits once per example")
+    add_data_arguments(p, with_train=True)
+    add_training_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from transformers import set_seed
+
+    from prunekit.data import load_task_data
+    from prunekit.evaluation import evaluate_model, make_summary, model_size
+    from prunekit.io import atomic_output_dir, check_output_dir, write_json_atomic
+    from prunekit.models import load_model, task_label_names
+    from prunekit.training.distill import DistillConfig, distill, student_from_teacher
+
+    check_output_dir(args.out, args.overwrite)
+    distill_config = DistillConfig(
+        temperature=args.temperature,
+        alpha_ce=args.alpha_ce,
+        alpha_kd=args.alpha_kd,
+        alpha_hidden=args.alpha_hidden,
+        alpha_attn=args.alpha_attn,
+        hidden_loss=args.hidden_loss,
+        layer_map=args.layer_map,
+        cache_teacher=args.cache_teacher,
+    )
+    config = finetune_config(args)
+    teacher, tokenizer = load_model(args.teacher)
+    data = load_task_data(
+        args.data,
+        max_train_samples=args.max_train_samples,
+        seed=args.seed,
+        label_names=task_label_names(teacher.config),
+        **{**data_kwargs(args), "regression": args.regression or teacher.config.problem_type == "regression" or None},
+    )
+    if teacher.config.num_labels != data.task.num_labels:
+        raise ConfigError(
+            f"--teacher {args.teacher}: its head has {teacher.config.num_labels} output(s) but the task needs "
+            f"{data.task.num_labels}; fine-tune the teacher on this task first"
+        )
+    set_seed(args.seed)
+    if args.student_layers:
+        student, kept = student_from_teacher(teacher, args.student_layers)
+        origin = {"student_from_teacher_layers": kept}
+    else:
+        student, student_tokenizer = load_model(args.student)
+        _check_same_tokenizer(tokenizer, student_tokenizer, args.student)
+        if student.config.num_labels != teacher.config.num_labels:
+            raise ConfigError(
+                f"--student {args.student}: {student.config.num_labels} labels, the teacher has "
+                f"{teacher.config.num_labels}"
+            )
+        origin = {}
+    with tempfile.TemporaryDirectory(prefix="prunekit-distill-") as work_dir:
+        trainer = distill(student, teacher, tokenizer, data.train, data.task, config, distill_config, work_dir)
+    if not trainer.is_world_process_zero():
+        return {}
+    metrics = evaluate_model(student, tokenizer, data.eval, data.task, max_length=config.max_length)
+    teacher_metrics = evaluate_model(teacher, tokenizer, data.eval, data.task, max_length=config.max_length)
+    with atomic_output_dir(args.out, args.overwrite) as tmp:
+        student.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        summary = make_summary(
+            "distill",
+            args.student or f"{args.teacher} ({args.student_layers} layers)",
+            data.task.name,
+            metrics=metrics,
+            main_metric=data.task.main_metric,
+            eval_samples=len(data.eval),
+            **model_size(student, tmp),
+            teacher=args.teacher,
+            teacher_metrics=teacher_metrics,
+            distill={k: v for k, v in asdict(distill_config).items() if k != "pairs"}
+            | {"layer_pairs": distill_config.pairs},
+            **origin,
+            train={"samples": len(data.train), "steps": trainer.state.global_step, **asdict(config)},
+        )
+        write_json_atomic(Path(tmp) / "summary.json", summary)
+    print_result(
+        summary, f"teacher {data.task.main_metric}: {teacher_metrics[data.task.main_metric]:.4f}; saved to {args.out}"
+    )
+    return summary
+
+
+def _check_same_tokenizer(teacher_tokenizer, student_tokenizer, student: str) -> None:
+    if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+        raise ConfigError(
+            f"--student {student}: its tokenizer differs from the teacher's (e.g. after vocabulary pruning); "
+            "distillation feeds both the same token ids, so they need the same vocabulary"
+        )

@@ -1,0 +1,244 @@
+"""Knowledge distillation through the HF Trainer: a student learns from a frozen teacher.
+
+Loss = α_ce · task loss (cross-entropy, or MSE for regression)
+     + α_kd · soft-target loss: KL(teacher ‖ student) at temperature T, scaled by T² (Hinton et al.
+       2015; the scaling keeps its gradients comparable across T); for regression, MSE to the
+       teacher's prediction
+     + α_hidden · hidden-state loss (MSE or 1 − cosine, over non-padding tokens) for each mapped
+       (student layer, teacher layer) pair, through a learned linear projection when widths differ
+     + α_attn · attention-map loss (TinyBERT): MSE between head-averaged attention maps of mapped
+       layers (averaging over heads lets a pruned student with fewer heads be distilled too).
+
+The teacher runs in eval mode without gradients. With ``cache_teacher`` (soft targets only) its
+logits are computed once per training example before training starts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
+
+from prunekit.adapters import get_adapter
+from prunekit.data import EncodedSplit, Split, TaskSpec, make_collator
+from prunekit.errors import ConfigError
+from prunekit.pruning.surgery import drop_layers
+from prunekit.training.finetune import FinetuneConfig, training_arguments
+
+PROJECTIONS = "prunekit_distill_projections"  # attached to the student while it trains, removed after
+
+
+@dataclass
+class DistillConfig:
+    temperature: float = 2.0
+    alpha_ce: float = 0.5
+    alpha_kd: float = 0.5
+    alpha_hidden: float = 0.0
+    alpha_attn: float = 0.0
+    hidden_loss: str = "mse"  # mse | cosine
+    layer_map: str = "auto"  # "auto" or "s:t,s:t,..." (student layer : teacher layer, 0-based)
+    cache_teacher: bool = False
+    pairs: list[tuple[int, int]] = field(default_factory=list)  # resolved by resolve_layer_map
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ConfigError(f"--temperature {self.temperature:g}: expected > 0")
+        for flag in ("alpha_ce", "alpha_kd", "alpha_hidden", "alpha_attn"):
+            if getattr(self, flag) < 0:
+                raise ConfigError(f"--{flag.replace('_', '-')} {getattr(self, flag):g}: expected >= 0")
+        if self.hidden_loss not in ("mse", "cosine"):
+            raise ConfigError(f"--hidden-loss {self.hidden_loss}: expected mse or cosine")
+        if self.cache_teacher and (self.alpha_hidden or self.alpha_attn):
+            raise ConfigError(
+                "--cache-teacher caches logits only; it cannot be combined with --alpha-hidden/--alpha-attn"
+            )
+
+    @property
+    def uses_layers(self) -> bool:
+        return bool(self.alpha_hidden or self.alpha_attn)
+
+
+def resolve_layer_map(text: str, student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
+    """``auto``: student layer j learns from teacher layer ⌈(j + 1)·L_t / L_s⌉ − 1 (the last layer of
+    each block of teacher layers); else explicit ``s:t`` pairs, checked against both depths."""
+    if text == "auto":
+        return [(j, -(-(j + 1) * teacher_layers // student_layers) - 1) for j in range(student_layers)]
+    pairs = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+):(\d+)\s*", part)
+        if not match:
+            raise ConfigError(f"--layer-map {text}: expected 'auto' or student:teacher pairs like 0:1,1:3")
+        s, t = int(match.group(1)), int(match.group(2))
+        if s >= student_layers or t >= teacher_layers:
+            raise ConfigError(
+                f"--layer-map {part.strip()}: out of range; the student has layers 0..{student_layers - 1}, "
+                f"the teacher 0..{teacher_layers - 1}"
+            )
+        pairs.append((s, t))
+    return pairs
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² · KL(softmax(teacher / T) ‖ softmax(student / T)), averaged over the batch."""
+    log_student = F.log_softmax(student_logits / temperature, dim=-1)
+    log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean") * temperature**2
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` (batch, seq, ...) over the positions where ``mask`` (batch, seq) is 1."""
+    mask = mask.to(values.dtype)
+    while mask.dim() < values.dim():
+        mask = mask.unsqueeze(-1)
+    weight = mask.expand_as(values)
+    return (values * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def student_from_teacher(teacher: PreTrainedModel, num_layers: int) -> tuple[PreTrainedModel, list[int]]:
+    """A copy of ``teacher`` keeping ``num_layers`` evenly spaced layers (0, k, 2k, ... with
+    k = L / num_layers: layers 0, 2, 4 of 6, as DistilBERT initialises); embeddings and classifier copied."""
+    import copy
+
+    total = len(get_adapter(teacher).layer_list())
+    if not 1 <= num_layers <= total:
+        raise ConfigError(f"--student-layers {num_layers}: the teacher has {total} layers; choose 1..{total}")
+    keep = sorted({(i * total) // num_layers for i in range(num_layers)})
+    student = copy.deepcopy(teacher)
+    drop_layers(get_adapter(student), keep)
+    return student, keep
+
+
+class DistillTrainer(Trainer):
+    """A Trainer whose loss is the distillation objective above."""
+
+    def __init__(
+        self,
+        *args,
+        teacher: PreTrainedModel,
+        distill: DistillConfig,
+        regression: bool,
+        teacher_logits: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.distill = distill
+        self.regression = regression
+        self.teacher_logits = teacher_logits
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        config = self.distill
+        index = inputs.pop("example_index", None)
+        extra = {"output_hidden_states": bool(config.alpha_hidden), "output_attentions": bool(config.alpha_attn)}
+        outputs = model(**inputs, **extra)
+        loss = config.alpha_ce * outputs.loss if config.alpha_ce else outputs.logits.new_zeros(())
+        if self.teacher_logits is not None and index is not None:
+            teacher_logits, teacher_out = self.teacher_logits.to(outputs.logits.device)[index], None
+        else:
+            self.teacher.to(outputs.logits.device)
+            with torch.no_grad():
+                teacher_out = self.teacher(**{k: v for k, v in inputs.items() if k != "labels"}, **extra)
+            teacher_logits = teacher_out.logits
+        if config.alpha_kd:
+            if self.regression:
+                soft = F.mse_loss(outputs.logits.float(), teacher_logits.float())
+            else:
+                soft = kd_loss(outputs.logits.float(), teacher_logits.float(), config.temperature)
+            loss = loss + config.alpha_kd * soft
+        if config.uses_layers:
+            loss = loss + self._layer_losses(model, outputs, teacher_out, inputs["attention_mask"])
+        return (loss, outputs) if return_outputs else loss
+
+    def _layer_losses(self, model, outputs, teacher_out, mask: torch.Tensor) -> torch.Tensor:
+        config = self.distill
+        projections = getattr(model, PROJECTIONS, None)
+        total = outputs.logits.new_zeros(())
+        for k, (s, t) in enumerate(config.pairs):
+            if config.alpha_hidden:
+                student_h = outputs.hidden_states[s + 1]
+                teacher_h = teacher_out.hidden_states[t + 1]
+                if projections is not None:
+                    student_h = projections[k](student_h)
+                if config.hidden_loss == "mse":
+                    term = _masked_mean((student_h - teacher_h).pow(2).mean(-1), mask)
+                else:
+                    term = _masked_mean(1 - F.cosine_similarity(student_h, teacher_h, dim=-1), mask)
+                total = total + config.alpha_hidden * term
+            if config.alpha_attn:
+                student_a = outputs.attentions[s].mean(1)  # (batch, query, key), averaged over heads
+                teacher_a = teacher_out.attentions[t].mean(1)
+                pair_mask = mask[:, :, None] * mask[:, None, :]
+                total = total + config.alpha_attn * _masked_mean((student_a - teacher_a).pow(2), pair_mask)
+        return total
+
+
+def _hidden_size(model: PreTrainedModel) -> int:
+    return model.get_input_embeddings().embedding_dim
+
+
+@torch.no_grad()
+def teacher_logits_for(
+    teacher: PreTrainedModel, dataset: EncodedSplit, tokenizer, batch_size: int = 64
+) -> torch.Tensor:
+    """The teacher's logits for every example, in dataset order (one forward per example)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=make_collator(tokenizer))
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    logits = []
+    for batch in loader:
+        batch.pop("labels")
+        batch.pop("example_index", None)
+        logits.append(teacher(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
+    return torch.cat(logits)
+
+
+def distill(
+    student: PreTrainedModel,
+    teacher: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: Split,
+    task: TaskSpec,
+    config: FinetuneConfig,
+    distill_config: DistillConfig,
+    work_dir: str | Path,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Trainer:
+    """Train ``student`` in place against ``teacher`` on ``train``; returns the Trainer."""
+    student_layers = len(get_adapter(student).layer_list())
+    teacher_layers = len(get_adapter(teacher).layer_list())
+    if distill_config.uses_layers:
+        distill_config.pairs = resolve_layer_map(distill_config.layer_map, student_layers, teacher_layers)
+        if distill_config.alpha_attn:
+            for model in (student, teacher):
+                model.set_attn_implementation("eager")  # SDPA kernels do not return attention maps
+    widths = (_hidden_size(student), _hidden_size(teacher))
+    if distill_config.alpha_hidden and widths[0] != widths[1]:
+        student.add_module(PROJECTIONS, nn.ModuleList(nn.Linear(*widths) for _ in distill_config.pairs))
+    dataset = EncodedSplit(train, tokenizer, config.max_length, task.is_regression, with_index=True)
+    cached = teacher_logits_for(teacher, dataset, tokenizer) if distill_config.cache_teacher else None
+    args = training_arguments(config, work_dir)
+    args.remove_unused_columns = False  # keep example_index (not a model input) for the logit cache
+    trainer = DistillTrainer(
+        model=student,
+        args=args,
+        train_dataset=dataset,
+        data_collator=make_collator(tokenizer),
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+        teacher=teacher,
+        distill=distill_config,
+        regression=task.is_regression,
+        teacher_logits=cached,
+    )
+    try:
+        trainer.train()
+    finally:
+        if hasattr(student, PROJECTIONS):
+            delattr(student, PROJECTIONS)
+    return trainer
