@@ -6,7 +6,7 @@ DATA ?= ../shared/data/glue/SST-2
 OUT ?= runs/demo
 TRAIN_SAMPLES ?= 8000
 
-.PHONY: install demo test lint bench bench-magnitude bench-structured bench-lottery clean
+.PHONY: install demo test lint bench bench-magnitude bench-structured bench-lottery bench-distill clean
 
 # torch is pinned to the local CPU build first: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(BIN)/.installed: pyproject.toml
@@ -42,6 +42,9 @@ bench-structured: install
 
 bench-lottery: install
 	$(BIN)/python bench/lottery.py
+
+bench-distill: install
+	$(BIN)/python bench/distill.py
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

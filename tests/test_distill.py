@@ -188,3 +188,15 @@ def test_cli_bad_layer_map_exits_2(tiny_bert, sentiment_dir, tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "--layer-map 0:7: out of range" in err and len(err.splitlines()) == 1
+
+
+def test_cli_finetune_with_gradual_pruning_and_distillation(tiny_bert, sentiment_dir, tmp_path):
+    out = tmp_path / "sparse-kd"
+    code = cli(
+        f"finetune --model {tiny_bert} --data {sentiment_dir} --max-length 16 --epochs 2 --batch-size 16 "
+        f"--prune magnitude --sparsity 0.6 --prune-every 2 --distill-from {tiny_bert} --alpha-kd 0.7 --out {out}"
+    )
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train"]["distill_from"] == str(tiny_bert)
+    assert summary["sparsity"] == pytest.approx(0.6, abs=1e-3)

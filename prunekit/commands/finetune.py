@@ -33,6 +33,10 @@ def add_parser(commands) -> None:
     group.add_argument("--prune-end", type=int, help="step reaching the final sparsity (default: 2/3 of training)")
     group.add_argument("--prune-every", type=int, default=10, help="steps between mask updates")
     add_pruning_target_arguments(group)
+    group = p.add_argument_group("distillation while fine-tuning (see `prunekit distill` for all loss options)")
+    group.add_argument("--distill-from", metavar="TEACHER", help="fine-tuned teacher: add its soft targets to the loss")
+    group.add_argument("--temperature", type=float, default=2.0)
+    group.add_argument("--alpha-kd", type=float, default=0.5, help="soft-target weight; the task loss gets 1 - it")
     p.set_defaults(handler=run)
 
 
@@ -52,7 +56,14 @@ def run(args: argparse.Namespace) -> dict:
     set_seed(args.seed)  # before the classifier head is initialised
     model, tokenizer = load_model(args.model, data.task)
     with tempfile.TemporaryDirectory(prefix="prunekit-train-") as work_dir:
-        trainer = finetune(model, tokenizer, data.train, data.task, config, work_dir, callbacks=[callback])
+        if args.distill_from:
+            from prunekit.training.distill import DistillConfig, distill
+
+            teacher, _ = load_model(args.distill_from)
+            kd = DistillConfig(temperature=args.temperature, alpha_ce=1 - args.alpha_kd, alpha_kd=args.alpha_kd)
+            trainer = distill(model, teacher, tokenizer, data.train, data.task, config, kd, work_dir, [callback])
+        else:
+            trainer = finetune(model, tokenizer, data.train, data.task, config, work_dir, callbacks=[callback])
     if not trainer.is_world_process_zero():
         return {}
     masks = callback.masks
@@ -83,6 +94,7 @@ def run(args: argparse.Namespace) -> dict:
                 "seed": config.seed,
                 "runtime_s": round(state.log_history[-1].get("train_runtime", 0.0), 2),
                 "loss": state.log_history[-1].get("train_loss"),
+                "distill_from": args.distill_from,
             },
         )
         write_json_atomic(Path(tmp) / "summary.json", summary)
