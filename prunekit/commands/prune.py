@@ -48,7 +48,7 @@ def add_parser(commands) -> None:
 
 
 def run_magnitude(args: argparse.Namespace) -> dict:
-    from prunekit.evaluation import evaluate_model, make_summary, model_size
+    from prunekit.evaluation import make_summary, model_size
     from prunekit.io import atomic_output_dir, check_output_dir, write_json_atomic
     from prunekit.methods.magnitude import prune_magnitude
     from prunekit.models import load_model, resolve_model
@@ -72,13 +72,7 @@ def run_magnitude(args: argparse.Namespace) -> dict:
             tokenizer(a, b, truncation=True, max_length=args.max_length, return_tensors="pt") for a, b in pairs
         )
     masks = prune_magnitude(model, pruning, calibration, current=MaskSet.load(folder))
-    evaluation = {}
-    if data is not None:
-        evaluation = dict(
-            metrics=evaluate_model(model, tokenizer, data.eval, data.task, max_length=args.max_length),
-            main_metric=data.task.main_metric,
-            eval_samples=len(data.eval),
-        )
+    evaluation = _evaluation_fields(model, tokenizer, data, args.max_length)
     with atomic_output_dir(args.out, args.overwrite) as tmp:
         if args.save_format == "sparse":
             save_sparse(model, masks, tmp)
@@ -101,6 +95,19 @@ def run_magnitude(args: argparse.Namespace) -> dict:
         write_json_atomic(Path(tmp) / "summary.json", summary)
     print_result(summary, f"saved to {args.out}")
     return summary
+
+
+def _evaluation_fields(model, tokenizer, data, max_length: int) -> dict:
+    """``metrics``, ``main_metric``, ``eval_samples`` for summary.json, or nothing without eval data."""
+    from prunekit.evaluation import evaluate_model
+
+    if data is None or data.eval is None:
+        return {}
+    return dict(
+        metrics=evaluate_model(model, tokenizer, data.eval, data.task, max_length=max_length),
+        main_metric=data.task.main_metric,
+        eval_samples=len(data.eval),
+    )
 
 
 def param_count(text: str) -> int:
@@ -189,7 +196,7 @@ def _calibration_batches(data, tokenizer, args: argparse.Namespace) -> list[dict
 
 
 def run_structured(args: argparse.Namespace) -> dict:
-    from prunekit.evaluation import evaluate_model, make_summary, model_size
+    from prunekit.evaluation import make_summary, model_size
     from prunekit.importance.structured import NEEDS_DATA
     from prunekit.io import atomic_output_dir, check_output_dir, write_json_atomic
     from prunekit.methods.structured import StructuredConfig, prune_structured
@@ -230,13 +237,7 @@ def run_structured(args: argparse.Namespace) -> dict:
         )
         vocabulary = vocabulary_report(vocab_before, kept, model.get_input_embeddings().embedding_dim)
     result = prune_structured(model, config, _calibration_batches(data, tokenizer, args) if needs_data else [])
-    evaluation = {}
-    if data is not None and data.eval is not None:
-        evaluation = dict(
-            metrics=evaluate_model(model, tokenizer, data.eval, data.task, max_length=args.max_length),
-            main_metric=data.task.main_metric,
-            eval_samples=len(data.eval),
-        )
+    evaluation = _evaluation_fields(model, tokenizer, data, args.max_length)
     with atomic_output_dir(args.out, args.overwrite) as tmp:
         save_format = save_pruned(model, tmp)
         tokenizer.save_pretrained(tmp)
