@@ -95,6 +95,8 @@ def test_gqa_keeps_query_heads_evenly_within_kv_groups():
     assert (attn.num_heads, attn.num_kv_heads) == (8, 2)
     with pytest.raises(ConfigError, match="evenly"):
         prune_heads(adapter, {0: [0, 1, 4]})  # two heads in group 0, one in group 1
+    with pytest.raises(ConfigError, match="evenly"):
+        prune_heads(adapter, {0: [0, 1, 2, 4]})  # 3 + 1: as many heads as 2 + 2, still uneven
     prune_heads(adapter, {0: [1, 2, 5, 7], 1: [0, 1, 2, 3]})  # layer 1: all of group 0, so group 1 goes
     first, second = adapter.describe()
     assert (first["heads"], first["kv_heads"]) == (4, 2)

@@ -11,6 +11,7 @@ stays valid. A KV group whose query heads are all removed is removed with them.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -71,9 +72,10 @@ def prune_heads(adapter: ModelAdapter, keep: dict[int, Sequence[int]]) -> None:
         if len(heads) == attn.num_heads:
             continue
         group_size = attn.heads_per_kv_group
-        groups = sorted({h // group_size for h in heads})
+        per_group_counts = Counter(h // group_size for h in heads)
+        groups = sorted(per_group_counts)
         per_group = len(heads) // len(groups) if groups else 0
-        if per_group * len(groups) != len(heads):
+        if len(set(per_group_counts.values())) > 1:
             raise ConfigError(
                 f"layer {index}: kept query heads must be spread evenly over KV groups (grouped-query attention)"
             )

@@ -157,7 +157,7 @@ class DistillTrainer(Trainer):
 
     def _layer_losses(self, model, outputs, teacher_out, mask: torch.Tensor) -> torch.Tensor:
         config = self.distill
-        projections = getattr(model, PROJECTIONS, None)
+        projections = getattr(self.accelerator.unwrap_model(model), PROJECTIONS, None)  # DDP wraps the student
         total = outputs.logits.new_zeros(())
         for k, (s, t) in enumerate(config.pairs):
             if config.alpha_hidden:
