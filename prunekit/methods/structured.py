@@ -12,7 +12,6 @@ from torch import nn
 from prunekit.adapters import ModelAdapter, get_adapter
 from prunekit.errors import ConfigError
 from prunekit.importance.structured import Batch, score_layers, score_units
-from prunekit.models import count_parameters
 from prunekit.pruning.surgery import drop_layers, prune_heads, prune_neurons
 from prunekit.pruning.units import SCOPES, check_fraction, fraction_for_budget, keep_counts, select_top
 
@@ -58,7 +57,7 @@ def _linear_params(rows: int, cols: int, linear: nn.Linear) -> int:
 
 def _params_after(adapter: ModelAdapter, head_counts: Sequence[int], neuron_counts: Sequence[int]) -> int:
     """Parameter count once each layer keeps ``head_counts[l]`` heads and ``neuron_counts[l]`` neurons."""
-    total, _ = count_parameters(adapter.model)
+    total = sum(p.numel() for p in {id(p): p for p in adapter.model.parameters()}.values())  # tied: once
     for layer, heads, neurons in zip(adapter.layers(), head_counts, neuron_counts):
         attn, ffn = layer.attention, layer.ffn
         kv_heads = heads if attn.heads_per_kv_group == 1 else (attn.num_kv_heads if heads else 0)
