@@ -32,12 +32,13 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--prune-per-round", type=float, default=0.3)
+    parser.add_argument("--rewind", default="init", help="init (θ0) or step:K")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prunekit-bench-lottery-")) / "run"
     command = (
         f"lottery --model minilm --data {SST2} --max-train-samples {args.train_samples} --max-length 64 "
-        f"--rounds {args.rounds} --prune-per-round {args.prune_per_round} --rewind init --out {work}"
+        f"--rounds {args.rounds} --prune-per-round {args.prune_per_round} --rewind {args.rewind} --out {work}"
     )
     start = time.perf_counter()
     if prunekit(command.split()) != 0:
