@@ -73,7 +73,11 @@ def _params_after(adapter: ModelAdapter, head_counts: Sequence[int], neuron_coun
 
 
 def prune_structured(model: nn.Module, config: StructuredConfig, batches: Sequence[Batch] = ()) -> dict:
-    """Prune ``model`` in place; returns what was kept (original layer indices, per-layer structure)."""
+    """Prune ``model`` in place; returns what was kept (original layer indices, per-layer structure).
+
+    The model's config still describes the parent's widths: save it with
+    ``prunekit.save_pruned(model, folder)``, which writes a config that matches the new shapes.
+    """
     adapter = get_adapter(model)
     num_layers = len(adapter.layer_list())
     config.validate(num_layers)
