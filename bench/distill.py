@@ -83,13 +83,17 @@ class Bench:
             speed[f"batch{batch}"] = round(stats[1].median / stats[0].median, 3)
         return speed
 
-    def sst2(self) -> None:
-        data = load_task_data(str(GLUE / "SST-2"), max_train_samples=self.args.train_samples, seed=42)
-        config = FinetuneConfig(max_length=64, logging_steps=1000)
+    def teacher(self, data, config: FinetuneConfig):
+        """MiniLM fine-tuned on ``data`` in this run: (model in eval mode, tokenizer, seconds)."""
         set_seed(42)
         teacher, tokenizer = load_model("minilm", data.task)
         seconds = self.train(teacher, tokenizer, data, config)
-        teacher.eval()
+        return teacher.eval(), tokenizer, seconds
+
+    def sst2(self) -> None:
+        data = load_task_data(str(GLUE / "SST-2"), max_train_samples=self.args.train_samples, seed=42)
+        config = FinetuneConfig(max_length=64, logging_steps=1000)
+        teacher, tokenizer, seconds = self.teacher(data, config)
         dense = self.score(teacher, tokenizer, data, 64)
         self.record(
             task="sst2",
@@ -129,10 +133,7 @@ class Bench:
     def stsb(self) -> None:
         data = load_task_data(str(GLUE / "STS-B"), max_train_samples=self.args.stsb_samples, seed=42)
         config = FinetuneConfig(max_length=128, logging_steps=1000)
-        set_seed(42)
-        teacher, tokenizer = load_model("minilm", data.task)
-        seconds = self.train(teacher, tokenizer, data, config)
-        teacher.eval()
+        teacher, tokenizer, seconds = self.teacher(data, config)
         self.record(
             task="stsb",
             arm="teacher (6 layers)",
