@@ -24,10 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from transformers import set_seed
 
-from prunekit.data import EncodedSplit, load_task_data, make_collator
+from prunekit.data import encode_batches, load_task_data
 from prunekit.evaluation import evaluate_model, make_inputs, measure_latency
 from prunekit.io import write_json_atomic
 from prunekit.methods.structured import StructuredConfig, prune_structured
@@ -105,8 +104,7 @@ class Bench:
         )
         layered, kept = student_from_teacher(teacher, 3)
         students = [(f"3 layers (teacher layers {kept})", layered)]
-        calibration = EncodedSplit(data.train.subset(range(256)), tokenizer, 64, regression=False)
-        batches = list(torch.utils.data.DataLoader(calibration, batch_size=32, collate_fn=make_collator(tokenizer)))
+        batches = encode_batches(data.train.subset(range(256)), tokenizer, 64, regression=False)
         for name, pruning in PRUNED_STUDENTS:
             pruned = copy.deepcopy(teacher)
             prune_structured(pruned, pruning, batches)

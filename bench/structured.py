@@ -26,10 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from transformers import set_seed
 
-from prunekit.data import EncodedSplit, load_task_data, make_collator
+from prunekit.data import encode_batches, load_task_data
 from prunekit.evaluation import count_flops, evaluate_model, make_inputs, measure_latency
 from prunekit.io import write_json_atomic
 from prunekit.methods.structured import StructuredConfig, prune_structured
@@ -121,9 +120,7 @@ class Bench:
 
     def calibration(self, tokenizer) -> list[dict]:
         split = self.data.train.subset(range(self.args.calibration_samples))
-        dataset = EncodedSplit(split, tokenizer, MAX_LENGTH, regression=False)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=32, collate_fn=make_collator(tokenizer))
-        return list(loader)
+        return encode_batches(split, tokenizer, MAX_LENGTH, regression=False)
 
     def run(self) -> None:
         set_seed(42)

@@ -161,7 +161,11 @@ def broken_models(tmp_path_factory, tiny_bert):
     AutoModelForSequenceClassification.from_config(
         GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=50, pad_token_id=0)
     ).save_pretrained(gpt2)
-    return {"no-weights": no_weights, "gpt2": gpt2}
+    no_tokenizer = root / "no-tokenizer"  # transformers 5 would load it as an all-[UNK] tokenizer
+    no_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (no_tokenizer / name).write_bytes((tiny_bert / name).read_bytes())
+    return {"no-weights": no_weights, "gpt2": gpt2, "no-tokenizer": no_tokenizer}
 
 
 @pytest.mark.parametrize(
@@ -170,6 +174,7 @@ def broken_models(tmp_path_factory, tiny_bert):
         (["evaluate", "--model", "{missing}", "--data", "{data}"], "no such folder"),
         (["evaluate", "--model", "{no-weights}", "--data", "{data}"], "has no weights"),
         (["evaluate", "--model", "{gpt2}", "--data", "{data}"], "'gpt2' is not supported"),
+        (["evaluate", "--model", "{no-tokenizer}", "--data", "{data}"], "folder has no tokenizer"),
         (["evaluate", "--model", "{tiny}", "--data", "{missing}"], "no such file or folder"),
         (["evaluate", "--model", "{tiny}", "--data", "{data}", "--task", "sst5"], "unknown task"),
         (

@@ -182,17 +182,11 @@ def _corpus_texts(source: str) -> list:
 
 
 def _calibration_batches(data, tokenizer, args: argparse.Namespace) -> list[dict]:
-    import torch
-
-    from prunekit.data import EncodedSplit, make_collator
+    from prunekit.data import encode_batches
 
     if data is None or data.train is None:
         return []
-    dataset = EncodedSplit(data.train, tokenizer, args.max_length, data.task.is_regression)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.calibration_batch_size, collate_fn=make_collator(tokenizer)
-    )
-    return list(loader)
+    return encode_batches(data.train, tokenizer, args.max_length, data.task.is_regression, args.calibration_batch_size)
 
 
 def run_structured(args: argparse.Namespace) -> dict:

@@ -39,3 +39,11 @@ class EncodedSplit(torch.utils.data.Dataset):
 def make_collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorWithPadding:
     """Pads each batch to its longest sequence (to a multiple of 8, friendlier to matmul kernels)."""
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+
+
+def encode_batches(
+    split: Split, tokenizer: PreTrainedTokenizerBase, max_length: int, regression: bool, batch_size: int = 32
+) -> list[dict[str, torch.Tensor]]:
+    """``split`` tokenised and padded into batches (with labels), in order: calibration data."""
+    dataset = EncodedSplit(split, tokenizer, max_length, regression)
+    return list(torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=make_collator(tokenizer)))
