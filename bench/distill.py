@@ -12,7 +12,13 @@ Latency: batch 32 x seq 128 and batch 1 x seq 128, interleaved with the teacher 
 STS-B (regression) once: teacher fine-tuned on all 5,749 pairs, 3-layer student distilled
 (MSE to the teacher's score + MSE to the label), Pearson on the 1,500 dev pairs.
 
+Longer recovery: ``--passes N`` trains every student N passes instead of one and adds a dense
+control (the teacher trained N more passes, plain), so "% of teacher" can be read next to what the
+extra budget alone buys; ``--students`` picks the arms (see STUDENTS), ``--name`` the result files.
+
 Run: python bench/distill.py  (writes bench/results/distill.{json,md}; about 30 min on 2 cores)
+Speed targets (issue 4): python bench/distill.py --passes 2 --skip-stsb --name distill-2pass \
+    --students layers3 heads50-ffn45 heads33-ffn25 layers3-heads30-ffn30  (about 50 min)
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from transformers import set_seed
@@ -37,11 +45,26 @@ from prunekit.training.distill import DistillConfig, distill, student_from_teach
 HERE = Path(__file__).resolve().parent
 GLUE = HERE.parent.parent / "shared" / "data" / "glue"
 KD = dict(temperature=2.0, alpha_ce=0.5, alpha_kd=0.5, alpha_hidden=1.0, hidden_loss="cosine")
-PRUNED_STUDENTS = [  # Taylor importance on 256 training sentences
-    ("heads + FFN 50 % pruned (uniform)", StructuredConfig(heads=0.5, ffn=0.5, scope="uniform")),
-    ("layers 6 -> 3 + heads/FFN 50 % (uniform)", StructuredConfig(layers=3, heads=0.5, ffn=0.5, scope="uniform")),
-    ("layers 6 -> 3 + heads/FFN 70 % (uniform)", StructuredConfig(layers=3, heads=0.3, ffn=0.3, scope="uniform")),
-]
+# name -> (label, how the student is made from the teacher): a layer count (every k-th layer copied)
+# or a structured pruning (Taylor importance on 256 training sentences, the same fraction per layer)
+STUDENTS: dict[str, tuple[str, int | StructuredConfig]] = {
+    "layers3": ("3 layers", 3),
+    "heads50-ffn50": ("heads + FFN 50 % pruned (uniform)", StructuredConfig(heads=0.5, ffn=0.5, scope="uniform")),
+    "heads50-ffn45": ("heads 50 % + FFN 55 % pruned (uniform)", StructuredConfig(heads=0.5, ffn=0.45, scope="uniform")),
+    "heads33-ffn25": (
+        "heads 67 % + FFN 75 % pruned (uniform)",
+        StructuredConfig(heads=0.34, ffn=0.25, scope="uniform"),
+    ),
+    "layers3-heads50-ffn50": (
+        "layers 6 -> 3 + heads/FFN 50 % (uniform)",
+        StructuredConfig(layers=3, heads=0.5, ffn=0.5, scope="uniform"),
+    ),
+    "layers3-heads30-ffn30": (
+        "layers 6 -> 3 + heads/FFN 70 % (uniform)",
+        StructuredConfig(layers=3, heads=0.3, ffn=0.3, scope="uniform"),
+    ),
+}
+DEFAULT_STUDENTS = ["layers3", "heads50-ffn50", "layers3-heads50-ffn50", "layers3-heads30-ffn30"]
 
 
 class Bench:
@@ -49,16 +72,24 @@ class Bench:
         self.args = args
         self.out = Path(args.out)
         self.work = Path(tempfile.mkdtemp(prefix="prunekit-bench-distill-"))
+        self.control: float | None = None  # dense control's accuracy, with --passes
         self.results: dict = {
             "benchmark": "distill",
-            "command": "python bench/distill.py",
-            "setup": {"model": "all-MiniLM-L6-v2", "kd_loss": KD, "threads": 2, "lr": 5e-5, "batch_size": 32},
+            "command": " ".join(["python", "bench/distill.py", *sys.argv[1:]]),
+            "setup": {
+                "model": "all-MiniLM-L6-v2",
+                "kd_loss": KD,
+                "threads": 2,
+                "lr": 5e-5,
+                "batch_size": 32,
+                "student_passes": args.passes,
+            },
             "arms": [],
         }
 
     def record(self, **arm) -> None:
         self.results["arms"].append(arm)
-        write_json_atomic(self.out / "distill.json", self.results)
+        write_json_atomic(self.out / f"{self.args.name}.json", self.results)
         print(json.dumps(arm), flush=True)
 
     def train(self, model, tokenizer, data, config, teacher=None, **kd) -> float:
@@ -102,31 +133,51 @@ class Bench:
             train_s=seconds,
             train_samples=len(data.train),
         )
-        layered, kept = student_from_teacher(teacher, 3)
-        students = [(f"3 layers (teacher layers {kept})", layered)]
-        batches = encode_batches(data.train.subset(range(256)), tokenizer, 64, regression=False)
-        for name, pruning in PRUNED_STUDENTS:
-            pruned = copy.deepcopy(teacher)
-            prune_structured(pruned, pruning, batches)
-            students.append((name, pruned))
-        for name, student in students:
+        if self.args.passes != 1:
+            control = copy.deepcopy(teacher)
+            control_config = replace(config, epochs=self.args.passes)
+            seconds = self.train(control, tokenizer, data, control_config)
+            self.control = self.score(control.eval(), tokenizer, data, 64)
+            self.record(
+                task="sst2",
+                arm=f"dense control: teacher + {self.args.passes:g} more passes",
+                accuracy=self.control,
+                percent_of_teacher=round(100 * self.control / dense, 2),
+                train_s=seconds,
+            )
+        batches = encode_batches(data.train.subset(range(min(256, len(data.train)))), tokenizer, 64, regression=False)
+        student_config = replace(config, epochs=self.args.passes)
+        for key in self.args.students:
+            label, how = STUDENTS[key]
+            if isinstance(how, int):
+                student, kept = student_from_teacher(teacher, how)
+                label = f"{label} (teacher layers {kept})"
+            else:
+                student = copy.deepcopy(teacher)
+                prune_structured(student, how, batches)
             before = self.score(student, tokenizer, data, 64)
             for method in ("fine-tune (no KD)", "distill"):
                 model = copy.deepcopy(student)
-                seconds = self.train(model, tokenizer, data, config, teacher if method == "distill" else None, **KD)
+                kd_teacher = teacher if method == "distill" else None
+                seconds = self.train(model, tokenizer, data, student_config, kd_teacher, **KD)
                 model.eval()
                 accuracy = self.score(model, tokenizer, data, 64)
                 self.record(
                     task="sst2",
-                    arm=f"{name}: {method}",
+                    arm=f"{label}: {method}",
                     accuracy_before=before,
                     accuracy=accuracy,
                     percent_of_teacher=round(100 * accuracy / dense, 2),
+                    **self.percent_of_control(accuracy),
                     params=count_parameters(model)[0],
                     train_s=seconds,
                     train_samples=len(data.train),
+                    passes=self.args.passes,
                     speedup_vs_teacher=self.speed(model, teacher),
                 )
+
+    def percent_of_control(self, accuracy: float) -> dict:
+        return {"percent_of_control": round(100 * accuracy / self.control, 2)} if self.control else {}
 
     def stsb(self) -> None:
         data = load_task_data(str(GLUE / "STS-B"), max_train_samples=self.args.stsb_samples, seed=42)
@@ -150,14 +201,22 @@ class Bench:
         )
 
     def write_table(self) -> None:
-        rows = ["| task | arm | metric | % of teacher | speed-up b32×128 / b1×128 |", "|---|---|---|---|---|"]
+        rows = [
+            f"Students trained {self.args.passes:g} pass(es) over {self.args.train_samples} SST-2 sentences; "
+            "the teacher one pass.",
+            "",
+            "| task | arm | metric | % of teacher | % of dense control | speed-up b32×128 / b1×128 |",
+            "|---|---|---|---|---|---|",
+        ]
         for arm in self.results["arms"]:
             value = arm.get("accuracy", arm.get("pearson"))
-            percent = f"{arm['percent_of_teacher']:.1f} %" if "percent_of_teacher" in arm else "—"
+            percent, control = (
+                f"{arm[key]:.1f} %" if key in arm else "—" for key in ("percent_of_teacher", "percent_of_control")
+            )
             speed = arm.get("speedup_vs_teacher")
             speed = f"{speed['batch32']:.2f}× / {speed['batch1']:.2f}×" if speed else "—"
-            rows.append(f"| {arm['task']} | {arm['arm']} | {value:.4f} | {percent} | {speed} |")
-        (self.out / "distill.md").write_text("\n".join(rows) + "\n")
+            rows.append(f"| {arm['task']} | {arm['arm']} | {value:.4f} | {percent} | {control} | {speed} |")
+        (self.out / f"{self.args.name}.md").write_text("\n".join(rows) + "\n")
         print("\n".join(rows))
 
 
@@ -167,6 +226,9 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=8000, help="SST-2 training sentences")
     parser.add_argument("--stsb-samples", type=int, help="STS-B training pairs (default: all 5,749)")
     parser.add_argument("--skip-stsb", action="store_true")
+    parser.add_argument("--passes", type=float, default=1.0, help="training passes for every student")
+    parser.add_argument("--students", nargs="+", choices=list(STUDENTS), default=DEFAULT_STUDENTS)
+    parser.add_argument("--name", default="distill", help="result files: <out>/<name>.json and .md")
     args = parser.parse_args()
     bench = Bench(args)
     bench.sst2()

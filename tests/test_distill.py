@@ -101,6 +101,7 @@ def test_teacher_gets_no_gradient_and_stays_unchanged(sentiment, tmp_path):
     assert all(p.grad is None for p in teacher.parameters())
     assert all(torch.equal(p, before[n]) for n, p in teacher.named_parameters())
     assert not torch.equal(student.classifier.weight, student_before)
+    assert all(p.requires_grad for p in teacher.parameters())  # frozen only while distilling
 
 
 def test_hidden_distillation_across_widths_uses_a_learned_projection(sentiment, tmp_path):

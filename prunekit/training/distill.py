@@ -224,6 +224,7 @@ def distill(
     cached = teacher_logits_for(teacher, dataset, tokenizer) if distill_config.cache_teacher else None
     args = training_arguments(config, work_dir)
     args.remove_unused_columns = False  # keep example_index (not a model input) for the logit cache
+    trainable = [p for p in teacher.parameters() if p.requires_grad]  # DistillTrainer freezes the teacher
     trainer = DistillTrainer(
         model=student,
         args=args,
@@ -239,6 +240,8 @@ def distill(
     try:
         trainer.train()
     finally:
+        for parameter in trainable:  # hand the teacher back as it came: copies of it must stay trainable
+            parameter.requires_grad_(True)
         if hasattr(student, PROJECTIONS):
             delattr(student, PROJECTIONS)
     return trainer
