@@ -9,6 +9,7 @@ per-matrix sparsity (rewound the same way), and one-shot magnitude pruning of th
 model + fine-tuning (no rewinding). The run goes through the real command, ``prunekit lottery``.
 
 Run: python bench/lottery.py  (writes bench/results/lottery.{json,md,png})
+Late rewinding: python bench/lottery.py --rewind step:20 --name lottery-rewind-step20
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("--prune-per-round", type=float, default=0.3)
     parser.add_argument("--rewind", default="init", help="init (θ0) or step:K")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--name", default="lottery", help="result files: <out>/<name>.json, .md and .png")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prunekit-bench-lottery-")) / "run"
     command = (
@@ -44,24 +47,31 @@ def main() -> None:
     if prunekit(command.split()) != 0:
         raise SystemExit("prunekit lottery failed")
     minutes = round((time.perf_counter() - start) / 60, 1)
+    write_results(work, command, minutes, Path(args.out), args.name)
+
+
+def write_results(work: Path, command: str, minutes: float, out: Path, name: str) -> None:
+    """JSON, markdown table and plot of the finished run in ``work``."""
     summary = json.loads((work / "summary.json").read_text())
-    out = Path(args.out)
     results = {
         "benchmark": "lottery",
-        "command": "python bench/lottery.py",
+        "command": " ".join(["python", "bench/lottery.py", *sys.argv[1:]]),
         "prunekit_command": "prunekit "
         + command.replace(str(SST2), "../shared/data/glue/SST-2").replace(str(work), "RUN_DIR"),
         "wall_minutes": minutes,
         **{key: summary[key] for key in ("main_metric", "dense", "rounds", "winning_ticket", "config", "train")},
     }
-    write_json_atomic(out / "lottery.json", results)
-    shutil.copyfile(work / "lottery.png", out / "lottery.png")
+    write_json_atomic(out / f"{name}.json", results)
+    shutil.copyfile(work / "lottery.png", out / f"{name}.png")
+    rewind = summary["config"]["rewind"]
+    rewound_to = "θ0" if rewind == "init" else f"θ{rewind.split(':')[1]}"
     dense = summary["dense"]
     rows = [
         f"Dense (round 0): {dense:.4f} accuracy. Each row: three models trained with the same budget "
         f"({summary['train']['samples']} sentences, one pass). Wall time {minutes} min.",
         "",
-        "| round | sparsity | ticket (rewound to θ0) | random mask (rewound) | one-shot + fine-tune | ticket − dense |",
+        f"| round | sparsity | ticket (rewound to {rewound_to}) | random mask (rewound) | one-shot + fine-tune "
+        "| ticket − dense |",
         "|---|---|---|---|---|---|",
     ]
     for r in summary["rounds"][1:]:
@@ -76,7 +86,7 @@ def main() -> None:
         if ticket
         else "No round within 1 point of dense.",
     ]
-    (out / "lottery.md").write_text("\n".join(rows) + "\n")
+    (out / f"{name}.md").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))
 
 
