@@ -1,0 +1,123 @@
+"""Gradual magnitude pruning recipes on the real model, one arm per invocation (issue 3's targets).
+
+all-MiniLM-L6-v2 fine-tuned on 8,000 SST-2 training sentences (seeded subset, batch 32, max length
+64) while pruning on the cubic schedule (Zhu & Gupta) from step ``--start`` to ``--end`` (fractions
+of training), every ``--every`` steps; optional soft-target distillation from a fine-tuned teacher
+(``--kd`` is the KL weight, the task loss gets the rest; logits cached once per example).
+Dev: all 872 sentences. Each arm is appended to ``<out>/gradual.json`` and the table
+``<out>/gradual.md`` is rewritten, so arms from several invocations build one comparison; the
+reference is ``--dense-accuracy`` (the dense parent trained one pass in bench/magnitude.py).
+
+Run, e.g.: python bench/gradual.py --sparsity 0.7 --passes 3 --kd 0.5 --teacher PARENT_DIR --scope layer
+(≈ 12 min alone on 2 cores for 3 passes; PARENT_DIR from `prunekit finetune --max-train-samples 8000`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from transformers import set_seed
+
+from prunekit.data import load_task_data
+from prunekit.evaluation import evaluate_model
+from prunekit.io import write_json_atomic
+from prunekit.methods.magnitude import MagnitudeConfig
+from prunekit.models import load_model
+from prunekit.pruning.schedules import CubicSchedule
+from prunekit.training import FinetuneConfig, finetune
+from prunekit.training.callbacks import SparsityCallback
+from prunekit.training.distill import DistillConfig, distill
+
+HERE = Path(__file__).resolve().parent
+SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
+TRAIN_SAMPLES = 8000
+
+
+def train_arm(args: argparse.Namespace) -> dict:
+    data = load_task_data(str(SST2), max_train_samples=TRAIN_SAMPLES, seed=42)
+    set_seed(42)
+    model, tokenizer = load_model("minilm", data.task)
+    steps = int(TRAIN_SAMPLES / 32 * args.passes)
+    schedule = CubicSchedule(args.sparsity, int(steps * args.start), int(steps * args.end), args.every)
+    callback = SparsityCallback(schedule=schedule, config=MagnitudeConfig(sparsity=args.sparsity, scope=args.scope))
+    config = FinetuneConfig(epochs=args.passes, lr=args.lr, warmup_ratio=args.warmup, max_length=64, logging_steps=1000)
+    work = tempfile.mkdtemp(prefix="prunekit-bench-gradual-")
+    start = time.perf_counter()
+    if args.kd:
+        teacher, _ = load_model(args.teacher)
+        kd = DistillConfig(temperature=args.temperature, alpha_ce=1 - args.kd, alpha_kd=args.kd, cache_teacher=True)
+        distill(model, teacher, tokenizer, data.train, data.task, config, kd, work, [callback])
+    else:
+        finetune(model, tokenizer, data.train, data.task, config, work, callbacks=[callback])
+    seconds = round(time.perf_counter() - start)
+    accuracy = evaluate_model(model, tokenizer, data.eval, data.task, max_length=64, progress=False)["accuracy"]
+    return {
+        "command": " ".join(["python", "bench/gradual.py", *sys.argv[1:]]),
+        "sparsity": callback.masks.sparsity(),
+        "scope": args.scope,
+        "passes": args.passes,
+        "lr": args.lr,
+        "warmup_ratio": args.warmup,
+        "schedule": {"start": schedule.start, "end": schedule.end, "every": schedule.every, "steps": steps},
+        "kd_alpha": args.kd,
+        "temperature": args.temperature if args.kd else None,
+        "accuracy": accuracy,
+        "percent_of_dense": round(100 * accuracy / args.dense_accuracy, 2),
+        "train_s": seconds,
+    }
+
+
+def write_table(results: dict, out: Path) -> None:
+    rows = [
+        f"Dense parent (one pass over {TRAIN_SAMPLES} sentences): {results['dense_accuracy']:.4f}.",
+        "",
+        "| sparsity | scope | passes | schedule (steps) | lr | KD α | accuracy | % of dense |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arm in results["arms"]:
+        schedule = arm["schedule"]
+        rows.append(
+            f"| {100 * arm['sparsity']:.0f} % | {arm['scope']} | {arm['passes']:g} | "
+            f"{schedule['start']}–{schedule['end']} of {schedule['steps']}, every {schedule['every']} | "
+            f"{arm['lr']:g} | {arm['kd_alpha'] or '—'} | {arm['accuracy']:.4f} | {arm['percent_of_dense']:.1f} % |"
+        )
+    (out / "gradual.md").write_text("\n".join(rows) + "\n")
+    print("\n".join(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sparsity", type=float, required=True)
+    parser.add_argument("--passes", type=float, default=1.0)
+    parser.add_argument("--scope", default="global", choices=["global", "layer"])
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--warmup", type=float, default=0.0, help="warm-up fraction of the steps")
+    parser.add_argument("--start", type=float, default=0.0, help="first pruning step, as a fraction of training")
+    parser.add_argument("--end", type=float, default=2 / 3, help="step reaching the final sparsity, as a fraction")
+    parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--kd", type=float, default=0.0, help="soft-target weight (needs --teacher)")
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--teacher", help="fine-tuned dense model folder")
+    parser.add_argument("--dense-accuracy", type=float, default=0.8337, help="reference accuracy (bench/magnitude.py)")
+    parser.add_argument("--out", default=str(HERE / "results"))
+    args = parser.parse_args()
+    if args.kd and not args.teacher:
+        parser.error("--kd needs --teacher")
+    out = Path(args.out)
+    path = out / "gradual.json"
+    results = json.loads(path.read_text()) if path.exists() else {"benchmark": "gradual", "arms": []}
+    results["dense_accuracy"] = args.dense_accuracy
+    arm = train_arm(args)
+    print(json.dumps(arm), flush=True)
+    results["arms"].append(arm)
+    write_json_atomic(path, results)
+    write_table(results, out)
+
+
+if __name__ == "__main__":
+    main()
