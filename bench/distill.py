@@ -51,6 +51,10 @@ STUDENTS: dict[str, tuple[str, int | StructuredConfig]] = {
     "layers3": ("3 layers", 3),
     "heads50-ffn50": ("heads + FFN 50 % pruned (uniform)", StructuredConfig(heads=0.5, ffn=0.5, scope="uniform")),
     "heads50-ffn45": ("heads 50 % + FFN 55 % pruned (uniform)", StructuredConfig(heads=0.5, ffn=0.45, scope="uniform")),
+    "heads50-ffn37": (
+        "heads 50 % + FFN 62.5 % pruned (uniform)",
+        StructuredConfig(heads=0.5, ffn=0.375, scope="uniform", round_to=32),
+    ),
     "heads33-ffn25": (
         "heads 67 % + FFN 75 % pruned (uniform)",
         StructuredConfig(heads=0.34, ffn=0.25, scope="uniform"),
@@ -59,11 +63,20 @@ STUDENTS: dict[str, tuple[str, int | StructuredConfig]] = {
         "layers 6 -> 3 + heads/FFN 50 % (uniform)",
         StructuredConfig(layers=3, heads=0.5, ffn=0.5, scope="uniform"),
     ),
+    "layers4-heads33-ffn25": (
+        "layers 6 -> 4 + heads 67 % + FFN 75 % pruned (uniform)",
+        StructuredConfig(layers=4, heads=0.34, ffn=0.25, scope="uniform", round_to=32),
+    ),
+    "layers4-heads25-ffn19": (
+        "layers 6 -> 4 + heads 75 % + FFN 81 % pruned (uniform)",
+        StructuredConfig(layers=4, heads=0.25, ffn=0.1875, scope="uniform", round_to=32),
+    ),
     "layers3-heads30-ffn30": (
         "layers 6 -> 3 + heads/FFN 70 % (uniform)",
         StructuredConfig(layers=3, heads=0.3, ffn=0.3, scope="uniform"),
     ),
 }
+METHOD_LABELS = {"plain": "fine-tune (no KD)", "distill": "distill"}
 DEFAULT_STUDENTS = ["layers3", "heads50-ffn50", "layers3-heads50-ffn50", "layers3-heads30-ffn30"]
 
 
@@ -158,7 +171,7 @@ class Bench:
                 student = copy.deepcopy(teacher)
                 prune_structured(student, how, batches)
             before = self.score(student, tokenizer, data, 64)
-            for method in ("fine-tune (no KD)", "distill"):
+            for method in self.args.methods:
                 model = copy.deepcopy(student)
                 kd_teacher = teacher if method == "distill" else None
                 seconds = self.train(model, tokenizer, data, student_config, kd_teacher, **self.kd)
@@ -166,7 +179,7 @@ class Bench:
                 accuracy = self.score(model, tokenizer, data, 64)
                 self.record(
                     task="sst2",
-                    arm=f"{label}: {method}",
+                    arm=f"{label}: {METHOD_LABELS[method]}",
                     accuracy_before=before,
                     accuracy=accuracy,
                     percent_of_teacher=round(100 * accuracy / dense, 2),
@@ -231,6 +244,7 @@ def main() -> None:
     parser.add_argument("--skip-stsb", action="store_true")
     parser.add_argument("--passes", type=float, default=1.0, help="training passes for every student")
     parser.add_argument("--students", nargs="+", choices=list(STUDENTS), default=DEFAULT_STUDENTS)
+    parser.add_argument("--methods", nargs="+", choices=list(METHOD_LABELS), default=list(METHOD_LABELS))
     parser.add_argument("--alpha-hidden", type=float, default=KD["alpha_hidden"], help="0: soft targets only")
     parser.add_argument("--name", default="distill", help="result files: <out>/<name>.json and .md")
     args = parser.parse_args()
