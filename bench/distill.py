@@ -220,7 +220,7 @@ class Bench:
     def write_table(self) -> None:
         rows = [
             f"Students trained {self.args.passes:g} pass(es) over {self.args.train_samples} SST-2 sentences; "
-            f"the teacher {self.args.teacher_passes:g}. KD loss: {self.kd['alpha_ce']} CE + "
+            f"the teacher {self.args.teacher_passes:g} pass(es). KD loss: {self.kd['alpha_ce']} CE + "
             f"{self.kd['alpha_kd']} KL at T = {self.kd['temperature']:g} + {self.args.alpha_hidden:g} cosine "
             "hidden-state loss.",
             "",
