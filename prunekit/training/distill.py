@@ -127,7 +127,7 @@ class DistillTrainer(Trainer):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        self.teacher = teacher.eval().requires_grad_(False)
+        self.teacher = teacher.eval()  # its forwards run under no_grad; its parameters stay as they are
         self.distill = distill
         self.regression = regression
         self.teacher_logits = teacher_logits
@@ -224,7 +224,6 @@ def distill(
     cached = teacher_logits_for(teacher, dataset, tokenizer) if distill_config.cache_teacher else None
     args = training_arguments(config, work_dir)
     args.remove_unused_columns = False  # keep example_index (not a model input) for the logit cache
-    trainable = [p for p in teacher.parameters() if p.requires_grad]  # DistillTrainer freezes the teacher
     trainer = DistillTrainer(
         model=student,
         args=args,
@@ -240,8 +239,6 @@ def distill(
     try:
         trainer.train()
     finally:
-        for parameter in trainable:  # hand the teacher back as it came: copies of it must stay trainable
-            parameter.requires_grad_(True)
         if hasattr(student, PROJECTIONS):
             delattr(student, PROJECTIONS)
     return trainer
