@@ -15,7 +15,8 @@ STS-B (regression) once: teacher fine-tuned on all 5,749 pairs, 3-layer student 
 Longer recovery: ``--passes N`` trains every student N passes instead of one and adds a dense
 control (the teacher trained N more passes, plain), so "% of teacher" can be read next to what the
 extra budget alone buys; ``--teacher-passes`` trains a stronger teacher; ``--students`` picks the
-arms (see STUDENTS), ``--methods`` plain and/or distill, ``--name`` the result files.
+arms (see STUDENTS), ``--methods`` plain and/or distill, ``--seeds`` trains every student arm once
+per seed (data order, dropout; the table averages them), ``--name`` the result files.
 
 Run: python bench/distill.py  (writes bench/results/distill.{json,md}; about 30 min on 2 cores)
 Speed targets (issue 4): python bench/distill.py --passes 2 --skip-stsb --name distill-2pass \
@@ -32,6 +33,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from statistics import mean
 
 from transformers import set_seed
 
@@ -174,24 +176,28 @@ class Bench:
                 prune_structured(student, how, batches)
             before = self.score(student, tokenizer, data, 64)
             for method in self.args.methods:
-                model = copy.deepcopy(student)
-                kd_teacher = teacher if method == "distill" else None
-                seconds = self.train(model, tokenizer, data, student_config, kd_teacher, **self.kd)
-                model.eval()
-                accuracy = self.score(model, tokenizer, data, 64)
-                self.record(
-                    task="sst2",
-                    arm=f"{label}: {METHOD_LABELS[method]}",
-                    accuracy_before=before,
-                    accuracy=accuracy,
-                    percent_of_teacher=round(100 * accuracy / dense, 2),
-                    **self.percent_of_control(accuracy),
-                    params=count_parameters(model)[0],
-                    train_s=seconds,
-                    train_samples=len(data.train),
-                    passes=self.args.passes,
-                    speedup_vs_teacher=self.speed(model, teacher),
-                )
+                for index, seed in enumerate(self.args.seeds):
+                    model = copy.deepcopy(student)
+                    kd_teacher = teacher if method == "distill" else None
+                    seeded = replace(student_config, seed=seed)
+                    seconds = self.train(model, tokenizer, data, seeded, kd_teacher, **self.kd)
+                    model.eval()
+                    accuracy = self.score(model, tokenizer, data, 64)
+                    self.record(
+                        task="sst2",
+                        arm=f"{label}: {METHOD_LABELS[method]}",
+                        seed=seed,
+                        accuracy_before=before,
+                        accuracy=accuracy,
+                        percent_of_teacher=round(100 * accuracy / dense, 2),
+                        **self.percent_of_control(accuracy),
+                        params=count_parameters(model)[0],
+                        train_s=seconds,
+                        train_samples=len(data.train),
+                        passes=self.args.passes,
+                        # the architecture does not change with the seed: timed once
+                        **({"speedup_vs_teacher": self.speed(model, teacher)} if index == 0 else {}),
+                    )
 
     def percent_of_control(self, accuracy: float) -> dict:
         return {"percent_of_control": round(100 * accuracy / self.control, 2)} if self.control else {}
@@ -227,14 +233,21 @@ class Bench:
             "| task | arm | metric | % of teacher | % of dense control | speed-up b32×128 / b1×128 |",
             "|---|---|---|---|---|---|",
         ]
+        groups: dict[tuple[str, str], list[dict]] = {}  # one row per arm; seeds of an arm are averaged
         for arm in self.results["arms"]:
-            value = arm.get("accuracy", arm.get("pearson"))
+            groups.setdefault((arm["task"], arm["arm"]), []).append(arm)
+        for (task, label), arms in groups.items():
+            values = [arm.get("accuracy", arm.get("pearson")) for arm in arms]
+            value = f"{mean(values):.4f}"
+            if len(values) > 1:
+                value += f" (mean of {len(values)} seeds: {', '.join(f'{v:.4f}' for v in values)})"
             percent, control = (
-                f"{arm[key]:.1f} %" if key in arm else "—" for key in ("percent_of_teacher", "percent_of_control")
+                f"{mean(arm[key] for arm in arms):.1f} %" if key in arms[0] else "—"
+                for key in ("percent_of_teacher", "percent_of_control")
             )
-            speed = arm.get("speedup_vs_teacher")
+            speed = arms[0].get("speedup_vs_teacher")
             speed = f"{speed['batch32']:.2f}× / {speed['batch1']:.2f}×" if speed else "—"
-            rows.append(f"| {arm['task']} | {arm['arm']} | {value:.4f} | {percent} | {control} | {speed} |")
+            rows.append(f"| {task} | {label} | {value} | {percent} | {control} | {speed} |")
         (self.out / f"{self.args.name}.md").write_text("\n".join(rows) + "\n")
         print("\n".join(rows))
 
@@ -250,6 +263,9 @@ def main() -> None:
     parser.add_argument("--students", nargs="+", choices=list(STUDENTS), default=DEFAULT_STUDENTS)
     parser.add_argument("--methods", nargs="+", choices=list(METHOD_LABELS), default=list(METHOD_LABELS))
     parser.add_argument("--alpha-hidden", type=float, default=KD["alpha_hidden"], help="0: soft targets only")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[42], help="training seeds per student arm (the table shows the mean)"
+    )
     parser.add_argument("--name", default="distill", help="result files: <out>/<name>.json and .md")
     args = parser.parse_args()
     bench = Bench(args)

@@ -41,7 +41,7 @@ TRAIN_SAMPLES = 8000
 def train_arm(args: argparse.Namespace) -> dict:
     data = load_task_data(str(SST2), max_train_samples=TRAIN_SAMPLES, seed=42)
     set_seed(42)
-    model, tokenizer = load_model("minilm", data.task)
+    model, tokenizer = load_model(args.init, data.task)
     steps = int(TRAIN_SAMPLES / 32 * args.passes)
     schedule = CubicSchedule(args.sparsity, int(steps * args.start), int(steps * args.end), args.every)
     callback = SparsityCallback(schedule=schedule, config=MagnitudeConfig(sparsity=args.sparsity, scope=args.scope))
@@ -59,6 +59,7 @@ def train_arm(args: argparse.Namespace) -> dict:
     return {
         "command": " ".join(["python", "bench/gradual.py", *sys.argv[1:]]),
         "sparsity": callback.masks.sparsity(),
+        "init": "pretrained" if args.init == "minilm" else "fine-tuned parent",
         "scope": args.scope,
         "passes": args.passes,
         "lr": args.lr,
@@ -76,15 +77,17 @@ def write_table(results: dict, out: Path) -> None:
     rows = [
         f"Dense parent (one pass over {TRAIN_SAMPLES} sentences): {results['dense_accuracy']:.4f}.",
         "",
-        "| sparsity | scope | passes | schedule (steps) | lr | KD α | accuracy | % of dense |",
-        "|---|---|---|---|---|---|---|---|",
+        "| start | sparsity | scope | passes | schedule (steps) | lr | warm-up | KD α (T) | accuracy | % of dense |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm in results["arms"]:
         schedule = arm["schedule"]
+        kd = f"{arm['kd_alpha']} ({arm['temperature']:g})" if arm["kd_alpha"] else "—"
         rows.append(
-            f"| {100 * arm['sparsity']:.0f} % | {arm['scope']} | {arm['passes']:g} | "
-            f"{schedule['start']}–{schedule['end']} of {schedule['steps']}, every {schedule['every']} | "
-            f"{arm['lr']:g} | {arm['kd_alpha'] or '—'} | {arm['accuracy']:.4f} | {arm['percent_of_dense']:.1f} % |"
+            f"| {arm.get('init', 'pretrained')} | {100 * arm['sparsity']:.0f} % | {arm['scope']} | "
+            f"{arm['passes']:g} | {schedule['start']}–{schedule['end']} of {schedule['steps']}, every "
+            f"{schedule['every']} | {arm['lr']:g} | {arm['warmup_ratio']:g} | {kd} | {arm['accuracy']:.4f} | "
+            f"{arm['percent_of_dense']:.1f} % |"
         )
     (out / "gradual.md").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))
@@ -95,6 +98,7 @@ def main() -> None:
     parser.add_argument("--sparsity", type=float, required=True)
     parser.add_argument("--passes", type=float, default=1.0)
     parser.add_argument("--scope", default="global", choices=["global", "layer"])
+    parser.add_argument("--init", default="minilm", help="start model: minilm (pretrained) or a fine-tuned folder")
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--warmup", type=float, default=0.0, help="warm-up fraction of the steps")
     parser.add_argument("--start", type=float, default=0.0, help="first pruning step, as a fraction of training")

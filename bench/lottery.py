@@ -10,6 +10,7 @@ model + fine-tuning (no rewinding). The run goes through the real command, ``pru
 
 Run: python bench/lottery.py  (writes bench/results/lottery.{json,md,png})
 Late rewinding: python bench/lottery.py --rewind step:20 --name lottery-rewind-step20
+Layer-wise ranking: python bench/lottery.py --scope layer --name lottery-layer
 """
 
 from __future__ import annotations
@@ -35,13 +36,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--prune-per-round", type=float, default=0.3)
     parser.add_argument("--rewind", default="init", help="init (θ0) or step:K")
+    parser.add_argument("--scope", default="global", choices=["global", "layer"], help="magnitude ranking scope")
+    parser.add_argument("--seed", type=int, default=42, help="subset, initialisation and data-order seed")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--name", default="lottery", help="result files: <out>/<name>.json, .md and .png")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prunekit-bench-lottery-")) / "run"
     command = (
         f"lottery --model minilm --data {SST2} --max-train-samples {args.train_samples} --max-length 64 "
-        f"--rounds {args.rounds} --prune-per-round {args.prune_per_round} --rewind {args.rewind} --out {work}"
+        f"--rounds {args.rounds} --prune-per-round {args.prune_per_round} --rewind {args.rewind} "
+        f"--scope {args.scope} --seed {args.seed} --out {work}"
     )
     start = time.perf_counter()
     if prunekit(command.split()) != 0:
@@ -68,7 +72,8 @@ def write_results(work: Path, command: str, minutes: float, out: Path, name: str
     dense = summary["dense"]
     rows = [
         f"Dense (round 0): {dense:.4f} accuracy. Each row: three models trained with the same budget "
-        f"({summary['train']['samples']} sentences, one pass). Wall time {minutes} min.",
+        f"({summary['train']['samples']} sentences, one pass); {summary['config']['scope']} magnitude ranking. "
+        f"Wall time {minutes} min.",
         "",
         f"| round | sparsity | ticket (rewound to {rewound_to}) | random mask (rewound) | one-shot + fine-tune "
         "| ticket − dense |",
