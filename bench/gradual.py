@@ -112,12 +112,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.kd and not args.teacher:
         parser.error("--kd needs --teacher")
-    out = Path(args.out)
-    path = out / "gradual.json"
-    results = json.loads(path.read_text()) if path.exists() else {"benchmark": "gradual", "arms": []}
-    results["dense_accuracy"] = args.dense_accuracy
     arm = train_arm(args)
     print(json.dumps(arm), flush=True)
+    out = Path(args.out)
+    path = out / "gradual.json"  # read only now: arms from runs that finished meanwhile are kept
+    results = json.loads(path.read_text()) if path.exists() else {"benchmark": "gradual", "arms": []}
+    results["dense_accuracy"] = args.dense_accuracy
     results["arms"].append(arm)
     write_json_atomic(path, results)
     write_table(results, out)
