@@ -40,12 +40,14 @@ TRAIN_SAMPLES = 8000
 
 def train_arm(args: argparse.Namespace) -> dict:
     data = load_task_data(str(SST2), max_train_samples=TRAIN_SAMPLES, seed=42)
-    set_seed(42)
+    set_seed(args.seed)
     model, tokenizer = load_model(args.init, data.task)
     steps = int(TRAIN_SAMPLES / 32 * args.passes)
     schedule = CubicSchedule(args.sparsity, int(steps * args.start), int(steps * args.end), args.every)
     callback = SparsityCallback(schedule=schedule, config=MagnitudeConfig(sparsity=args.sparsity, scope=args.scope))
-    config = FinetuneConfig(epochs=args.passes, lr=args.lr, warmup_ratio=args.warmup, max_length=64, logging_steps=1000)
+    config = FinetuneConfig(
+        epochs=args.passes, lr=args.lr, warmup_ratio=args.warmup, max_length=64, logging_steps=1000, seed=args.seed
+    )
     work = tempfile.mkdtemp(prefix="prunekit-bench-gradual-")
     start = time.perf_counter()
     if args.kd:
@@ -61,6 +63,7 @@ def train_arm(args: argparse.Namespace) -> dict:
         "sparsity": callback.masks.sparsity(),
         "init": "pretrained" if args.init == "minilm" else "fine-tuned parent",
         "scope": args.scope,
+        "seed": args.seed,
         "passes": args.passes,
         "lr": args.lr,
         "warmup_ratio": args.warmup,
@@ -104,6 +107,7 @@ def main() -> None:
     parser.add_argument("--start", type=float, default=0.0, help="first pruning step, as a fraction of training")
     parser.add_argument("--end", type=float, default=2 / 3, help="step reaching the final sparsity, as a fraction")
     parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=42, help="head initialisation, data order and dropout")
     parser.add_argument("--kd", type=float, default=0.0, help="soft-target weight (needs --teacher)")
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--teacher", help="fine-tuned dense model folder")
