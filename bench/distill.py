@@ -176,9 +176,9 @@ class Bench:
                 prune_structured(student, how, batches)
             before = self.score(student, tokenizer, data, 64)
             for method in self.args.methods:
+                kd_teacher = teacher if method == "distill" else None
                 for index, seed in enumerate(self.args.seeds):
                     model = copy.deepcopy(student)
-                    kd_teacher = teacher if method == "distill" else None
                     seeded = replace(student_config, seed=seed)
                     seconds = self.train(model, tokenizer, data, seeded, kd_teacher, **self.kd)
                     model.eval()
