@@ -45,6 +45,7 @@ def train_arm(args: argparse.Namespace) -> dict:
     steps = int(TRAIN_SAMPLES / 32 * args.passes)
     schedule = CubicSchedule(args.sparsity, int(steps * args.start), int(steps * args.end), args.every)
     callback = SparsityCallback(schedule=schedule, config=MagnitudeConfig(sparsity=args.sparsity, scope=args.scope))
+    callbacks = [callback] if args.sparsity > 0 else []  # --sparsity 0: the dense arm of the same recipe
     config = FinetuneConfig(
         epochs=args.passes, lr=args.lr, warmup_ratio=args.warmup, max_length=64, logging_steps=1000, seed=args.seed
     )
@@ -53,14 +54,14 @@ def train_arm(args: argparse.Namespace) -> dict:
     if args.kd:
         teacher, _ = load_model(args.teacher)
         kd = DistillConfig(temperature=args.temperature, alpha_ce=1 - args.kd, alpha_kd=args.kd, cache_teacher=True)
-        distill(model, teacher, tokenizer, data.train, data.task, config, kd, work, [callback])
+        distill(model, teacher, tokenizer, data.train, data.task, config, kd, work, callbacks)
     else:
-        finetune(model, tokenizer, data.train, data.task, config, work, callbacks=[callback])
+        finetune(model, tokenizer, data.train, data.task, config, work, callbacks=callbacks)
     seconds = round(time.perf_counter() - start)
     accuracy = evaluate_model(model, tokenizer, data.eval, data.task, max_length=64, progress=False)["accuracy"]
     return {
         "command": " ".join(["python", "bench/gradual.py", *sys.argv[1:]]),
-        "sparsity": callback.masks.sparsity(),
+        "sparsity": callback.masks.sparsity() if callback.masks is not None else 0.0,
         "init": "pretrained" if args.init == "minilm" else "fine-tuned parent",
         "scope": args.scope,
         "seed": args.seed,
@@ -80,17 +81,22 @@ def write_table(results: dict, out: Path) -> None:
     rows = [
         f"Dense parent (one pass over {TRAIN_SAMPLES} sentences): {results['dense_accuracy']:.4f}.",
         "",
-        "| start | sparsity | scope | passes | schedule (steps) | lr | warm-up | KD α (T) | accuracy | % of dense |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| start | sparsity | scope | passes | schedule (steps) | lr | warm-up | KD α (T) | seed "
+        "| accuracy | % of dense |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm in results["arms"]:
         schedule = arm["schedule"]
         kd = f"{arm['kd_alpha']} ({arm['temperature']:g})" if arm["kd_alpha"] else "—"
+        if arm["sparsity"] > 0:
+            scope = arm["scope"]
+            when = f"{schedule['start']}–{schedule['end']} of {schedule['steps']}, every {schedule['every']}"
+        else:
+            scope, when = "—", f"no pruning, {schedule['steps']} steps"
         rows.append(
-            f"| {arm.get('init', 'pretrained')} | {100 * arm['sparsity']:.0f} % | {arm['scope']} | "
-            f"{arm['passes']:g} | {schedule['start']}–{schedule['end']} of {schedule['steps']}, every "
-            f"{schedule['every']} | {arm['lr']:g} | {arm['warmup_ratio']:g} | {kd} | {arm['accuracy']:.4f} | "
-            f"{arm['percent_of_dense']:.1f} % |"
+            f"| {arm.get('init', 'pretrained')} | {100 * arm['sparsity']:.0f} % | {scope} | {arm['passes']:g} | "
+            f"{when} | {arm['lr']:g} | {arm['warmup_ratio']:g} | {kd} | {arm.get('seed', 42)} | "
+            f"{arm['accuracy']:.4f} | {arm['percent_of_dense']:.1f} % |"
         )
     (out / "gradual.md").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))
