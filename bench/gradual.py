@@ -77,13 +77,24 @@ def train_arm(args: argparse.Namespace) -> dict:
     }
 
 
+RECIPE_KEYS = ("init", "passes", "lr", "warmup_ratio", "kd_alpha", "temperature", "seed")
+
+
+def same_recipe_dense(arm: dict, arms: list[dict]) -> float | None:
+    """Accuracy of the dense arm trained with ``arm``'s recipe (budget, rate, distillation, seed), if run."""
+    for other in arms:
+        if other["sparsity"] == 0 and all(other.get(key) == arm.get(key) for key in RECIPE_KEYS):
+            return other["accuracy"]
+    return None
+
+
 def write_table(results: dict, out: Path) -> None:
     rows = [
         f"Dense parent (one pass over {TRAIN_SAMPLES} sentences): {results['dense_accuracy']:.4f}.",
         "",
         "| start | sparsity | scope | passes | schedule (steps) | lr | warm-up | KD α (T) | seed "
-        "| accuracy | % of dense |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| accuracy | % of dense | % of same-recipe dense |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm in results["arms"]:
         schedule = arm["schedule"]
@@ -93,10 +104,12 @@ def write_table(results: dict, out: Path) -> None:
             when = f"{schedule['start']}–{schedule['end']} of {schedule['steps']}, every {schedule['every']}"
         else:
             scope, when = "—", f"no pruning, {schedule['steps']} steps"
+        dense = same_recipe_dense(arm, results["arms"])
+        of_dense = f"{100 * arm['accuracy'] / dense:.1f} %" if dense else "not run"
         rows.append(
             f"| {arm.get('init', 'pretrained')} | {100 * arm['sparsity']:.0f} % | {scope} | {arm['passes']:g} | "
             f"{when} | {arm['lr']:g} | {arm['warmup_ratio']:g} | {kd} | {arm.get('seed', 42)} | "
-            f"{arm['accuracy']:.4f} | {arm['percent_of_dense']:.1f} % |"
+            f"{arm['accuracy']:.4f} | {arm['percent_of_dense']:.1f} % | {of_dense} |"
         )
     (out / "gradual.md").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))
