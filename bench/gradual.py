@@ -47,24 +47,26 @@ def train_arm(args: argparse.Namespace) -> dict:
     model, tokenizer = load_model(args.init, data.task)
     steps = int(TRAIN_SAMPLES / 32 * args.passes)
     schedule = CubicSchedule(args.sparsity, int(steps * args.start), int(steps * args.end), args.every)
-    callback = SparsityCallback(schedule=schedule, config=MagnitudeConfig(sparsity=args.sparsity, scope=args.scope))
-    callbacks = [callback] if args.sparsity > 0 else []  # --sparsity 0: the dense arm of the same recipe
+    callbacks = []  # --sparsity 0: the dense arm of the same recipe
+    if args.sparsity > 0:
+        pruning = MagnitudeConfig(sparsity=args.sparsity, scope=args.scope)
+        callbacks.append(SparsityCallback(schedule=schedule, config=pruning))
     config = FinetuneConfig(
         epochs=args.passes, lr=args.lr, warmup_ratio=args.warmup, max_length=64, logging_steps=1000, seed=args.seed
     )
-    work = tempfile.mkdtemp(prefix="prunekit-bench-gradual-")
     start = time.perf_counter()
-    if args.kd:
-        teacher, _ = load_model(args.teacher)
-        kd = DistillConfig(temperature=args.temperature, alpha_ce=1 - args.kd, alpha_kd=args.kd, cache_teacher=True)
-        distill(model, teacher, tokenizer, data.train, data.task, config, kd, work, callbacks)
-    else:
-        finetune(model, tokenizer, data.train, data.task, config, work, callbacks=callbacks)
+    with tempfile.TemporaryDirectory(prefix="prunekit-bench-gradual-") as work:
+        if args.kd:
+            teacher, _ = load_model(args.teacher)
+            kd = DistillConfig(temperature=args.temperature, alpha_ce=1 - args.kd, alpha_kd=args.kd, cache_teacher=True)
+            distill(model, teacher, tokenizer, data.train, data.task, config, kd, work, callbacks)
+        else:
+            finetune(model, tokenizer, data.train, data.task, config, work, callbacks=callbacks)
     seconds = round(time.perf_counter() - start)
     accuracy = evaluate_model(model, tokenizer, data.eval, data.task, max_length=64, progress=False)["accuracy"]
     return {
         "command": " ".join(["python", "bench/gradual.py", *sys.argv[1:]]),
-        "sparsity": callback.masks.sparsity() if callback.masks is not None else 0.0,
+        "sparsity": callbacks[0].masks.sparsity() if callbacks else 0.0,
         "init": "pretrained" if args.init == "minilm" else "fine-tuned parent",
         "scope": args.scope,
         "seed": args.seed,
@@ -86,7 +88,7 @@ RECIPE_KEYS = ("init", "passes", "lr", "warmup_ratio", "kd_alpha", "temperature"
 def same_recipe_dense(arm: dict, arms: list[dict]) -> float | None:
     """Accuracy of the dense arm trained with ``arm``'s recipe (budget, rate, distillation, seed), if run."""
     for other in arms:
-        if other["sparsity"] == 0 and all(other.get(key) == arm.get(key) for key in RECIPE_KEYS):
+        if other["sparsity"] == 0 and all(other[key] == arm[key] for key in RECIPE_KEYS):
             return other["accuracy"]
     return None
 
@@ -110,8 +112,8 @@ def write_table(results: dict, out: Path) -> None:
         dense = same_recipe_dense(arm, results["arms"])
         of_dense = f"{100 * arm['accuracy'] / dense:.1f} %" if dense else "not run"
         rows.append(
-            f"| {arm.get('init', 'pretrained')} | {100 * arm['sparsity']:.0f} % | {scope} | {arm['passes']:g} | "
-            f"{when} | {arm['lr']:g} | {arm['warmup_ratio']:g} | {kd} | {arm.get('seed', 42)} | "
+            f"| {arm['init']} | {100 * arm['sparsity']:.0f} % | {scope} | {arm['passes']:g} | "
+            f"{when} | {arm['lr']:g} | {arm['warmup_ratio']:g} | {kd} | {arm['seed']} | "
             f"{arm['accuracy']:.4f} | {arm['percent_of_dense']:.1f} % | {of_dense} |"
         )
     (out / "gradual.md").write_text("\n".join(rows) + "\n")
