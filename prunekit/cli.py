@@ -1,6 +1,7 @@
 """The ``prunekit`` command line: finetune, prune, evaluate, bench (one module each in ``commands/``).
 
-Every user error (PrunekitError) prints one line and exits with code 2.
+Every user error (PrunekitError, a bad flag, an OSError such as a full disk) prints one line and exits
+with code 2. SIGTERM is turned into a normal exit so temp folders are removed and no --out is touched.
 """
 
 from __future__ import annotations
@@ -8,15 +9,29 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from prunekit.commands import COMMANDS
 from prunekit.errors import PrunekitError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad flags get one line (``prunekit CMD: error: ...``) and exit 2, without the usage block."""
+
+    def error(self, message: str):
+        # "argument --lr: expected a number > 0, found '-1'" -> "--lr -1: expected a number > 0", like other errors
+        match = re.fullmatch(r"argument (-[\w-]+)(?:/\S+)?: (.*), found '(.*)'", message)
+        if match:
+            message = f"{match.group(1)} {match.group(3)}: {match.group(2)}"
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prunekit", description="Compress transformer models and measure it.")
+    parser = OneLineParser(prog="prunekit", description="Compress transformer models and measure it.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
@@ -35,18 +50,34 @@ def _configure_logging(verbose: bool) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # a bad flag (one line printed) or --help
+        return stop.code if isinstance(stop.code, int) else 2
     _configure_logging(args.verbose)
+    command = " ".join(filter(None, (args.command, getattr(args, "method", None))))
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         args.handler(args)
     except PrunekitError as err:
-        command = " ".join(filter(None, (args.command, getattr(args, "method", None))))
         print(f"prunekit {command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # disk full, permissions changed mid-run ...: say what and where
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"prunekit {command}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("prunekit: interrupted", file=sys.stderr)
+        print("prunekit: interrupted; --out was left as it was", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

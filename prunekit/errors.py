@@ -21,3 +21,7 @@ class ModelError(PrunekitError):
 
 class UnsupportedModelError(ModelError):
     """The model's architecture has no adapter."""
+
+
+class TrainingError(PrunekitError):
+    """Training diverged (a NaN/inf loss or weights); nothing is saved."""

@@ -1,23 +1,48 @@
-"""Atomic writes: results and model folders appear whole or not at all."""
+"""Safe writes: results and model folders appear whole or not at all, and never over the user's inputs.
+
+Folder swap protocol (``atomic_output_dir``): the work is written to ``.X.tmp-PID-*`` beside ``X``;
+on success an old ``X`` is renamed to ``.X.old-PID``, the new folder renamed to ``X``, then the old
+one removed. A run killed between the two renames leaves ``.X.old-PID`` and no ``X``: the next
+command writing ``X`` (``recover_output_dir``) renames it back, and removes siblings of runs that
+are no longer alive, saying what it did.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from prunekit.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+WORK_PREFIX = "prunekit-work-"  # temp training folders in $TMPDIR: prunekit-work-PID-*
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> None:
@@ -43,35 +68,151 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def check_output_dir(out: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to reuse an existing non-empty ``out`` unless ``overwrite`` is set."""
-    out = Path(out)
+# ---------------------------------------------------------------- checks before any work
+
+
+def _writable_parent(flag: str, path: Path) -> None:
+    """The nearest existing ancestor of ``path`` must be a folder we can create entries in."""
+    parent = path.parent
+    while not parent.exists():
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: cannot write in {parent} (permission denied)")
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_output_dir(
+    out: str | os.PathLike, overwrite: bool, inputs: Iterable[tuple[str, str | os.PathLike | None]] = ()
+) -> Path:
+    """Refuse an ``out`` that would destroy something, before any work is done.
+
+    ``inputs`` are ``(flag, path)`` pairs (the model, teacher, data ...): ``out`` may not be, contain
+    or lie inside any of them. Nor may it be the current folder, a filesystem root or the home folder,
+    an existing non-empty folder without ``overwrite``, or in a place we cannot write.
+    """
+    out = Path(out).expanduser()
+    resolved = out.resolve()
+    if resolved == Path(resolved.anchor) or resolved == Path.cwd().resolve() or resolved == Path.home().resolve():
+        raise ConfigError(f"--out {out}: refusing to write over the current, home or root folder; name a new folder")
+    if resolved in Path.cwd().resolve().parents:
+        raise ConfigError(f"--out {out}: contains the current folder; name a new folder")
+    for flag, value in inputs:
+        if value is None or not Path(value).expanduser().exists():
+            continue
+        if _overlaps(resolved, Path(value).expanduser().resolve()):
+            raise ConfigError(f"--out {out}: overlaps {flag} {value}; write the result to a separate folder")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"--out {out}: folder exists and is not empty; pass --overwrite to replace it")
+    _writable_parent("--out", out)
     return out
+
+
+def check_json_path(path: str | os.PathLike | None, flag: str = "--json") -> None:
+    """A results file we will be able to write at the end: not a folder, in a writable place."""
+    if path is None:
+        return
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder; expected a file name such as result.json")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{flag} {path}: file is not writable")
+    _writable_parent(flag, path)
+
+
+# ---------------------------------------------------------------- crash-safe folder swap
+
+
+def _sibling_pid(name: str, out_name: str, kind: str) -> int | None:
+    match = re.fullmatch(rf"\.{re.escape(out_name)}\.{kind}-(\d+)(?:-.*)?", name)
+    return int(match.group(1)) if match else None
+
+
+def recover_output_dir(out: str | os.PathLike) -> list[str]:
+    """Undo what a killed run left beside ``out``; returns what was done (also logged as warnings).
+
+    ``.X.old-PID`` with ``X`` missing is the previous result, renamed back; other ``.X.old-*`` and
+    ``.X.tmp-*`` of dead processes are removed.
+    """
+    out = Path(out)
+    if not out.parent.is_dir():
+        return []
+    done = []
+    for kind in ("old", "tmp"):
+        for sibling in sorted(out.parent.glob(f".{out.name}.{kind}-*")):
+            pid = _sibling_pid(sibling.name, out.name, kind)
+            if pid is None or _pid_alive(pid):
+                continue
+            if kind == "old" and not out.exists():
+                os.replace(sibling, out)
+                done.append(f"recovered {out} from {sibling.name}, left by a run that was killed while saving")
+            else:
+                shutil.rmtree(sibling, ignore_errors=True)
+                done.append(f"removed {sibling}, left by a killed run")
+    for line in done:
+        logger.warning(line)
+        print(f"prunekit: {line}", flush=True)
+    return done
 
 
 @contextlib.contextmanager
 def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temp folder beside ``out``; on success it replaces ``out`` in one rename.
+    """Yield a temp folder beside ``out``; on success it replaces ``out`` (see the module docstring).
 
     On failure the temp folder is removed and an existing ``out`` is left untouched.
     """
+    out = Path(out)
+    recover_output_dir(out)
     out = check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_dir(tmp, out)
+
+
+def replace_dir(new: Path, out: Path) -> None:
+    """Put folder ``new`` at ``out``; at every instant either the old or the new ``out`` is recoverable."""
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(out, old)
-    os.replace(tmp, out)
+    os.replace(new, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- temp work folders
+
+
+def clean_stale_work_dirs() -> None:
+    """Remove ``$TMPDIR/prunekit-work-PID-*`` folders of processes that no longer run (killed runs)."""
+    root = Path(tempfile.gettempdir())
+    for folder in root.glob(f"{WORK_PREFIX}*"):
+        match = re.match(rf"{WORK_PREFIX}(\d+)-", folder.name)
+        if match and not _pid_alive(int(match.group(1))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def work_dir(kind: str) -> Iterator[str]:
+    """A scratch folder in ``$TMPDIR`` for the Trainer, removed on every exit path.
+
+    A SIGKILL leaves it behind; the next prunekit command removes it (``clean_stale_work_dirs``).
+    """
+    clean_stale_work_dirs()
+    with tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-{kind}-") as folder:
+        yield folder

@@ -17,7 +17,7 @@ from transformers import (
 
 from prunekit.adapters import check_supported
 from prunekit.data.tasks import TaskSpec
-from prunekit.errors import ModelError
+from prunekit.errors import ConfigError, ModelError
 from prunekit.pruning.sparse_format import SPARSE_FILE, load_sparse
 
 WEIGHT_FILES = (
@@ -40,58 +40,88 @@ def _packaged_minilm() -> str:
 MODEL_ALIASES = {"minilm": _packaged_minilm}
 
 
-def resolve_model(name: str) -> str:
-    """A local folder (checked for config and weights), an alias's folder, or a hub id passed through."""
+def resolve_model(name: str, flag: str = "--model") -> str:
+    """A local folder (checked for config and weights), an alias's folder, or a hub id passed through.
+
+    A name that can only be a path (``./x``, ``/x``, ``runs/x`` where ``runs`` exists) and does not
+    exist is a missing folder, never a hub look-up.
+    """
     if name in MODEL_ALIASES:
         return MODEL_ALIASES[name]()
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ModelError(f"--model {name}: expected a model folder, found a file")
+            raise ModelError(f"{flag} {name}: expected a model folder, found a file")
         if not (path / "config.json").is_file():
-            raise ModelError(f"--model {name}: folder has no config.json; expected a Hugging Face model folder")
+            raise ModelError(f"{flag} {name}: folder has no config.json; expected a Hugging Face model folder")
         if not any((path / f).is_file() for f in WEIGHT_FILES):
-            raise ModelError(f"--model {name}: folder has no weights; expected one of {', '.join(WEIGHT_FILES)}")
+            raise ModelError(f"{flag} {name}: folder has no weights; expected one of {', '.join(WEIGHT_FILES)}")
         return str(path)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise ModelError(f"--model {name}: no such folder")
+    first_part = Path(path.parts[0]) if path.parts else path
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or (len(path.parts) > 1 and first_part.is_dir()):
+        raise ModelError(f"{flag} {name}: no such folder")
     return name  # a hub id, for users with a network
 
 
-def load_config(path: str, **overrides) -> PretrainedConfig:
+def load_config(path: str, flag: str = "--model", **overrides) -> PretrainedConfig:
     try:
         config = AutoConfig.from_pretrained(path, **overrides)
-    except (OSError, ValueError) as err:
-        raise ModelError(f"--model {path}: could not read its config ({_first_line(err)})") from None
-    check_supported(config, where=f"--model {path}")
+    except Exception as err:  # transformers/hub raise many types; the first line says what happened
+        if not Path(path).is_dir():
+            raise ModelError(
+                f"{flag} {path}: no such folder, and not loadable from the Hugging Face hub ({_first_line(err)})"
+            ) from None
+        raise ModelError(f"{flag} {path}: could not read its config ({_first_line(err)})") from None
+    check_supported(config, where=f"{flag} {path}")
     return config
+
+
+def max_positions(config: PretrainedConfig) -> int | None:
+    """The longest input (tokens) the model's position embeddings allow, or None if unbounded."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        return None
+    if "roberta" in config.model_type:  # RoBERTa's positions start after padding_idx
+        limit -= (config.pad_token_id or 0) + 1
+    return limit
+
+
+def check_max_length(config: PretrainedConfig, length: int, flag: str = "--max-length", where: str = "") -> None:
+    """Refuse inputs longer than the model's position embeddings before any work."""
+    limit = max_positions(config)
+    if limit is not None and length > limit:
+        raise ConfigError(f"{flag} {length}: the model{where} takes at most {limit} tokens")
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
 
 
-def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+def load_tokenizer(path: str, flag: str = "--model") -> PreTrainedTokenizerBase:
     # transformers builds an empty, all-[UNK] tokenizer for a folder without tokenizer files.
     if Path(path).is_dir() and not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelError(f"--model {path}: folder has no tokenizer; expected one of {', '.join(TOKENIZER_FILES)}")
+        raise ModelError(f"{flag} {path}: folder has no tokenizer; expected one of {', '.join(TOKENIZER_FILES)}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise ModelError(f"--model {path}: could not load its tokenizer ({_first_line(err)})") from None
+    except Exception as err:  # corrupt tokenizer.json etc. raise many types
+        raise ModelError(f"{flag} {path}: could not load its tokenizer ({_first_line(err)})") from None
     if tokenizer.pad_token is None:  # decoders ship without one; batching needs it
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
 
 
-def load_model(name: str, task: TaskSpec | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_model(
+    name: str, task: TaskSpec | None = None, flag: str = "--model"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model with a sequence-classification head, and its tokenizer.
 
     With ``task`` the head is (re)built for the task's labels, as fine-tuning needs; without it the
-    model loads as saved (a fine-tuned model to evaluate or benchmark).
+    model loads as saved (a fine-tuned model to evaluate or benchmark). ``flag`` names the option the
+    user passed the model with, for error messages. Masks saved with the model are not applied here:
+    see ``MaskSet.load``.
 
     >>> model, tokenizer = load_model("minilm", glue_task("sst2"))  # doctest: +SKIP
     """
-    path = resolve_model(name)
+    path = resolve_model(name, flag)
     overrides = {}
     if task is not None:
         names = task.label_names or ("score",)
@@ -101,13 +131,16 @@ def load_model(name: str, task: TaskSpec | None = None) -> tuple[PreTrainedModel
             label2id={label: i for i, label in enumerate(names)},
             problem_type="regression" if task.is_regression else "single_label_classification",
         )
-    config = load_config(path, **overrides)
-    tokenizer = load_tokenizer(path)
+    config = load_config(path, flag, **overrides)
+    tokenizer = load_tokenizer(path, flag)
     if (Path(path) / SPARSE_FILE).is_file():  # prunekit's compact format: rebuilt dense, bit-exact
-        model = load_sparse(path)
+        try:
+            model = load_sparse(path)
+        except Exception as err:  # truncated/corrupt file, missing tensors
+            raise ModelError(f"{flag} {name}: could not load {SPARSE_FILE} ({_first_line(err)})") from None
         if task is not None and model.config.num_labels != task.num_labels:
             raise ModelError(
-                f"--model {name}: sparse-format model has {model.config.num_labels} labels, task needs "
+                f"{flag} {name}: sparse-format model has {model.config.num_labels} labels, task needs "
                 f"{task.num_labels}; prune a model fine-tuned on this task"
             )
     else:
@@ -115,8 +148,10 @@ def load_model(name: str, task: TaskSpec | None = None) -> tuple[PreTrainedModel
             model = AutoModelForSequenceClassification.from_pretrained(
                 path, config=config, dtype=torch.float32, ignore_mismatched_sizes=task is not None
             )
-        except (OSError, ValueError, RuntimeError) as err:
-            raise ModelError(f"--model {name}: could not load its weights ({_first_line(err)})") from None
+        except Exception as err:  # safetensors, pickle and torch errors of a corrupt weights file
+            files = [f for f in WEIGHT_FILES if (Path(path) / f).is_file()]
+            where = f" {files[0]}" if files else ""
+            raise ModelError(f"{flag} {name}: could not load its weights{where} ({_first_line(err)})") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

@@ -93,11 +93,13 @@ def test_task_flag_overrides_folder_name_and_explicit_split_files(tmp_path):
     assert data.task.name == "sst2" and len(data.train) == 2 and len(data.eval) == 2
 
 
-def test_glue_skips_malformed_lines_with_warning(tmp_path, caplog):
+def test_glue_malformed_line_stops_or_is_skipped_with_a_count(tmp_path, caplog):
     folder = tmp_path / "SST-2"
     write(folder / "train.tsv", "sentence\tlabel\ngood\t1\nbroken line\nbad\t0\n")
     write(folder / "dev.tsv", "sentence\tlabel\ngood\t1\n")
-    data = load_task_data(str(folder))
+    with pytest.raises(DataError, match=r"train.tsv:3: 1 fields, the file's header has 2"):
+        load_task_data(str(folder))
+    data = load_task_data(str(folder), skip_bad_rows=True)
     assert data.train.labels == [1, 0]
     assert "skipped 1 malformed" in caplog.text
 

@@ -183,8 +183,8 @@ def test_cli_lottery_with_lora_merges_into_sparse_weights(tiny_bert, sentiment_d
     assert code == 0
     name = "bert.encoder.layer.0.attention.self.query.weight"
     theta0 = load_file(str(tiny_bert / "model.safetensors"))[name]
-    trained = load_file(str(out / "round-1" / "weights.safetensors"))[name]
+    trained = load_file(str(out / "round-1" / "model.safetensors"))[name]
     keep = MaskSet.load(out / "round-1").masks[name]
     assert bool((trained[~keep] == 0).all())
     assert not torch.allclose(trained[keep], theta0[keep])  # the LoRA update was merged in
-    assert not any("lora" in key for key in load_file(str(out / "round-1" / "weights.safetensors")))
+    assert not any("lora" in key for key in load_file(str(out / "round-1" / "model.safetensors")))

@@ -313,7 +313,7 @@ def test_cli_structured_writes_summary_and_reloadable_model(structured, tiny_ber
 @pytest.mark.parametrize(
     "flags, message",
     [
-        ("--heads 0", "--heads 0: expected the fraction to keep"),
+        ("--heads 0", "--heads 0: expected a number in (0, 1]"),
         ("--ffn 1.5", "--ffn 1.5"),
         ("--layers 5", "--layers 5: the model has 2 layers"),
         ("--params-budget 10", "--params-budget 10: cannot be met"),

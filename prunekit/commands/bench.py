@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from prunekit.commands.common import positive_int, print_result, task_of, write_optional_json
+from prunekit.commands.common import count, positive_int, preflight, print_result, task_of, write_optional_json
 
 
 def add_parser(commands) -> None:
@@ -14,7 +14,7 @@ def add_parser(commands) -> None:
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--seq-len", type=positive_int, default=128)
     p.add_argument("--threads", type=positive_int, default=2)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=count, default=3)
     p.add_argument("--repeats", type=positive_int, default=20)
     p.add_argument("--json", help="also write the result to this JSON file")
     p.set_defaults(handler=run)
@@ -22,19 +22,20 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from prunekit.evaluation import count_flops, make_inputs, make_summary, measure_latency, model_size
-    from prunekit.models import load_model, resolve_model
+    from prunekit.models import load_model
 
+    folders = preflight(args, {"--model": args.model, "--vs": args.vs}, length_flag="--seq-len")
     names = [args.model] + ([args.vs] if args.vs else [])
-    models = [load_model(name)[0] for name in names]
+    models = [load_model(name, flag=flag)[0] for name, flag in zip(names, ("--model", "--vs"))]
     inputs = [make_inputs(model, args.batch_size, args.seq_len) for model in models]
     flops = [count_flops(model, batch) for model, batch in zip(models, inputs)]
     stats = measure_latency(models, inputs, threads=args.threads, warmup=args.warmup, repeats=args.repeats)
 
     def describe(index: int) -> dict:
-        folder = resolve_model(names[index])
+        folder = folders[("--model", "--vs")[index]]
         return dict(**model_size(models[index], folder), latency_ms=stats[index].as_dict(), flops=flops[index])
 
-    summary = make_summary("bench", args.model, task_of(resolve_model(args.model)), **describe(0), ratio_vs=None)
+    summary = make_summary("bench", args.model, task_of(folders["--model"]), **describe(0), ratio_vs=None)
     if args.vs:
         # ratio_vs: how many times faster --model is than --vs (> 1 means faster).
         summary["ratio_vs"] = round(stats[1].median / stats[0].median, 4)

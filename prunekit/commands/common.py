@@ -4,19 +4,66 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 from prunekit.errors import ConfigError
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
+def _int_at_least(low: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = _int_at_least(1, "a positive integer")
+count = _int_at_least(0, "an integer >= 0")
+
+
+def seed(text: str) -> int:
+    value = count(text)
+    if value >= 2**32:  # numpy's seed range
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2^32), found {text!r}")
     return value
+
+
+def real(low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False):
+    """An argparse type for a finite float in a range, e.g. ``real(0, 1, high_open=True)`` for [0, 1)."""
+    if low is not None and high is not None:
+        what = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        what = f"a number {'>' if low_open else '>='} {low:g}"
+    else:
+        what = "a finite number"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}") from None
+        ok = math.isfinite(value)
+        if ok and low is not None:
+            ok = value > low if low_open else value >= low
+        if ok and high is not None:
+            ok = value < high if high_open else value <= high
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}")
+        return value
+
+    return parse
+
+
+fraction = real(0, 1, high_open=True)  # sparsities, ratios: [0, 1)
+non_negative = real(0)
+positive = real(0, low_open=True)
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,17 +89,53 @@ def add_data_arguments(parser: argparse.ArgumentParser, with_train: bool) -> Non
     )
     group.add_argument("--max-eval-samples", type=positive_int, help="evaluate on the first N examples only")
     group.add_argument("--max-length", type=positive_int, default=128, help="tokens per example (default 128)")
+    group.add_argument("--encoding", default="utf-8", help="text encoding of the data files (default utf-8)")
+    group.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="skip (and count) malformed rows instead of stopping at the first one",
+    )
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training")
     group.add_argument("--max-train-samples", type=positive_int, help="train on a seeded random subset of N")
-    group.add_argument("--epochs", type=float, default=1.0)
+    group.add_argument("--epochs", type=positive, default=1.0)
     group.add_argument("--batch-size", type=positive_int, default=32, help="per process (default 32)")
-    group.add_argument("--lr", type=float, default=5e-5)
-    group.add_argument("--weight-decay", type=float, default=0.01)
-    group.add_argument("--warmup-ratio", type=float, default=0.0)
-    group.add_argument("--seed", type=int, default=42)
+    group.add_argument("--lr", type=positive, default=5e-5)
+    group.add_argument("--weight-decay", type=non_negative, default=0.01)
+    group.add_argument("--warmup-ratio", type=fraction, default=0.0)
+    group.add_argument("--seed", type=seed, default=42)
+
+
+def preflight(
+    args: argparse.Namespace,
+    models: dict[str, str | None],
+    length_flag: str = "--max-length",
+    replaces_out: bool = False,
+) -> dict[str, str]:
+    """Every check that needs no real work, before any: the models exist (errors name their flags),
+    inputs fit the models' positions, ``--out`` harms no input and is writable (a killed run's leftovers
+    beside it are recovered first), ``--json`` is writable. ``replaces_out``: an existing ``--out`` is
+    the command's own earlier result (``--resume``), replaced without ``--overwrite``.
+    Returns ``{flag: resolved model folder}``.
+    """
+    from prunekit.io import check_json_path, check_output_dir, recover_output_dir
+    from prunekit.models import check_max_length, load_config, resolve_model
+
+    folders = {flag: resolve_model(name, flag) for flag, name in models.items() if name is not None}
+    length = getattr(args, length_flag[2:].replace("-", "_"))
+    for flag, folder in folders.items():
+        check_max_length(load_config(folder, flag), length, length_flag, f" of {flag} {models[flag]}")
+    if getattr(args, "out", None) is not None:
+        data = [(flag, getattr(args, key, None)) for flag, key in DATA_FLAGS.items()]
+        recover_output_dir(args.out)
+        check_output_dir(args.out, args.overwrite or replaces_out, [*folders.items(), *data])
+    check_json_path(getattr(args, "json", None))
+    return folders
+
+
+DATA_FLAGS = {"--data": "data", "--train": "train_file", "--eval": "eval_file", "--vocab-from": "vocab_from"}
 
 
 def finetune_config(args: argparse.Namespace, max_steps: int | None = None):
@@ -81,6 +164,8 @@ def data_kwargs(args: argparse.Namespace) -> dict:
         no_header=args.no_header,
         regression=args.regression,
         max_eval_samples=args.max_eval_samples,
+        encoding=args.encoding,
+        skip_bad_rows=args.skip_bad_rows,
     )
 
 

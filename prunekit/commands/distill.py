@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,7 +12,10 @@ from prunekit.commands.common import (
     add_training_arguments,
     data_kwargs,
     finetune_config,
+    non_negative,
+    positive,
     positive_int,
+    preflight,
     print_result,
 )
 from prunekit.errors import ConfigError
@@ -29,11 +31,11 @@ def add_parser(commands) -> None:
     )
     add_output_arguments(p)
     group = p.add_argument_group("distillation loss")
-    group.add_argument("--temperature", type=float, default=2.0, help="softmax temperature T (default 2)")
-    group.add_argument("--alpha-ce", type=float, default=0.5, help="weight of the hard-label loss (default 0.5)")
-    group.add_argument("--alpha-kd", type=float, default=0.5, help="weight of the soft-target loss (default 0.5)")
-    group.add_argument("--alpha-hidden", type=float, default=0.0, help="weight of the hidden-state loss (default 0)")
-    group.add_argument("--alpha-attn", type=float, default=0.0, help="weight of the attention-map loss (default 0)")
+    group.add_argument("--temperature", type=positive, default=2.0, help="softmax temperature T (default 2)")
+    group.add_argument("--alpha-ce", type=non_negative, default=0.5, help="weight of the hard-label (default 0.5)")
+    group.add_argument("--alpha-kd", type=non_negative, default=0.5, help="weight of the soft-target (default 0.5)")
+    group.add_argument("--alpha-hidden", type=non_negative, default=0.0, help="weight of the hidden-state (default 0)")
+    group.add_argument("--alpha-attn", type=non_negative, default=0.0, help="weight of the attention-map (default 0)")
     group.add_argument("--hidden-loss", choices=["mse", "cosine"], default="mse")
     group.add_argument("--layer-map", default="auto", help="'auto' or student:teacher layer pairs, e.g. 0:1,1:3,2:5")
     group.add_argument("--cache-teacher", action="store_true", help="compute teacher logits once per example")
@@ -47,11 +49,13 @@ def run(args: argparse.Namespace) -> dict:
 
     from prunekit.data import load_task_data
     from prunekit.evaluation import evaluate_model, make_summary, model_size
-    from prunekit.io import atomic_output_dir, check_output_dir, write_json_atomic
+    from prunekit.io import atomic_output_dir, work_dir, write_json_atomic
     from prunekit.models import load_model, task_label_names
+    from prunekit.pruning.masks import MaskSet
+    from prunekit.training.callbacks import SparsityCallback
     from prunekit.training.distill import DistillConfig, distill, student_from_teacher
 
-    check_output_dir(args.out, args.overwrite)
+    folders = preflight(args, {"--teacher": args.teacher, "--student": args.student})
     distill_config = DistillConfig(
         temperature=args.temperature,
         alpha_ce=args.alpha_ce,
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> dict:
         cache_teacher=args.cache_teacher,
     )
     config = finetune_config(args)
-    teacher, tokenizer = load_model(args.teacher)
+    teacher, tokenizer = load_model(args.teacher, flag="--teacher")
     data = load_task_data(
         args.data,
         max_train_samples=args.max_train_samples,
@@ -79,18 +83,21 @@ def run(args: argparse.Namespace) -> dict:
     set_seed(args.seed)
     if args.student_layers:
         student, kept = student_from_teacher(teacher, args.student_layers)
+        masks = _masks_of_kept_layers(MaskSet.load(folders["--teacher"], teacher), teacher, student, kept)
         origin = {"student_from_teacher_layers": kept}
     else:
-        student, student_tokenizer = load_model(args.student)
+        student, student_tokenizer = load_model(args.student, flag="--student")
         _check_same_tokenizer(tokenizer, student_tokenizer, args.student)
         if student.config.num_labels != teacher.config.num_labels:
             raise ConfigError(
                 f"--student {args.student}: {student.config.num_labels} labels, the teacher has "
                 f"{teacher.config.num_labels}"
             )
+        masks = MaskSet.load(folders["--student"], student)  # a sparse student stays sparse
         origin = {}
-    with tempfile.TemporaryDirectory(prefix="prunekit-distill-") as work_dir:
-        trainer = distill(student, teacher, tokenizer, data.train, data.task, config, distill_config, work_dir)
+    hold = SparsityCallback(masks)
+    with work_dir("distill") as scratch:
+        trainer = distill(student, teacher, tokenizer, data.train, data.task, config, distill_config, scratch, [hold])
     if not trainer.is_world_process_zero():
         return {}
     metrics = evaluate_model(student, tokenizer, data.eval, data.task, max_length=config.max_length)
@@ -98,6 +105,8 @@ def run(args: argparse.Namespace) -> dict:
     with atomic_output_dir(args.out, args.overwrite) as tmp:
         student.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if masks is not None:
+            masks.save(tmp)
         summary = make_summary(
             "distill",
             args.student or f"{args.teacher} ({args.student_layers} layers)",
@@ -106,6 +115,7 @@ def run(args: argparse.Namespace) -> dict:
             main_metric=data.task.main_metric,
             eval_samples=len(data.eval),
             **model_size(student, tmp),
+            **(masks.report() if masks is not None else {}),
             teacher=args.teacher,
             teacher_metrics=teacher_metrics,
             distill={k: v for k, v in asdict(distill_config).items() if k != "pairs"}
@@ -118,6 +128,29 @@ def run(args: argparse.Namespace) -> dict:
         summary, f"teacher {data.task.main_metric}: {teacher_metrics[data.task.main_metric]:.4f}; saved to {args.out}"
     )
     return summary
+
+
+def _masks_of_kept_layers(masks, teacher, student, kept: list[int]):
+    """The teacher's masks renamed for a student built from its layers ``kept`` (others dropped)."""
+    from prunekit.adapters import get_adapter
+    from prunekit.pruning.masks import MaskSet
+
+    if masks is None:
+        return None
+
+    def prefixes(model) -> list[str]:
+        names = {id(module): name for name, module in model.named_modules()}
+        return [names[id(layer)] + "." for layer in get_adapter(model).layer_list()]
+
+    teacher_layers, student_layers = prefixes(teacher), prefixes(student)
+    renamed = {}
+    for name, mask in masks.masks.items():
+        layer = next((i for i, prefix in enumerate(teacher_layers) if name.startswith(prefix)), None)
+        if layer is None:
+            renamed[name] = mask
+        elif layer in kept:
+            renamed[student_layers[kept.index(layer)] + name[len(teacher_layers[layer]) :]] = mask
+    return MaskSet(renamed).check_fits(student, "--teacher masks")
 
 
 def _check_same_tokenizer(teacher_tokenizer, student_tokenizer, student: str) -> None:

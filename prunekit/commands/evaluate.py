@@ -8,6 +8,7 @@ from prunekit.commands.common import (
     add_data_arguments,
     load_data_for_model,
     positive_int,
+    preflight,
     print_result,
     write_optional_json,
 )
@@ -24,9 +25,9 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from prunekit.evaluation import evaluate_model, make_summary, model_size
-    from prunekit.models import load_model, resolve_model
+    from prunekit.models import load_model
 
-    folder = resolve_model(args.model)
+    folder = preflight(args, {"--model": args.model})["--model"]
     data = load_data_for_model(args, folder)
     model, tokenizer = load_model(args.model)
     metrics = evaluate_model(

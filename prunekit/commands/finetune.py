@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
-import tempfile
 from pathlib import Path
 
 from prunekit.commands.common import (
@@ -12,10 +10,16 @@ from prunekit.commands.common import (
     add_output_arguments,
     add_pruning_target_arguments,
     add_training_arguments,
+    count,
     data_kwargs,
     finetune_config,
+    fraction,
     magnitude_config,
+    positive,
+    positive_int,
+    preflight,
     print_result,
+    real,
 )
 
 
@@ -27,16 +31,16 @@ def add_parser(commands) -> None:
     add_training_arguments(p)
     group = p.add_argument_group("gradual pruning while fine-tuning (Zhu & Gupta cubic schedule)")
     group.add_argument("--prune", choices=["magnitude"], help="prune during fine-tuning")
-    group.add_argument("--sparsity", type=float, default=0.5, help="final sparsity (default 0.5)")
-    group.add_argument("--initial-sparsity", type=float, default=0.0)
-    group.add_argument("--prune-start", type=int, default=0, help="optimizer step of the first pruning")
-    group.add_argument("--prune-end", type=int, help="step reaching the final sparsity (default: 2/3 of training)")
-    group.add_argument("--prune-every", type=int, default=10, help="steps between mask updates")
+    group.add_argument("--sparsity", type=fraction, default=0.5, help="final sparsity (default 0.5)")
+    group.add_argument("--initial-sparsity", type=fraction, default=0.0)
+    group.add_argument("--prune-start", type=count, default=0, help="optimizer step of the first pruning")
+    group.add_argument("--prune-end", type=count, help="step reaching the final sparsity (default: 2/3 of training)")
+    group.add_argument("--prune-every", type=positive_int, default=10, help="steps between mask updates")
     add_pruning_target_arguments(group)
     group = p.add_argument_group("distillation while fine-tuning (see `prunekit distill` for all loss options)")
     group.add_argument("--distill-from", metavar="TEACHER", help="fine-tuned teacher: add its soft targets to the loss")
-    group.add_argument("--temperature", type=float, default=2.0)
-    group.add_argument("--alpha-kd", type=float, default=0.5, help="soft-target weight; the task loss gets 1 - it")
+    group.add_argument("--temperature", type=positive, default=2.0)
+    group.add_argument("--alpha-kd", type=real(0, 1), default=0.5, help="soft-target weight; the task loss gets 1 - it")
     p.set_defaults(handler=run)
 
 
@@ -45,25 +49,28 @@ def run(args: argparse.Namespace) -> dict:
 
     from prunekit.data import load_task_data
     from prunekit.evaluation import evaluate_model, make_summary, model_size
-    from prunekit.io import atomic_output_dir, check_output_dir, write_json_atomic
+    from prunekit.io import atomic_output_dir, work_dir, write_json_atomic
     from prunekit.models import load_model
+    from prunekit.pruning.masks import MaskSet
     from prunekit.training import finetune
 
-    check_output_dir(args.out, args.overwrite)  # fail before any long work
+    folders = preflight(args, {"--model": args.model, "--distill-from": args.distill_from})
     config = finetune_config(args)
     data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **data_kwargs(args))
-    callback = _sparsity_callback(args, config, len(data.train))
     set_seed(args.seed)  # before the classifier head is initialised
     model, tokenizer = load_model(args.model, data.task)
-    with tempfile.TemporaryDirectory(prefix="prunekit-train-") as work_dir:
+    callback = _sparsity_callback(
+        args, MaskSet.load(folders["--model"], model) if Path(folders["--model"]).is_dir() else None
+    )
+    with work_dir("finetune") as scratch:
         if args.distill_from:
             from prunekit.training.distill import DistillConfig, distill
 
-            teacher, _ = load_model(args.distill_from)
+            teacher, _ = load_model(args.distill_from, flag="--distill-from")
             kd = DistillConfig(temperature=args.temperature, alpha_ce=1 - args.alpha_kd, alpha_kd=args.alpha_kd)
-            trainer = distill(model, teacher, tokenizer, data.train, data.task, config, kd, work_dir, [callback])
+            trainer = distill(model, teacher, tokenizer, data.train, data.task, config, kd, scratch, [callback])
         else:
-            trainer = finetune(model, tokenizer, data.train, data.task, config, work_dir, callbacks=[callback])
+            trainer = finetune(model, tokenizer, data.train, data.task, config, scratch, callbacks=[callback])
     if not trainer.is_world_process_zero():
         return {}
     masks = callback.masks
@@ -102,19 +109,16 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _sparsity_callback(args: argparse.Namespace, config, train_size: int):
-    """Holds the masks saved with ``--model`` (if any) and, with ``--prune``, grows them on schedule."""
-    from prunekit.models import resolve_model
-    from prunekit.pruning.masks import MaskSet
+def _sparsity_callback(args: argparse.Namespace, masks):
+    """Holds the input model's ``masks`` (if any) and, with ``--prune``, grows them on schedule
+    (ending at 2/3 of the Trainer's real step count unless ``--prune-end`` is given)."""
     from prunekit.pruning.schedules import CubicSchedule
     from prunekit.training.callbacks import SparsityCallback
 
-    folder = Path(resolve_model(args.model))
-    masks = MaskSet.load(folder) if folder.is_dir() else None
     if args.prune is None:
         return SparsityCallback(masks)
     pruning = magnitude_config(args)
-    steps = math.ceil(train_size / config.batch_size) * config.epochs  # single-process estimate
-    end = args.prune_end if args.prune_end is not None else max(args.prune_start, int(steps * 2 / 3))
-    schedule = CubicSchedule(pruning.sparsity, args.prune_start, end, args.prune_every, args.initial_sparsity)
+    schedule = CubicSchedule(
+        pruning.sparsity, args.prune_start, args.prune_end, args.prune_every, args.initial_sparsity
+    )
     return SparsityCallback(masks, schedule, pruning)

@@ -14,11 +14,15 @@ from prunekit.commands.common import (
     add_training_arguments,
     data_kwargs,
     finetune_config,
+    non_negative,
     positive_int,
+    preflight,
+    real,
 )
 from prunekit.errors import ConfigError
 
 CONFIG_FILE = "lottery_config.json"
+PER_ROUND = real(0, 1, low_open=True, high_open=True)
 TICKET_DIR = "ticket"
 
 
@@ -28,12 +32,15 @@ def add_parser(commands) -> None:
     add_output_arguments(p)
     p.add_argument("--rounds", type=positive_int, default=5, help="pruning rounds after the dense round (default 5)")
     p.add_argument(
-        "--prune-per-round", type=float, default=0.2, help="fraction of the remaining weights pruned per round"
+        "--prune-per-round",
+        type=PER_ROUND,
+        default=0.2,
+        help="fraction of the remaining weights pruned per round",
     )
     p.add_argument("--rewind", default="init", help="'init' (pretrained θ0, default) or 'step:K' (θ after K steps)")
     p.add_argument("--scope", choices=["global", "layer"], default="global", help="magnitude ranking scope")
     p.add_argument("--steps-per-round", type=positive_int, help="optimizer steps per training (default: --epochs)")
-    p.add_argument("--tolerance", type=float, default=0.01, help="a winning ticket is within this of dense")
+    p.add_argument("--tolerance", type=non_negative, default=0.01, help="a winning ticket is within this of dense")
     p.add_argument("--no-controls", action="store_true", help="skip the random-mask and one-shot controls")
     p.add_argument(
         "--lora-rank",
@@ -61,8 +68,8 @@ def run(args: argparse.Namespace) -> dict:
 
     from prunekit.data import load_task_data
     from prunekit.evaluation import evaluate_model, make_summary, model_size
-    from prunekit.io import atomic_output_dir, check_output_dir, write_json_atomic
-    from prunekit.methods.lottery import WEIGHTS_FILE, LotteryConfig, LotteryRun
+    from prunekit.io import atomic_output_dir, replace_dir, work_dir, write_json_atomic
+    from prunekit.methods.lottery import LotteryConfig, LotteryRun, load_round_weights
     from prunekit.models import load_model
     from prunekit.pruning.masks import MaskSet
     from prunekit.report import plot_lottery
@@ -82,6 +89,7 @@ def run(args: argparse.Namespace) -> dict:
     training = finetune_config(args, max_steps=args.steps_per_round)
     if args.lora_rank and config.rewind_step:
         raise ConfigError("--lora-rank: late rewinding (--rewind step:K) needs full training; use --rewind init")
+    folder = preflight(args, {"--model": args.model}, replaces_out=args.resume)["--model"]
     out = Path(args.out)
     settings = {
         **asdict(config),
@@ -91,47 +99,37 @@ def run(args: argparse.Namespace) -> dict:
         "max_train_samples": args.max_train_samples,
         "lora_rank": args.lora_rank,
     }
-    if args.resume and (out / CONFIG_FILE).is_file():
-        _check_resume(out, settings)
-    else:
-        check_output_dir(out, args.overwrite)
-        if out.exists():
-            shutil.rmtree(out)
     data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **data_kwargs(args))
     set_seed(args.seed)  # before the classifier head is initialised: θ0 is reproducible
     model, tokenizer = load_model(args.model, data.task)
-    write_json_atomic(out / CONFIG_FILE, settings)
-    work_dir = out / ".trainer"
+    input_masks = MaskSet.load(folder, model)
+    # Rounds are written to a staging folder beside --out, which replaces --out only once all is done.
+    staging = _staging_folder(out, settings, args.resume, args.overwrite)
+    write_json_atomic(staging / CONFIG_FILE, settings)
 
     def train(model, masks, callbacks) -> None:
-        if args.lora_rank is None:
-            finetune(model, tokenizer, data.train, data.task, training, work_dir, [SparsityCallback(masks), *callbacks])
-            return
-        # Base weights are frozen under LoRA (pruned ones stay zero); the merged B·A is dense, so the
-        # mask is applied again after merging.
-        finetune_lora_merged(
-            model, tokenizer, data.train, data.task, training, work_dir, lora_config(model, args.lora_rank)
-        )
-        if masks is not None:
-            masks.apply(model)
+        with work_dir("lottery") as scratch:
+            if args.lora_rank is None:
+                hold = SparsityCallback(masks)
+                finetune(model, tokenizer, data.train, data.task, training, scratch, [hold, *callbacks])
+            else:  # the frozen base keeps its zeros; the masked LoRA update adds none
+                lora = lora_config(model, args.lora_rank)
+                finetune_lora_merged(model, tokenizer, data.train, data.task, training, scratch, lora, masks=masks)
 
     def evaluate(model) -> float:
         metrics = evaluate_model(model, tokenizer, data.eval, data.task, max_length=args.max_length, progress=False)
         return metrics[data.task.main_metric]
 
-    search = LotteryRun(model, config, out, train, evaluate)
+    search = LotteryRun(model, config, staging, train, evaluate, tokenizer, input_masks)
     rounds = [asdict(r) for r in search.run(resume=args.resume)]
-    shutil.rmtree(work_dir, ignore_errors=True)
-    plot_lottery(rounds, data.task.main_metric, out / "lottery.png", config.tolerance)
+    plot_lottery(rounds, data.task.main_metric, staging / "lottery.png", config.tolerance)
 
     winner = search.winning_round()
     ticket = None
     if winner is not None:
-        from safetensors.torch import load_model as load_weights
-
-        load_weights(model, str(search.round_dir(winner.round) / WEIGHTS_FILE))
-        masks = MaskSet.load(search.round_dir(winner.round))
-        with atomic_output_dir(out / TICKET_DIR, overwrite=True) as tmp:
+        load_round_weights(model, search.round_dir(winner.round))
+        masks = MaskSet.load(search.round_dir(winner.round), model)
+        with atomic_output_dir(staging / TICKET_DIR, overwrite=True) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             masks.save(tmp)
@@ -159,9 +157,34 @@ def run(args: argparse.Namespace) -> dict:
         train={"samples": len(data.train), **asdict(training)},
         eval_samples=len(data.eval),
     )
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(staging / "summary.json", summary)
+    replace_dir(staging, out)
     _print_table(summary)
     return summary
+
+
+def _staging_folder(out: Path, settings: dict, resume: bool, overwrite: bool) -> Path:
+    """``.OUT.partial`` beside ``--out``: a killed run's rounds stay there for ``--resume``.
+
+    ``--resume`` continues it (or a finished ``--out``, copied there first, to add rounds); without
+    it a leftover staging folder is an error unless ``--overwrite`` discards it.
+    """
+    staging = out.parent / f".{out.name}.partial"
+    if resume:
+        if not (staging / CONFIG_FILE).is_file() and (out / CONFIG_FILE).is_file():
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(out, staging)
+        if (staging / CONFIG_FILE).is_file():
+            _check_resume(staging, settings)
+            return staging
+    elif staging.exists() and not overwrite:
+        raise ConfigError(
+            f"--out {out}: an unfinished run is kept in {staging}; pass --resume to continue it "
+            "or --overwrite to start again"
+        )
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
 
 
 def _print_table(summary: dict) -> None:

@@ -12,10 +12,15 @@ from prunekit.commands.common import (
     add_data_arguments,
     add_output_arguments,
     add_pruning_target_arguments,
+    count,
+    fraction,
     load_data_for_model,
     magnitude_config,
     positive_int,
+    preflight,
     print_result,
+    real,
+    seed,
     task_of,
 )
 from prunekit.errors import ConfigError
@@ -27,7 +32,7 @@ def add_parser(commands) -> None:
     p = methods.add_parser("magnitude", help="unstructured pruning by |W| (or Wanda), global, per layer or N:M")
     p.add_argument("--model", required=True, help="model folder")
     add_output_arguments(p)
-    p.add_argument("--sparsity", type=float, default=0.5, help="fraction of targeted weights to zero (default 0.5)")
+    p.add_argument("--sparsity", type=fraction, default=0.5, help="fraction of targeted weights to zero (default 0.5)")
     add_pruning_target_arguments(p)
     p.add_argument(
         "--importance",
@@ -49,15 +54,14 @@ def add_parser(commands) -> None:
 
 def run_magnitude(args: argparse.Namespace) -> dict:
     from prunekit.evaluation import make_summary, model_size
-    from prunekit.io import atomic_output_dir, check_output_dir, write_json_atomic
+    from prunekit.io import atomic_output_dir, write_json_atomic
     from prunekit.methods.magnitude import prune_magnitude
-    from prunekit.models import load_model, resolve_model
+    from prunekit.models import load_model
     from prunekit.pruning.masks import MaskSet
     from prunekit.pruning.sparse_format import save_sparse
 
-    check_output_dir(args.out, args.overwrite)
+    folder = preflight(args, {"--model": args.model})["--model"]
     pruning = magnitude_config(args, args.importance)
-    folder = resolve_model(args.model)
     wanda = args.importance == "wanda"
     if wanda and not (args.data or args.train_file):
         raise ConfigError("--importance wanda needs calibration data: pass --data")
@@ -71,15 +75,15 @@ def run_magnitude(args: argparse.Namespace) -> dict:
         calibration = (
             tokenizer(a, b, truncation=True, max_length=args.max_length, return_tensors="pt") for a, b in pairs
         )
-    masks = prune_magnitude(model, pruning, calibration, current=MaskSet.load(folder))
+    masks = prune_magnitude(model, pruning, calibration, current=MaskSet.load(folder, model))
     evaluation = _evaluation_fields(model, tokenizer, data, args.max_length)
     with atomic_output_dir(args.out, args.overwrite) as tmp:
         if args.save_format == "sparse":
-            save_sparse(model, masks, tmp)
+            save_sparse(model, masks, tmp)  # its bitmasks are the masks: no separate masks file
         else:
             model.save_pretrained(tmp)
+            masks.save(tmp)
         tokenizer.save_pretrained(tmp)
-        masks.save(tmp)
         summary = make_summary(
             "prune",
             args.model,
@@ -133,8 +137,8 @@ def add_structured_parser(methods) -> None:
     )
     p.add_argument("--model", required=True, help="model folder (fine-tuned on the task)")
     add_output_arguments(p)
-    p.add_argument("--heads", type=float, help="fraction of attention heads to keep, e.g. 0.5")
-    p.add_argument("--ffn", type=float, help="fraction of FFN neurons to keep, e.g. 0.5")
+    p.add_argument("--heads", type=real(0, 1, low_open=True), help="fraction of attention heads to keep, e.g. 0.5")
+    p.add_argument("--ffn", type=real(0, 1, low_open=True), help="fraction of FFN neurons to keep, e.g. 0.5")
     p.add_argument("--layers", type=positive_int, help="number of transformer layers to keep")
     p.add_argument(
         "--params-budget",
@@ -151,8 +155,8 @@ def add_structured_parser(methods) -> None:
         default="global",
         help="rank units across layers (global: layers get different widths) or keep the fraction per layer",
     )
-    p.add_argument("--min-heads", type=int, default=1, help="heads every layer keeps at least (0 allows none)")
-    p.add_argument("--min-ffn", type=int, default=1, help="FFN neurons every layer keeps at least")
+    p.add_argument("--min-heads", type=count, default=1, help="heads every layer keeps at least (0 allows none)")
+    p.add_argument("--min-ffn", type=count, default=1, help="FFN neurons every layer keeps at least")
     p.add_argument("--round-to", type=positive_int, default=1, help="round kept FFN widths to a multiple, e.g. 8")
     p.add_argument(
         "--vocab-from", help="keep only tokens used by this corpus: a dataset (its train split) or .txt file"
@@ -161,7 +165,7 @@ def add_structured_parser(methods) -> None:
         "--calibration-samples", type=positive_int, default=256, help="training examples for importance (default 256)"
     )
     p.add_argument("--calibration-batch-size", type=positive_int, default=32)
-    p.add_argument("--seed", type=int, default=0, help="seed for --importance random")
+    p.add_argument("--seed", type=seed, default=0, help="seed for --importance random")
     add_data_arguments(p, with_train=True)
     p.set_defaults(handler=run_structured)
 
@@ -192,13 +196,13 @@ def _calibration_batches(data, tokenizer, args: argparse.Namespace) -> list[dict
 def run_structured(args: argparse.Namespace) -> dict:
     from prunekit.evaluation import make_summary, model_size
     from prunekit.importance.structured import NEEDS_DATA
-    from prunekit.io import atomic_output_dir, check_output_dir, write_json_atomic
+    from prunekit.io import atomic_output_dir, write_json_atomic
     from prunekit.methods.structured import StructuredConfig, prune_structured
-    from prunekit.models import count_parameters, load_config, load_model, resolve_model
+    from prunekit.models import count_parameters, load_config, load_model
     from prunekit.pruned_models import save_pruned
     from prunekit.pruning.vocabulary import corpus_token_ids, prune_vocabulary, vocabulary_report
 
-    check_output_dir(args.out, args.overwrite)
+    folder = preflight(args, {"--model": args.model})["--model"]
     config = StructuredConfig(
         importance=args.importance,
         heads=args.heads,
@@ -212,7 +216,6 @@ def run_structured(args: argparse.Namespace) -> dict:
         round_to=args.round_to,
         seed=args.seed,
     )
-    folder = resolve_model(args.model)
     config.validate(load_config(folder).num_hidden_layers)  # bad targets fail before any data is read
     prunes_units = any(v is not None for v in (config.heads, config.ffn, config.params_budget))
     needs_data = (prunes_units and config.importance in NEEDS_DATA) or config.layers is not None

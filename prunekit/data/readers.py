@@ -6,8 +6,10 @@ Everything here is plain Python: texts and labels, no tokenisation.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
+import math
 import random
 import sys
 from collections.abc import Sequence
@@ -63,39 +65,81 @@ class _RawSplit:
     labels: list[str]
     lines: list[int]
     source: str
+    skipped: int = 0  # malformed rows skipped under --skip-bad-rows
 
 
 # ---------------------------------------------------------------- reading files
 
 
-def _read_rows(path: Path, has_header: bool) -> tuple[list[str] | None, list[tuple[int, Any]]]:
-    """Header (or None) and ``(line, row)`` pairs: rows are field lists (CSV/TSV) or dicts (JSONL)."""
+def _decode(path: Path, encoding: str) -> str:
+    """The file's text; a clear error for an unknown encoding or bytes that are not in it."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror})") from None
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding  # MRPC has a BOM
+    try:
+        return raw.decode(codec)
+    except LookupError:
+        raise ConfigError(f"--encoding {encoding}: unknown text encoding; e.g. utf-8 or latin-1") from None
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: not valid {encoding} text (byte 0x{raw[err.start]:02x}); "
+            "pass --encoding with the file's encoding, e.g. --encoding latin-1"
+        ) from None
+
+
+def _read_rows(path: Path, has_header: bool, encoding: str) -> tuple[list[str] | None, list[tuple[int, Any]]]:
+    """Header (or None) and ``(line, row)`` pairs: rows are field lists (CSV/TSV) or dicts (JSONL).
+
+    A CSV record that spans several lines (a quote opened in one row and closed in a later one) comes
+    back as a ``_Spanning`` row, so the caller reports it instead of silently merging rows.
+    """
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
         raise DataError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(TABLE_SUFFIXES)}")
-    with open(path, encoding="utf-8-sig", newline="") as handle:  # utf-8-sig drops MRPC's BOM
-        if suffix in (".jsonl", ".json"):
-            rows = []
-            for line, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}:{line}: expected one JSON object per line ({err.msg})") from None
-                if not isinstance(record, dict):
-                    raise DataError(f"{path}:{line}: expected a JSON object, found {type(record).__name__}")
-                rows.append((line, record))
-            return (list(rows[0][1]) if rows else []), rows
-        # GLUE's TSVs hold unbalanced quote characters: quotes are never field delimiters there.
-        quoting = csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL
-        reader = csv.reader(handle, delimiter="\t" if suffix == ".tsv" else ",", quoting=quoting)
-        records = [(reader.line_num, fields) for fields in reader if fields]
+    text = _decode(path, encoding)
+    if suffix in (".jsonl", ".json"):
+        rows = []
+        for line, record_text in enumerate(text.splitlines(), start=1):
+            if not record_text.strip():
+                continue
+            try:
+                record = json.loads(record_text)
+            except (json.JSONDecodeError, RecursionError) as err:
+                reason = getattr(err, "msg", "nested too deeply")
+                raise DataError(f"{path}:{line}: expected one JSON object per line ({reason})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{line}: expected a JSON object, found {type(record).__name__}")
+            rows.append((line, record))
+        return (list(rows[0][1]) if rows else []), rows
+    # GLUE's TSVs hold unbalanced quote characters: quotes are never field delimiters there.
+    quoting = csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",", quoting=quoting)
+    records, last = [], 0
+    try:
+        for fields in reader:
+            first, last = last + 1, reader.line_num
+            if fields:
+                records.append((first, fields if last == first else _Spanning(first, last)))
+    except csv.Error as err:
+        raise DataError(f"{path}:{reader.line_num}: malformed {suffix[1:].upper()} ({err})") from None
     if not has_header:
         return None, records
     if not records:
         raise DataError(f"{path}: file is empty; expected a header line and examples")
+    if isinstance(records[0][1], _Spanning):
+        raise DataError(f"{path}:1: the header spans several lines (an unclosed quote)")
     return records[0][1], records[1:]
+
+
+@dataclass
+class _Spanning:
+    """A CSV record whose quoted field runs over several physical lines."""
+
+    first: int
+    last: int
 
 
 def _column_key(path: Path, header: list[str] | None, jsonl: bool, column: Column) -> Column:
@@ -111,34 +155,62 @@ def _column_key(path: Path, header: list[str] | None, jsonl: bool, column: Colum
     raise DataError(f"{path}: column {column!r} not found; columns are: {', '.join(map(str, header))}")
 
 
-def _read_split(path: Path, spec: TaskSpec, strict: bool) -> _RawSplit:
-    """Texts and raw labels of one file; rows lacking a column are an error (strict) or skipped."""
-    header, rows = _read_rows(path, spec.has_header)
+def _row_problem(row: Any, keys: list[Column], width: int | None) -> str | None:
+    """Why a row cannot be read as an example (None if it can)."""
+    if isinstance(row, _Spanning):
+        return f"a quoted field runs on to line {row.last} (a stray quote character?)"
+    if width is not None and len(row) != width:
+        return f"{len(row)} fields, the file's {'header' if width else 'first row'} has {width}"
+    try:
+        fields = [row[k] for k in keys]
+    except (IndexError, KeyError) as err:
+        return f"no column {err.args[0]!r}"
+    if any(isinstance(v, (dict, list)) for v in fields):
+        return "a column holds a JSON object or list; expected text and a scalar label"
+    label = _label_text(fields[-1])
+    if label == "":
+        return "empty label"
+    if _is_float(label) and not math.isfinite(float(label)):
+        return f"label {label!r} is not a finite number"
+    return None
+
+
+def _read_split(path: Path, spec: TaskSpec, encoding: str, skip_bad_rows: bool) -> _RawSplit:
+    """Texts and raw labels of one file; a malformed row is an error, or skipped and counted."""
+    header, rows = _read_rows(path, spec.has_header, encoding)
     jsonl = path.suffix.lower() in (".jsonl", ".json")
     columns = (*spec.text_columns, spec.label_column)
     keys = [_column_key(path, header, jsonl, c) for c in columns] if rows else []
+    width = None
+    if not jsonl:
+        width = len(header) if header is not None else next((len(r) for _, r in rows if isinstance(r, list)), None)
     raw = _RawSplit([[] for _ in spec.text_columns], [], [], str(path))
-    skipped = 0
+    skipped: list[str] = []
     for line, row in rows:
-        try:
-            fields = [row[k] for k in keys]
-        except (IndexError, KeyError):
-            if strict:
-                raise DataError(f"{path}:{line}: row has {len(row)} fields; expected columns {columns}") from None
-            skipped += 1
+        problem = _row_problem(row, keys, width)
+        if problem is not None:
+            if not skip_bad_rows:
+                raise DataError(f"{path}:{line}: {problem} (pass --skip-bad-rows to skip such rows)")
+            skipped.append(f"line {line}: {problem}")
             continue
+        fields = [row[k] for k in keys]
         for bucket, value in zip(raw.texts, fields[:-1]):
             bucket.append("" if value is None else str(value))
         raw.labels.append(_label_text(fields[-1]))
         raw.lines.append(line)
     if skipped:
-        logger.warning("%s: skipped %d malformed line(s)", path, skipped)
+        logger.warning("%s: skipped %d malformed row(s); first: %s", path, len(skipped), skipped[0])
+    raw.skipped = len(skipped)
     if not raw.labels:
         raise DataError(f"{path}: no examples; expected at least one labelled row")
     return raw
 
 
 def _label_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        value = int(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value).strip()
@@ -182,7 +254,8 @@ def _to_split(raw: _RawSplit, spec: TaskSpec) -> Split:
     else:
         ids = {name: i for i, name in enumerate(spec.label_names)}
         for line, value in zip(raw.lines, raw.labels):
-            if value not in ids:
+            if value not in ids and _is_float(value) and float(value).is_integer():
+                value = str(int(float(value)))  # "1.0" is class "1"
                 raise DataError(
                     f"{raw.source}:{line}: label {value!r} in column {spec.label_column!r} is not one of "
                     f"{', '.join(spec.label_names)}"
@@ -220,6 +293,8 @@ def load_task_data(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     seed: int = 42,
+    encoding: str = "utf-8",
+    skip_bad_rows: bool = False,
 ) -> TaskData:
     """Load a task's splits.
 
@@ -228,6 +303,8 @@ def load_task_data(
     ``eval_file`` name the splits explicitly. Your own files need ``text_columns`` and
     ``label_column``. ``label_names`` fixes the class order (e.g. a fine-tuned model's ``id2label``).
     ``max_train_samples`` draws a seeded random subset; ``max_eval_samples`` keeps the first rows.
+    A malformed row (field count unlike the header's, an empty or non-finite label, a quote that
+    swallows line breaks) stops with ``file:line``, or is skipped and counted with ``skip_bad_rows``.
 
     >>> data = load_task_data("../shared/data/glue/SST-2", need_train=False)  # doctest: +SKIP
     >>> data.task.main_metric, len(data.eval)  # doctest: +SKIP
@@ -249,12 +326,12 @@ def load_task_data(
     else:
         train_path, eval_path, task_name = located
         if columns is None:
-            spec, strict = glue_task(task_name), False  # GLUE has the odd malformed line (QQP): skip, warn
+            spec = glue_task(task_name)
         else:
             label_key: Column = int(label_column) if no_header and str(label_column).isdigit() else label_column
-            spec, strict = custom_task(columns, label_key, None, has_header=not no_header), True
+            spec = custom_task(columns, label_key, None, has_header=not no_header)
         raw = {
-            name: _read_split(path, spec, strict)
+            name: _read_split(path, spec, encoding, skip_bad_rows)
             for name, path in (("train", train_path), ("eval", eval_path))
             if path is not None
         }

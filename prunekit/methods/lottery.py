@@ -10,8 +10,10 @@ Controls per round, at the ticket's sparsity: a random mask with the ticket's pe
 rewound and trained the same way; and one-shot magnitude pruning of the dense trained model,
 fine-tuned without rewinding. If the ticket does not beat the random mask, its mask is no ticket.
 
-Everything a round produces is written to ``DIR/round-N/`` in one atomic rename (weights, masks,
-metrics), so a killed run resumes after its last finished round and loses nothing.
+Everything a round produces is written to ``DIR/round-N/`` in one atomic rename — a model folder
+(config, weights, tokenizer, masks) that ``prunekit evaluate`` loads, plus ``metrics.json`` — so a
+killed run resumes after its last finished round and loses nothing. A model whose input already had
+masks keeps them: they are held in every round and only ever grow.
 """
 
 from __future__ import annotations
@@ -24,18 +26,30 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import TrainerCallback
+from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from prunekit.errors import ConfigError, ModelError
 from prunekit.io import atomic_output_dir, write_json_atomic
 from prunekit.methods.magnitude import MagnitudeConfig, compute_masks
 from prunekit.pruning.masks import MaskSet
+from prunekit.weights import load_state_dict_strict
 
 REWIND_FILE = "rewind.safetensors"
-WEIGHTS_FILE = "weights.safetensors"
+WEIGHTS_FILE = "model.safetensors"  # round-N/ is a save_pretrained folder
+LEGACY_WEIGHTS_FILE = "weights.safetensors"  # bare weights of runs made before rounds were model folders
 METRICS_FILE = "metrics.json"
+
+
+def load_round_weights(model: nn.Module, folder: Path) -> None:
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        path = folder / LEGACY_WEIGHTS_FILE
+    try:
+        load_state_dict_strict(model, load_file(str(path)))
+    except Exception as err:  # truncated file, another model's weights
+        raise ModelError(f"{path}: cannot load these weights into the model ({err})") from None
 
 
 @dataclass
@@ -129,11 +143,21 @@ class RoundResult:
 class LotteryRun:
     """The rounds of one lottery-ticket search, checkpointed under ``out`` and resumable."""
 
-    def __init__(self, model: nn.Module, config: LotteryConfig, out: str | Path, train: Train, evaluate: Evaluate):
+    def __init__(
+        self,
+        model: nn.Module,
+        config: LotteryConfig,
+        out: str | Path,
+        train: Train,
+        evaluate: Evaluate,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        masks: MaskSet | None = None,
+    ):
         self.model, self.config, self.out = model, config, Path(out)
         self.train, self.evaluate = train, evaluate
+        self.tokenizer = tokenizer  # saved into each round folder, so it is a loadable model folder
         self.results: list[RoundResult] = []
-        self.masks: MaskSet | None = None
+        self.masks = masks  # the input model's own masks, if any
 
     def round_dir(self, index: int) -> Path:
         return self.out / f"round-{index}"
@@ -159,7 +183,7 @@ class LotteryRun:
     def _dense_round(self) -> None:
         theta0 = snapshot(self.model)
         capture = CaptureAtStep(self.config.rewind_step) if self.config.rewind_step else None
-        self.train(self.model, None, [capture] if capture else [])
+        self.train(self.model, self.masks, [capture] if capture else [])
         rewind_state = theta0
         if capture is not None:
             if capture.state is None:
@@ -175,8 +199,8 @@ class LotteryRun:
         if config.controls:
             result.random_mask = self._train_control(rewind_state, random_masks_like(self.masks, config.seed + index))
             dense = copy.deepcopy(self.model)
-            load_model(dense, str(self.round_dir(0) / WEIGHTS_FILE))
-            one_shot = compute_masks(dense, config.magnitude(index))
+            load_round_weights(dense, self.round_dir(0))
+            one_shot = compute_masks(dense, config.magnitude(index), current=self._input_masks())
             result.one_shot = self._train_control(None, one_shot, dense)
         rewind(self.model, rewind_state, self.masks)
         self.train(self.model, self.masks, [])
@@ -194,7 +218,9 @@ class LotteryRun:
 
     def _save_round(self, result: RoundResult) -> None:
         with atomic_output_dir(self.round_dir(result.round), overwrite=True) as tmp:
-            save_model(self.model, str(tmp / WEIGHTS_FILE))
+            self.model.save_pretrained(tmp)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(tmp)
             if self.masks is not None:
                 self.masks.save(tmp)
             write_json_atomic(tmp / METRICS_FILE, asdict(result))  # last: marks the round finished
@@ -206,8 +232,12 @@ class LotteryRun:
             raise ModelError(f"--resume: {self.out / REWIND_FILE} is missing; start again without --resume")
         for index in range(last + 1):
             self.results.append(RoundResult(**json.loads((self.round_dir(index) / METRICS_FILE).read_text())))
-        load_model(self.model, str(self.round_dir(last) / WEIGHTS_FILE))
-        self.masks = MaskSet.load(self.round_dir(last))
+        load_round_weights(self.model, self.round_dir(last))
+        self.masks = MaskSet.load(self.round_dir(last), self.model)
+
+    def _input_masks(self) -> MaskSet | None:
+        """The masks the dense round trained with (the input model's own, if any)."""
+        return MaskSet.load(self.round_dir(0), self.model)
 
     def winning_round(self) -> RoundResult | None:
         """The sparsest round whose ticket is within ``tolerance`` of the dense metric."""

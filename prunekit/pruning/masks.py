@@ -3,20 +3,39 @@
 Holding a mask costs no forward hook: gradients of pruned weights are zeroed before each optimizer
 step, the optimizer's moments at pruned positions are cleared when a mask grows, and the weights are
 re-zeroed after the step, so they stay exactly zero under any optimizer.
+
+On disk (``prunekit_masks.safetensors``, metadata ``format = prunekit-maskbits-v1``) each mask is
+packed 8 per byte (numpy ``packbits``) with its shape in the metadata; a model saved in the sparse
+format carries no masks file, since its bitmasks are the masks. Files of the older 1-byte-per-weight
+layout still load.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from prunekit.errors import ModelError
 
 MASKS_FILE = "prunekit_masks.safetensors"
+MASKS_FORMAT = "prunekit-maskbits-v1"
+SPARSE_FILE = "model.sparse.safetensors"  # see prunekit.pruning.sparse_format
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.packbits(mask.flatten().cpu().numpy()))
+
+
+def unpack_bits(bits: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    numel = int(np.prod(shape))
+    return torch.from_numpy(np.unpackbits(bits.numpy(), count=numel).astype(bool)).reshape(shape)
 
 
 class MaskSet:
@@ -75,11 +94,63 @@ class MaskSet:
         """The summary.json fields: ``sparsity`` and ``sparsity_per_module``."""
         return {"sparsity": self.sparsity(), "sparsity_per_module": self.sparsity_per_module()}
 
+    def check_fits(self, model: nn.Module, source: str) -> MaskSet:
+        """Every mask names a parameter of ``model`` with the same shape; else a ModelError naming ``source``."""
+        params = dict(model.named_parameters())
+        for name, mask in self.masks.items():
+            if name not in params:
+                raise ModelError(f"{source}: has a mask for {name}, which the model does not have")
+            if tuple(mask.shape) != tuple(params[name].shape):
+                raise ModelError(
+                    f"{source}: mask for {name} has shape {tuple(mask.shape)}, the weight {tuple(params[name].shape)}"
+                )
+        return self
+
     def save(self, folder: str | os.PathLike) -> None:
-        save_file({name: mask.contiguous() for name, mask in self.masks.items()}, str(Path(folder) / MASKS_FILE))
+        """Write the masks as bits (``MASKS_FILE``)."""
+        shapes = {name: list(mask.shape) for name, mask in self.masks.items()}
+        tensors = {name: pack_bits(mask) for name, mask in self.masks.items()}
+        save_file(
+            tensors, str(Path(folder) / MASKS_FILE), metadata={"format": MASKS_FORMAT, "shapes": json.dumps(shapes)}
+        )
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> MaskSet | None:
-        """The masks saved with a model folder, or None if it has none."""
-        path = Path(folder) / MASKS_FILE
-        return cls(load_file(str(path))) if path.is_file() else None
+    def load(cls, folder: str | os.PathLike, model: nn.Module | None = None) -> MaskSet | None:
+        """The masks saved with a model folder (its masks file, or the bitmasks of its sparse format),
+        or None if it has none. With ``model`` they are checked to fit it."""
+        folder = Path(folder)
+        path = folder / MASKS_FILE
+        try:
+            if path.is_file():
+                masks = cls(_read_masks_file(path))
+            elif (folder / SPARSE_FILE).is_file():
+                path = folder / SPARSE_FILE
+                masks = cls(_read_sparse_bitmasks(path))
+            else:
+                return None
+        except ModelError:
+            raise
+        except Exception as err:  # safetensors raises its own error types for truncated/corrupt files
+            raise ModelError(
+                f"{path}: cannot read the masks ({str(err).splitlines()[0] if str(err) else err})"
+            ) from None
+        return masks.check_fits(model, str(path)) if model is not None else masks
+
+
+def _read_masks_file(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        if metadata.get("format") != MASKS_FORMAT:  # the older 1-byte-per-weight layout
+            return {name: handle.get_tensor(name) for name in handle.keys()}
+        shapes = json.loads(metadata["shapes"])
+        return {name: unpack_bits(handle.get_tensor(name), shapes[name]) for name in handle.keys()}
+
+
+def _read_sparse_bitmasks(path: Path) -> dict[str, torch.Tensor]:
+    masks = {}
+    with safe_open(str(path), framework="pt") as handle:
+        for key in handle.keys():
+            if key.endswith(".__bitmask"):
+                name = key[: -len(".__bitmask")]
+                masks[name] = unpack_bits(handle.get_tensor(key), handle.get_tensor(f"{name}.__shape").tolist())
+    return masks

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prunekit.errors import ConfigError
 from prunekit.pruning.select import check_sparsity
@@ -12,24 +12,37 @@ from prunekit.pruning.select import check_sparsity
 class CubicSchedule:
     """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (t1 - t0))^3, pruning every ``every`` steps.
 
-    Sparsity rises fast while the network has many redundant weights, then slowly.
+    Sparsity rises fast while the network has many redundant weights, then slowly. ``end=None`` means
+    ``end_fraction`` of the run's real number of optimizer steps, fixed by ``for_training`` once the
+    Trainer knows it (under torchrun that count depends on the number of processes).
     """
 
     final_sparsity: float
     start: int
-    end: int
+    end: int | None = None
     every: int = 10
     initial_sparsity: float = 0.0
+    end_fraction: float = 2 / 3
 
     def __post_init__(self) -> None:
         check_sparsity(self.final_sparsity)
         check_sparsity(self.initial_sparsity)
         if self.initial_sparsity > self.final_sparsity:
             raise ConfigError(f"--initial-sparsity {self.initial_sparsity}: must not exceed --sparsity")
-        if self.start < 0 or self.end < self.start:
+        if self.start < 0 or (self.end is not None and self.end < self.start):
             raise ConfigError(f"--prune-start {self.start} / --prune-end {self.end}: expected 0 <= start <= end")
         if self.every < 1:
             raise ConfigError(f"--prune-every {self.every}: expected a positive number of steps")
+
+    def for_training(self, max_steps: int) -> CubicSchedule:
+        """This schedule with ``end`` resolved for a run of ``max_steps`` optimizer steps."""
+        end = self.end if self.end is not None else max(self.start, int(max_steps * self.end_fraction))
+        if end > max_steps:
+            raise ConfigError(
+                f"--prune-end {end}: training has only {max_steps} optimizer steps, so the final sparsity "
+                "would never be reached"
+            )
+        return replace(self, end=end)
 
     def sparsity_at(self, step: int) -> float:
         if step < self.start:

@@ -15,15 +15,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
-from prunekit.pruning.masks import MaskSet
+from prunekit.pruning.masks import SPARSE_FILE, MaskSet, pack_bits, unpack_bits
+from prunekit.weights import load_state_dict_strict
 
-SPARSE_FILE = "model.sparse.safetensors"
 FORMAT = "prunekit-bitmask-v1"
 
 
@@ -41,8 +40,7 @@ def save_sparse(model: PreTrainedModel, masks: MaskSet, folder: str | os.PathLik
         if mask is None:
             tensors[name] = tensor.contiguous()
             continue
-        bits = np.packbits(mask.flatten().numpy())
-        tensors[f"{name}.__bitmask"] = torch.from_numpy(bits)
+        tensors[f"{name}.__bitmask"] = pack_bits(mask)
         tensors[f"{name}.__values"] = tensor.flatten()[mask.flatten()].contiguous()
         tensors[f"{name}.__shape"] = torch.tensor(list(tensor.shape), dtype=torch.int64)
     save_file(tensors, str(folder / SPARSE_FILE), metadata={"format": FORMAT})
@@ -59,20 +57,23 @@ def load_sparse_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]
                     state[key] = handle.get_tensor(key)
                 continue
             name = key[: -len(".__bitmask")]
-            shape = handle.get_tensor(f"{name}.__shape").tolist()
+            mask = unpack_bits(handle.get_tensor(key), handle.get_tensor(f"{name}.__shape").tolist())
             values = handle.get_tensor(f"{name}.__values")
-            numel = int(np.prod(shape))
-            mask = torch.from_numpy(np.unpackbits(handle.get_tensor(key).numpy(), count=numel).astype(bool))
-            dense = torch.zeros(numel, dtype=values.dtype)
+            if values.numel() != int(mask.sum()):
+                raise ValueError(f"{name}: {values.numel()} values for {int(mask.sum())} kept weights")
+            dense = torch.zeros(mask.shape, dtype=values.dtype)
             dense[mask] = values
-            state[name] = dense.reshape(shape)
+            state[name] = dense
     return state
 
 
 def load_sparse(folder: str | os.PathLike) -> PreTrainedModel:
-    """A sequence-classification model rebuilt from the sparse format, bit-exact."""
+    """A sequence-classification model rebuilt from the sparse format, bit-exact.
+
+    Loading is strict: every tensor of the model must be in the file, except the second name of a
+    tied pair (restored by ``tie_weights``). Anything missing or unexpected is a ValueError.
+    """
     config = AutoConfig.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
-    model.load_state_dict(load_sparse_state_dict(folder), strict=False)
-    model.tie_weights()
+    load_state_dict_strict(model, load_sparse_state_dict(folder))
     return model.eval()

@@ -42,6 +42,8 @@ class SparsityCallback(TrainerCallback):
         self.history.append((step, self.masks.sparsity()))
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if self.schedule is not None:
+            self.schedule = self.schedule.for_training(state.max_steps)
         if self.masks is not None:
             self.masks.apply(model)
         if self.schedule is not None and self.schedule.is_pruning_step(state.global_step):

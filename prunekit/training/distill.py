@@ -29,7 +29,7 @@ from prunekit.adapters import get_adapter
 from prunekit.data import EncodedSplit, Split, TaskSpec, make_collator
 from prunekit.errors import ConfigError
 from prunekit.pruning.surgery import drop_layers
-from prunekit.training.finetune import FinetuneConfig, training_arguments
+from prunekit.training.finetune import CheckedTrainer, FinetuneConfig, training_arguments
 
 PROJECTIONS = "prunekit_distill_projections"  # attached to the student while it trains, removed after
 
@@ -114,7 +114,7 @@ def student_from_teacher(teacher: PreTrainedModel, num_layers: int) -> tuple[Pre
     return student, keep
 
 
-class DistillTrainer(Trainer):
+class DistillTrainer(CheckedTrainer):
     """A Trainer whose loss is the distillation objective above."""
 
     def __init__(

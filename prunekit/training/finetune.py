@@ -16,7 +16,7 @@ from transformers import (
 )
 
 from prunekit.data import EncodedSplit, Split, TaskSpec, make_collator
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, TrainingError
 
 
 @dataclass
@@ -71,6 +71,26 @@ def training_arguments(config: FinetuneConfig, work_dir: str | Path) -> Training
     )
 
 
+class CheckedTrainer(Trainer):
+    """A Trainer that stops at the first non-finite loss, and refuses to end with non-finite weights."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            raise TrainingError(
+                f"the training loss became {loss.item()} at step {self.state.global_step + 1}; "
+                "lower --lr or check --weight-decay and the labels. Nothing was saved"
+            )
+        return loss
+
+    def train(self, *args, **kwargs):
+        result = super().train(*args, **kwargs)
+        bad = next((name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()), None)
+        if bad is not None:
+            raise TrainingError(f"training left non-finite values in {bad}; nothing was saved")
+        return result
+
+
 def finetune(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -85,7 +105,7 @@ def finetune(
     >>> trainer = finetune(model, tokenizer, data.train, data.task, FinetuneConfig(), "/tmp/run")  # doctest: +SKIP
     """
     dataset = EncodedSplit(train, tokenizer, config.max_length, task.is_regression)
-    trainer = Trainer(
+    trainer = CheckedTrainer(
         model=model,
         args=training_arguments(config, work_dir),
         train_dataset=dataset,

@@ -3,6 +3,10 @@
 The adapters wrap every attention/FFN projection the model adapter knows; the task head is trained
 in full (PEFT's ``modules_to_save`` for sequence classification). After training, ``merge_and_unload``
 folds ``B·A`` into each weight, so callers get back the same plain model object.
+
+On a pruned base, ``hold_masks_in_lora`` makes every adapted layer compute with ``W + M ⊙ (s·B·A)``
+(M the keep-mask) while it trains, so merging and re-applying the mask gives exactly the network that
+was trained: the dense ``B·A`` update never reaches a pruned weight.
 """
 
 from __future__ import annotations
@@ -10,11 +14,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
 from peft import LoraConfig, TaskType, get_peft_model
+from peft.tuners.lora import LoraLayer
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 from prunekit.adapters import get_adapter
 from prunekit.data import Split, TaskSpec
+from prunekit.pruning.masks import MaskSet
 from prunekit.training.finetune import FinetuneConfig, finetune
 
 
@@ -29,6 +38,34 @@ def lora_config(model: PreTrainedModel, rank: int = 8, alpha: int | None = None,
     )
 
 
+def _masked_lora_forward(layer: LoraLayer, mask: torch.Tensor):
+    def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        result = layer.base_layer(x, *args, **kwargs)
+        if layer.disable_adapters or layer.merged:
+            return result
+        for name in layer.active_adapters:
+            if name in layer.lora_A:
+                delta = layer.get_delta_weight(name) * mask.to(result.device)
+                result = result + F.linear(layer.lora_dropout[name](x).to(delta.dtype), delta)
+        return result
+
+    return forward
+
+
+def hold_masks_in_lora(model: nn.Module, masks: MaskSet) -> int:
+    """Make each LoRA layer of ``model`` (after ``get_peft_model``) whose base weight is masked add
+    ``M ⊙ ΔW`` instead of ``ΔW``; returns how many layers were changed. Mask names are the plain
+    model's (``...query.weight``)."""
+    changed = 0
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and isinstance(module.base_layer, nn.Linear):
+            mask = masks.masks.get(f"{name}.weight".removeprefix("base_model.model."))
+            if mask is not None:
+                module.forward = _masked_lora_forward(module, mask)
+                changed += 1
+    return changed
+
+
 def finetune_lora_merged(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -38,8 +75,16 @@ def finetune_lora_merged(
     work_dir: str | Path,
     lora: LoraConfig,
     callbacks: Sequence[TrainerCallback] = (),
+    masks: MaskSet | None = None,
 ) -> None:
-    """Train LoRA adapters (and the head) on ``model``, then merge them into its weights in place."""
+    """Train LoRA adapters (and the head) on ``model``, then merge them into its weights in place.
+
+    With ``masks`` the pruned weights stay zero in training and after the merge (see module docstring).
+    """
     peft_model = get_peft_model(model, lora)
+    if masks is not None:
+        hold_masks_in_lora(peft_model, masks)
     finetune(peft_model, tokenizer, train, task, config, work_dir, callbacks)
     peft_model.merge_and_unload()
+    if masks is not None:
+        masks.apply(model)
