@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -21,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from prunekit.errors import ConfigError
-
-logger = logging.getLogger(__name__)
 
 WORK_PREFIX = "prunekit-work-"  # temp training folders in $TMPDIR: prunekit-work-PID-*
 
@@ -158,7 +155,6 @@ def recover_output_dir(out: str | os.PathLike) -> list[str]:
                 shutil.rmtree(sibling, ignore_errors=True)
                 done.append(f"removed {sibling}, left by a killed run")
     for line in done:
-        logger.warning(line)
         print(f"prunekit: {line}", flush=True)
     return done
 

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import hashlib
+import os
 import random
 from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # no test may reach the hub; set before transformers is imported
 
 import pytest
 
@@ -45,3 +49,12 @@ def cli(command: str) -> int:
     from prunekit.cli import main
 
     return main(shlex.split(command))
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file below ``root`` (folders as entries too)."""
+    digest = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        digest[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest

@@ -67,3 +67,36 @@ def test_two_process_finetune_saves_a_model_that_evaluates(launcher, tiny_bert, 
     evaluation = tmp_path / "e.json"
     assert cli(f"evaluate --model {out} --data {sentiment_dir} --json {evaluation}") == 0
     assert json.loads(evaluation.read_text())["metrics"] == pytest.approx(summary["metrics"])
+
+
+@pytest.mark.slow
+def test_two_process_gradual_pruning_reaches_its_sparsity_with_a_recovery_phase(tiny_bert, sentiment_dir, tmp_path):
+    """The schedule ends at 2/3 of the steps the run really takes (12 of 18 with two processes), so the
+    final sparsity is reached and the last third trains with it held."""
+    out = tmp_path / "gradual"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    args = f"--data {sentiment_dir} --out {out} --batch-size 8 --max-length 16 --epochs 3 --prune magnitude"
+    result = subprocess.run(
+        [
+            *LAUNCHERS["torchrun"],
+            "-m",
+            "prunekit",
+            "finetune",
+            "--model",
+            str(tiny_bert),
+            *args.split(),
+            "--sparsity",
+            "0.7",
+            "--prune-every",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train"]["world_size"] == 2 and summary["train"]["steps"] == 18
+    assert summary["sparsity"] == pytest.approx(0.7, abs=1e-3)
+    assert summary["train"]["prune_schedule"]["end"] == 12

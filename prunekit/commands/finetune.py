@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
 from prunekit.commands.common import (
@@ -59,9 +60,7 @@ def run(args: argparse.Namespace) -> dict:
     data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **data_kwargs(args))
     set_seed(args.seed)  # before the classifier head is initialised
     model, tokenizer = load_model(args.model, data.task)
-    callback = _sparsity_callback(
-        args, MaskSet.load(folders["--model"], model) if Path(folders["--model"]).is_dir() else None
-    )
+    callback = _sparsity_callback(args, MaskSet.load(folders["--model"], model))
     with work_dir("finetune") as scratch:
         if args.distill_from:
             from prunekit.training.distill import DistillConfig, distill
@@ -102,6 +101,7 @@ def run(args: argparse.Namespace) -> dict:
                 "runtime_s": round(state.log_history[-1].get("train_runtime", 0.0), 2),
                 "loss": state.log_history[-1].get("train_loss"),
                 "distill_from": args.distill_from,
+                **({"prune_schedule": asdict(callback.schedule)} if callback.schedule is not None else {}),
             },
         )
         write_json_atomic(Path(tmp) / "summary.json", summary)

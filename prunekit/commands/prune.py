@@ -170,7 +170,7 @@ def add_structured_parser(methods) -> None:
     p.set_defaults(handler=run_structured)
 
 
-def _corpus_texts(source: str) -> list:
+def _corpus_texts(source: str, encoding: str) -> list:
     """Sentences (or sentence pairs) of ``source``: a .txt file (a sentence per line) or a dataset."""
     from prunekit.data import load_task_data
     from prunekit.errors import DataError
@@ -178,10 +178,14 @@ def _corpus_texts(source: str) -> list:
     path = Path(source)
     if path.suffix == ".txt":
         try:
-            return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            return [line for line in path.read_text(encoding=encoding).splitlines() if line.strip()]
         except OSError as err:
             raise DataError(f"--vocab-from {source}: cannot read ({err.strerror})") from None
-    train = load_task_data(source, need_eval=False).train
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"--vocab-from {source}: not valid {encoding} text ({err.reason}); pass --encoding"
+            ) from None
+    train = load_task_data(source, need_eval=False, encoding=encoding).train
     return list(zip(train.text_a, train.text_b)) if train.text_b else list(train.text_a)
 
 
@@ -230,7 +234,7 @@ def run_structured(args: argparse.Namespace) -> dict:
     if args.vocab_from:
         vocab_before = model.get_input_embeddings().num_embeddings
         tokenizer, kept = prune_vocabulary(
-            model, tokenizer, corpus_token_ids(tokenizer, _corpus_texts(args.vocab_from))
+            model, tokenizer, corpus_token_ids(tokenizer, _corpus_texts(args.vocab_from, args.encoding))
         )
         vocabulary = vocabulary_report(vocab_before, kept, model.get_input_embeddings().embedding_dim)
     result = prune_structured(model, config, _calibration_batches(data, tokenizer, args) if needs_data else [])

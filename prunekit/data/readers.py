@@ -158,7 +158,7 @@ def _column_key(path: Path, header: list[str] | None, jsonl: bool, column: Colum
 def _row_problem(row: Any, keys: list[Column], width: int | None) -> str | None:
     """Why a row cannot be read as an example (None if it can)."""
     if isinstance(row, _Spanning):
-        return f"a quoted field runs on to line {row.last} (a stray quote character?)"
+        return f"a quoted field runs on to line {row.last} (a stray quote character? texts with line breaks need JSONL)"
     if width is not None and len(row) != width:
         return f"{len(row)} fields, the file's {'header' if width else 'first row'} has {width}"
     try:
@@ -256,6 +256,7 @@ def _to_split(raw: _RawSplit, spec: TaskSpec) -> Split:
         for line, value in zip(raw.lines, raw.labels):
             if value not in ids and _is_float(value) and float(value).is_integer():
                 value = str(int(float(value)))  # "1.0" is class "1"
+            if value not in ids:
                 raise DataError(
                     f"{raw.source}:{line}: label {value!r} in column {spec.label_column!r} is not one of "
                     f"{', '.join(spec.label_names)}"

@@ -84,7 +84,14 @@ class CheckedTrainer(Trainer):
         return loss
 
     def train(self, *args, **kwargs):
-        result = super().train(*args, **kwargs)
+        try:
+            result = super().train(*args, **kwargs)
+        except BaseException:
+            for callback in self.callback_handler.callbacks:  # end the progress bar's line before the error
+                bar = getattr(callback, "training_bar", None)
+                if bar is not None:
+                    bar.close()
+            raise
         bad = next((name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()), None)
         if bad is not None:
             raise TrainingError(f"training left non-finite values in {bad}; nothing was saved")

@@ -1,0 +1,325 @@
+"""Hostile input through the real CLI: every bad case exits 2 with one line, and nothing is lost.
+
+Each table row runs ``prunekit ...`` on tiny models and checks: exit code 2, a single stderr line
+holding the expected words, no traceback, and the whole world (input models, data, an earlier
+result, the current folder) byte-identical afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from prunekit.cli import main
+from prunekit.pruning.masks import MASKS_FILE
+from tests.conftest import cli, tree_digest
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_bert, sentiment_dir) -> Path:
+    """Everything a user owns: models (plain, masked, sparse, broken), data files, an earlier result."""
+    root = tmp_path_factory.mktemp("world")
+    shutil.copytree(tiny_bert, root / "model")
+    shutil.copytree(sentiment_dir, root / "data" / "SST-2")
+    assert cli(f"prune magnitude --model {root / 'model'} --sparsity 0.5 --out {root / 'masked'}") == 0
+    assert (
+        cli(f"prune magnitude --model {root / 'model'} --sparsity 0.5 --save-format sparse --out {root / 'sparse'}")
+        == 0
+    )
+    (root / "old").mkdir()
+    (root / "old" / "results.json").write_text('{"accuracy": 0.9}')
+    (root / "cwd").mkdir()
+    (root / "cwd" / "notes.txt").write_text("my notes")
+    (root / "cwd" / "runs").mkdir()
+    (root / "a-file").write_text("not a folder")
+
+    def broken(name: str, source: str, damage) -> None:
+        shutil.copytree(root / source, root / name)
+        damage(root / name)
+
+    def truncate(path: Path) -> None:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    broken("truncated", "model", lambda m: truncate(m / "model.safetensors"))
+    broken("truncated-sparse", "sparse", lambda m: truncate(m / "model.sparse.safetensors"))
+    broken("corrupt-masks", "masked", lambda m: (m / MASKS_FILE).write_bytes(b"\x00garbage" * 10))
+
+    def wrong_shape_masks(m: Path) -> None:
+        name = "bert.encoder.layer.0.attention.self.query.weight"
+        save_file({name: torch.ones(3, 5, dtype=torch.bool)}, str(m / MASKS_FILE))
+
+    broken("bad-mask-shape", "masked", wrong_shape_masks)
+
+    def pickle_garbage(m: Path) -> None:
+        (m / "model.safetensors").unlink()
+        (m / "pytorch_model.bin").write_bytes(b"this is not a pickle")
+
+    broken("bad-pickle", "model", pickle_garbage)
+
+    def missing_tensor(m: Path) -> None:
+        path = m / "model.sparse.safetensors"
+        tensors = load_file(str(path))
+        del tensors["classifier.bias"]
+        save_file(tensors, str(path), metadata={"format": "prunekit-bitmask-v1"})
+
+    broken("sparse-missing-tensor", "sparse", missing_tensor)
+
+    own = root / "own"
+    own.mkdir()
+    (own / "nan-label.csv").write_text("text,label\na good film,1\nbad film,nan\n")
+    (own / "empty-label.csv").write_text("text,label\na good film,1\nbad film,\n")
+    (own / "extra-field.csv").write_text("text,label\na good film,1\nbad film,0,2\n")
+    (own / "stray-quotes.csv").write_text('text,label\na good film,1\n"bad film,0\nawful,0\nfine",1\ngood,1\n')
+    (own / "latin1.csv").write_bytes("text,label\ncafé noir,1\nbad,0\n".encode("latin-1"))
+    (own / "inf-label.jsonl").write_text('{"text": "good", "label": 1}\n{"text": "bad", "label": Infinity}\n')
+    glue_bad = root / "glue-bad" / "SST-2"
+    glue_bad.mkdir(parents=True)
+    (glue_bad / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbroken line without a label\nbad\t0\n")
+    (glue_bad / "dev.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\t1\n")
+    return root
+
+
+TRAIN = "--max-length 16 --batch-size 16"
+OWN = "--text-columns text --label-column label"
+
+CASES = [
+    # data loss: --out over an input, the current folder, a root; previous results kept on failure
+    ("lottery --model {w}/model --data {w}/data/SST-2 --out {w}/model --overwrite", "overlaps --model"),
+    ("lottery --model {w}/model --data {w}/data/SST-2 --out . --overwrite", "current"),
+    ("lottery --model {w}/model --data {w}/nowhere --out {w}/old --overwrite", "no such file or folder"),
+    ("lottery --model {w}/model --data {w}/data/SST-2 --out {w}/old", "pass --overwrite"),
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/model/inside", "overlaps --model"),
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/data --overwrite", "overlaps --data"),
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out / --overwrite", "root"),
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out .. --overwrite", "contains the current folder"),
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/a-file/x", "is a file"),
+    (
+        "distill --teacher {w}/model --student {w}/masked --data {w}/data/SST-2 --out {w}/masked --overwrite",
+        "overlaps --student",
+    ),
+    (
+        "distill --teacher {w}/model --student-layers 1 --data {w}/data/SST-2 --out {w}/model --overwrite",
+        "overlaps --teacher",
+    ),
+    ("prune magnitude --model {w}/model --out {w}/model --overwrite", "overlaps --model"),
+    ("prune structured --model {w}/model --heads 0.5 --importance magnitude --out {w} --overwrite", "contains"),
+    ("evaluate --model {w}/model --data {w}/data/SST-2 --json {w}/old", "is a folder"),
+    ("evaluate --model {w}/model --data {w}/data/SST-2 --json {w}/a-file/r.json", "is a file"),
+    ("bench --model {w}/model --json {w}/old --repeats 1", "is a folder"),
+    # flags: finite and in range, named as typed
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --weight-decay nan", "--weight-decay nan"),
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --epochs inf", "--epochs inf"),
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --seed -1", "--seed -1"),
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --lr nan", "--lr nan"),
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --warmup-ratio 1", "--warmup-ratio 1"),
+    (
+        "finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --prune magnitude --sparsity nan",
+        "--sparsity nan",
+    ),
+    (
+        "finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --distill-from {w}/model --alpha-kd 2",
+        "--alpha-kd 2",
+    ),
+    ("lottery --model {w}/model --data {w}/data/SST-2 --out {w}/new --tolerance nan", "--tolerance nan"),
+    ("lottery --model {w}/model --data {w}/data/SST-2 --out {w}/new --prune-per-round 1", "--prune-per-round 1"),
+    ("bench --model {w}/model --warmup -5", "--warmup -5"),
+    (
+        "distill --teacher {w}/model --student-layers 1 --data {w}/data/SST-2 --out {w}/new --temperature 0",
+        "--temperature 0",
+    ),
+    ("prune structured --model {w}/model --ffn 1.5 --out {w}/new", "--ffn 1.5"),
+    ("prune magnitude --model {w}/model --sparsity inf --out {w}/new", "--sparsity inf"),
+    (
+        f"finetune --model {{w}}/model --data {{w}}/data/SST-2 --out {{w}}/new {TRAIN} --prune magnitude "
+        "--prune-end 999",
+        "--prune-end 999",
+    ),
+    (
+        f"finetune --model {{w}}/model --data {{w}}/data/SST-2 --out {{w}}/new {TRAIN} --lr 1e30 --epochs 4",
+        "Nothing was saved",
+    ),
+    # data that would be misread
+    (
+        f"evaluate --model {{w}}/model --data {{w}}/own/nan-label.csv {OWN}",
+        "nan-label.csv:3: label 'nan' is not a finite number",
+    ),
+    (f"evaluate --model {{w}}/model --data {{w}}/own/empty-label.csv {OWN}", "empty-label.csv:3: empty label"),
+    (f"evaluate --model {{w}}/model --data {{w}}/own/extra-field.csv {OWN}", "extra-field.csv:3: 3 fields"),
+    (
+        f"evaluate --model {{w}}/model --data {{w}}/own/stray-quotes.csv {OWN}",
+        "stray-quotes.csv:3: a quoted field runs on",
+    ),
+    (f"evaluate --model {{w}}/model --data {{w}}/own/latin1.csv {OWN}", "latin1.csv:2: not valid utf-8"),
+    (f"evaluate --model {{w}}/model --data {{w}}/own/inf-label.jsonl {OWN}", "inf-label.jsonl:2: label 'inf'"),
+    (f"evaluate --model {{w}}/model --data {{w}}/own/latin1.csv {OWN} --encoding klingon", "--encoding klingon"),
+    ("evaluate --model {w}/model --data {w}/glue-bad/SST-2", "dev.tsv:3: 3 fields"),
+    # broken model files and impossible lengths
+    ("evaluate --model {w}/truncated --data {w}/data/SST-2", "model.safetensors"),
+    ("evaluate --model {w}/truncated-sparse --data {w}/data/SST-2", "model.sparse.safetensors"),
+    ("evaluate --model {w}/sparse-missing-tensor --data {w}/data/SST-2", "missing tensors ['classifier.bias']"),
+    ("prune magnitude --model {w}/corrupt-masks --out {w}/new", "prunekit_masks.safetensors: cannot read"),
+    ("finetune --model {w}/bad-mask-shape --data {w}/data/SST-2 --out {w}/new", "has shape (3, 5)"),
+    ("evaluate --model {w}/bad-pickle --data {w}/data/SST-2", "pytorch_model.bin"),
+    ("evaluate --model {w}/model --data {w}/data/SST-2 --max-length 4096", "--max-length 4096: the model"),
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --max-length 4096", "takes at most 128 tokens"),
+    ("bench --model {w}/model --seq-len 4096", "--seq-len 4096"),
+    ("evaluate --model runs/nope --data {w}/data/SST-2", "--model runs/nope: no such folder"),
+    ("evaluate --model nope/model --data {w}/data/SST-2", "no such folder"),
+    ("distill --teacher {w}/model --student {w}/nope --data {w}/data/SST-2 --out {w}/new", "--student"),
+    ("distill --teacher {w}/nope --student-layers 1 --data {w}/data/SST-2 --out {w}/new", "--teacher"),
+]
+
+
+@pytest.mark.parametrize("command, message", CASES, ids=[f"{i}-{m[:40]}" for i, (_, m) in enumerate(CASES)])
+def test_hostile_input_exits_2_with_one_line_and_loses_nothing(command, message, world, monkeypatch, capsys):
+    monkeypatch.chdir(world / "cwd")
+    before = tree_digest(world)
+    code = main(command.format(w=world).split())
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    (line,) = [line for line in err.splitlines() if "error:" in line]  # other lines: the progress bar, if any
+    assert line.startswith("prunekit ") and message in line, err
+    assert tree_digest(world) == before
+
+
+def test_unreadable_folder_is_refused_before_work(world, tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root can write into read-only folders")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code = main(f"finetune --model {world}/model --data {world}/data/SST-2 --out {locked}/x".split())
+    assert code == 2 and "permission denied" in capsys.readouterr().err
+
+
+def test_skip_bad_rows_counts_and_trains(world, tmp_path, caplog):
+    folder = tmp_path / "SST-2"
+    folder.mkdir()
+    shutil.copy(world / "glue-bad" / "SST-2" / "train.tsv", folder / "train.tsv")
+    (folder / "dev.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
+    assert cli(f"finetune --model {world}/model --data {folder} --out {tmp_path}/ft {TRAIN} --skip-bad-rows") == 0
+    assert "skipped 1 malformed row(s)" in caplog.text
+    assert json.loads((tmp_path / "ft" / "summary.json").read_text())["train"]["samples"] == 2
+
+
+def test_latin1_reads_with_encoding_flag(world, tmp_path):
+    out = tmp_path / "e.json"
+    assert (
+        cli(f"evaluate --model {world}/model --data {world}/own/latin1.csv {OWN} --encoding latin-1 --json {out}") == 0
+    )
+    assert json.loads(out.read_text())["eval_samples"] == 2
+
+
+# ---------------------------------------------------------------- crash safety
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_swap_killed_between_renames_is_recovered_even_if_the_next_run_fails(world, tmp_path, capsys):
+    """A crash between the two renames leaves only ``.X.old-PID``: the next command puts it back."""
+    out = tmp_path / "result"
+    shutil.copytree(world / "masked", out)
+    before = tree_digest(out)
+    out.rename(tmp_path / f".result.old-{_dead_pid()}")
+    stale_tmp = tmp_path / f".result.tmp-{_dead_pid()}-abc"
+    stale_tmp.mkdir()
+    # fails (wanda needs data), but only after recovering the previous result
+    assert main(f"prune magnitude --model {world}/model --importance wanda --out {out} --overwrite".split()) == 2
+    assert tree_digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result"]
+    assert "recovered" in capsys.readouterr().out
+
+
+def _launch(args: list[str], tmpdir: Path) -> subprocess.Popen:
+    env = {**os.environ, "TMPDIR": str(tmpdir), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "prunekit", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _kill_when(process: subprocess.Popen, ready, timeout: float = 120.0, poll: float = 0.001) -> bool:
+    """SIGKILL ``process`` as soon as ``ready()``; False if it ended first."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if ready():
+            process.kill()
+            process.wait()
+            return True
+        time.sleep(poll)
+    process.wait()
+    return False
+
+
+def _siblings(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}."))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_keeps_the_old_result_and_the_rerun_cleans_up(world, tmp_path):
+    out, tmpdir = tmp_path / "result", tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    shutil.copytree(world / "old", out)
+    before = tree_digest(out)
+    args = ["finetune", "--model", str(world / "model"), "--data", str(world / "data" / "SST-2"), "--out", str(out)]
+    args += ["--overwrite", *TRAIN.split()]
+    process = _launch([*args, "--epochs", "500"], tmpdir)
+    assert _kill_when(process, lambda: any(tmpdir.glob("prunekit-work-*")), poll=0.05)
+    assert tree_digest(out) == before and _siblings(out) == []
+    assert any(tmpdir.glob("prunekit-work-*"))  # SIGKILL leaves the scratch folder...
+    rerun = _launch(args, tmpdir)
+    assert rerun.wait(timeout=300) == 0
+    assert not any(tmpdir.glob("prunekit-work-*"))  # ...which the next run removes
+    assert (out / "summary.json").is_file() and _siblings(out) == []
+
+
+@pytest.mark.slow
+def test_sigkill_mid_save_then_rerun_succeeds_without_stray_siblings(world, tmp_path):
+    out, tmpdir = tmp_path / "result", tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    args = ["prune", "magnitude", "--model", str(world / "model"), "--out", str(out), "--overwrite"]
+    killed_while_saving = False
+    for _ in range(5):  # the save takes milliseconds: try until the kill lands inside it
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(world / "old", out)
+        process = _launch(args, tmpdir)
+        if _kill_when(process, lambda: bool(_siblings(out))):
+            killed_while_saving = True
+            break
+    assert killed_while_saving
+    assert _siblings(out)  # the half-written folder is still there ...
+    assert out.is_dir() or any(s.startswith(".result.old-") for s in _siblings(out))  # ... and the old result
+    rerun = _launch(args, tmpdir)
+    assert rerun.wait(timeout=300) == 0
+    assert _siblings(out) == [] and json.loads((out / "summary.json").read_text())["kind"] == "prune"
+
+
+@pytest.mark.slow
+def test_sigkill_mid_lottery_keeps_out_and_resume_finishes(world, tmp_path):
+    out, tmpdir = tmp_path / "lottery", tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    shutil.copytree(world / "old", out)
+    before = tree_digest(out)
+    args = ["lottery", "--model", str(world / "model"), "--data", str(world / "data" / "SST-2"), "--out", str(out)]
+    args += ["--rounds", "2", "--steps-per-round", "2", "--no-controls", "--max-length", "16", "--overwrite"]
+    staging = tmp_path / ".lottery.partial"
+    process = _launch(args, tmpdir)
+    assert _kill_when(process, lambda: (staging / "round-0" / "metrics.json").is_file(), poll=0.01)
+    assert tree_digest(out) == before  # the old --out is untouched until the run is complete
+    assert main([*args, "--resume"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]
+    assert not staging.exists() and _siblings(out) == []
