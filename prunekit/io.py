@@ -176,6 +176,9 @@ def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for path in tmp.rglob("*"):  # safetensors writes 0600 files; the rest of a model folder is shared
+        if path.is_file():
+            os.chmod(path, 0o666 & ~_umask())
     replace_dir(tmp, out)
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,35 +34,23 @@ LAUNCHERS = {
 }
 
 
+def finetune_in_two_processes(launcher: str, command: str) -> dict:
+    """Run ``prunekit finetune COMMAND`` under ``launcher`` with 2 CPU processes; its summary.json."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    args = [*LAUNCHERS[launcher], "-m", "prunekit", "finetune", *command.split()]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = command.split()[command.split().index("--out") + 1]
+    return json.loads((Path(out) / "summary.json").read_text())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_two_process_finetune_saves_a_model_that_evaluates(launcher, tiny_bert, sentiment_dir, tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(
-        [
-            *LAUNCHERS[launcher],
-            "-m",
-            "prunekit",
-            "finetune",
-            "--model",
-            str(tiny_bert),
-            "--data",
-            str(sentiment_dir),
-            "--out",
-            str(out),
-            "--batch-size",
-            "8",
-            "--max-length",
-            "16",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
+    summary = finetune_in_two_processes(
+        launcher, f"--model {tiny_bert} --data {sentiment_dir} --out {out} --batch-size 8 --max-length 16"
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
     # 96 examples, 8 per process, 2 processes -> 6 optimizer steps (one process would take 12)
     assert summary["train"]["world_size"] == 2 and summary["train"]["steps"] == 6
     evaluation = tmp_path / "e.json"
@@ -73,30 +62,11 @@ def test_two_process_finetune_saves_a_model_that_evaluates(launcher, tiny_bert, 
 def test_two_process_gradual_pruning_reaches_its_sparsity_with_a_recovery_phase(tiny_bert, sentiment_dir, tmp_path):
     """The schedule ends at 2/3 of the steps the run really takes (12 of 18 with two processes), so the
     final sparsity is reached and the last third trains with it held."""
-    out = tmp_path / "gradual"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    args = f"--data {sentiment_dir} --out {out} --batch-size 8 --max-length 16 --epochs 3 --prune magnitude"
-    result = subprocess.run(
-        [
-            *LAUNCHERS["torchrun"],
-            "-m",
-            "prunekit",
-            "finetune",
-            "--model",
-            str(tiny_bert),
-            *args.split(),
-            "--sparsity",
-            "0.7",
-            "--prune-every",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
+    summary = finetune_in_two_processes(
+        "torchrun",
+        f"--model {tiny_bert} --data {sentiment_dir} --out {tmp_path / 'gradual'} --batch-size 8 --max-length 16 "
+        "--epochs 3 --prune magnitude --sparsity 0.7 --prune-every 2",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
     assert summary["train"]["world_size"] == 2 and summary["train"]["steps"] == 18
     assert summary["sparsity"] == pytest.approx(0.7, abs=1e-3)
     assert summary["train"]["prune_schedule"]["end"] == 12

@@ -89,8 +89,9 @@ def run(args: argparse.Namespace) -> dict:
     training = finetune_config(args, max_steps=args.steps_per_round)
     if args.lora_rank and config.rewind_step:
         raise ConfigError("--lora-rank: late rewinding (--rewind step:K) needs full training; use --rewind init")
-    folder = preflight(args, {"--model": args.model}, replaces_out=args.resume)["--model"]
     out = Path(args.out)
+    own_result = args.resume and (out / CONFIG_FILE).is_file()  # --resume may replace its own earlier --out
+    folder = preflight(args, {"--model": args.model}, replaces_out=own_result)["--model"]
     settings = {
         **asdict(config),
         **asdict(training),

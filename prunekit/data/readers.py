@@ -65,7 +65,6 @@ class _RawSplit:
     labels: list[str]
     lines: list[int]
     source: str
-    skipped: int = 0  # malformed rows skipped under --skip-bad-rows
 
 
 # ---------------------------------------------------------------- reading files
@@ -155,12 +154,12 @@ def _column_key(path: Path, header: list[str] | None, jsonl: bool, column: Colum
     raise DataError(f"{path}: column {column!r} not found; columns are: {', '.join(map(str, header))}")
 
 
-def _row_problem(row: Any, keys: list[Column], width: int | None) -> str | None:
+def _row_problem(row: Any, keys: list[Column], width: int | None, width_from: str) -> str | None:
     """Why a row cannot be read as an example (None if it can)."""
     if isinstance(row, _Spanning):
         return f"a quoted field runs on to line {row.last} (a stray quote character? texts with line breaks need JSONL)"
     if width is not None and len(row) != width:
-        return f"{len(row)} fields, the file's {'header' if width else 'first row'} has {width}"
+        return f"{len(row)} fields, the file's {width_from} has {width}"
     try:
         fields = [row[k] for k in keys]
     except (IndexError, KeyError) as err:
@@ -187,7 +186,7 @@ def _read_split(path: Path, spec: TaskSpec, encoding: str, skip_bad_rows: bool) 
     raw = _RawSplit([[] for _ in spec.text_columns], [], [], str(path))
     skipped: list[str] = []
     for line, row in rows:
-        problem = _row_problem(row, keys, width)
+        problem = _row_problem(row, keys, width, "header" if header is not None else "first row")
         if problem is not None:
             if not skip_bad_rows:
                 raise DataError(f"{path}:{line}: {problem} (pass --skip-bad-rows to skip such rows)")
@@ -200,7 +199,6 @@ def _read_split(path: Path, spec: TaskSpec, encoding: str, skip_bad_rows: bool) 
         raw.lines.append(line)
     if skipped:
         logger.warning("%s: skipped %d malformed row(s); first: %s", path, len(skipped), skipped[0])
-    raw.skipped = len(skipped)
     if not raw.labels:
         raise DataError(f"{path}: no examples; expected at least one labelled row")
     return raw
