@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 
 from prunekit.commands import COMMANDS
@@ -47,6 +48,7 @@ def _configure_logging(verbose: bool) -> None:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()  # per-load weight bars; the Trainer's own progress bar stays
+        warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notes from inside peft/transformers
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

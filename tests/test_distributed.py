@@ -70,3 +70,15 @@ def test_two_process_gradual_pruning_reaches_its_sparsity_with_a_recovery_phase(
     assert summary["train"]["world_size"] == 2 and summary["train"]["steps"] == 18
     assert summary["sparsity"] == pytest.approx(0.7, abs=1e-3)
     assert summary["train"]["prune_schedule"]["end"] == 12
+
+
+@pytest.mark.slow
+def test_two_process_lora_finetune_merges_and_saves_its_adapter(tiny_bert, sentiment_dir, tmp_path):
+    out = tmp_path / "lora"
+    summary = finetune_in_two_processes(
+        "torchrun",
+        f"--model {tiny_bert} --data {sentiment_dir} --out {out} --batch-size 8 --max-length 16 --lora --lora-r 4",
+    )
+    assert summary["train"]["world_size"] == 2 and summary["train"]["steps"] == 6
+    assert summary["lora"]["metrics_before_merge"] == pytest.approx(summary["metrics"])
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()

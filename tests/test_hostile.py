@@ -146,6 +146,16 @@ CASES = [
         f"finetune --model {{w}}/model --data {{w}}/data/SST-2 --out {{w}}/new {TRAIN} --lr 1e30 --epochs 4",
         "Nothing was saved",
     ),
+    # LoRA and merge
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --lora --lora-r 0", "--lora-r 0"),
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --lora --lora-dropout 1", "--lora-dropout 1"),
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --lora --lora-targets (", "not a regular"),
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --lora --lora-targets nothing", "matches no"),
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --lora --prune magnitude", "--prune with --lora"),
+    ("merge --model {w}/model --adapter {w}/nope --out {w}/new", "--adapter"),
+    ("merge --model {w}/model --adapter {w}/model --out {w}/new", "no adapter_config.json"),
+    ("merge --model {w}/model --adapter {w}/old --out {w}/old --overwrite", "overlaps --adapter"),
+    ("merge --model {w}/model --adapter {w}/old --out {w}/model --overwrite", "overlaps --model"),
     # data that would be misread
     (
         f"evaluate --model {{w}}/model --data {{w}}/own/nan-label.csv {OWN}",

@@ -108,6 +108,54 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=seed, default=42)
 
 
+def add_lora_arguments(parser) -> None:
+    group = parser.add_argument_group("LoRA (PEFT): train low-rank adapters on a frozen base, then merge them")
+    group.add_argument(
+        "--lora", action="store_true", help="train LoRA adapters and the task head instead of every weight"
+    )
+    group.add_argument("--lora-r", type=positive_int, default=8, help="adapter rank (default 8)")
+    group.add_argument("--lora-alpha", type=positive, help="scaling numerator (default 2 x rank)")
+    group.add_argument(
+        "--lora-dropout", type=fraction, default=0.05, help="dropout on the adapter input (default 0.05)"
+    )
+    group.add_argument(
+        "--lora-targets",
+        default="auto",
+        help="'auto' (every attention and FFN projection, found through the model adapter) or a regex over "
+        "Linear module names",
+    )
+
+
+def lora_settings(args: argparse.Namespace, model):
+    """The ``LoraConfig`` the ``--lora*`` flags ask for, or None without ``--lora``."""
+    from prunekit.training.lora import lora_config
+
+    if not args.lora:
+        return None
+    return lora_config(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_targets)
+
+
+def save_and_merge_lora(args: argparse.Namespace, trained, masks, folder: Path, evaluate) -> tuple:
+    """Write the unmerged adapter to ``folder/adapter`` (PEFT format, plus the head's config for
+    ``prunekit merge``), then merge it. Returns the merged model and the summary's ``lora`` record,
+    with the metrics before merging (``evaluate(model) -> dict``) to set beside those after."""
+    from prunekit.training.lora import ADAPTER_DIR, merge_lora, trainable_parameters
+
+    lora = trained.peft_config["default"]
+    fields = {
+        "r": lora.r,
+        "alpha": lora.lora_alpha,
+        "dropout": lora.lora_dropout,
+        "targets": args.lora_targets,
+        "target_modules": len(lora.target_modules),
+        "trainable_params": trainable_parameters(trained),
+        "metrics_before_merge": evaluate(trained),
+    }
+    trained.save_pretrained(folder / ADAPTER_DIR)
+    trained.get_base_model().config.save_pretrained(folder / ADAPTER_DIR)
+    return merge_lora(trained, masks), fields
+
+
 def preflight(
     args: argparse.Namespace,
     models: dict[str, str | None],
@@ -128,14 +176,21 @@ def preflight(
     for flag, folder in folders.items():
         check_max_length(load_config(folder, flag), length, length_flag, f" of {flag} {models[flag]}")
     if getattr(args, "out", None) is not None:
-        data = [(flag, getattr(args, key, None)) for flag, key in DATA_FLAGS.items()]
+        inputs = [(flag, getattr(args, key, None)) for flag, key in INPUT_FLAGS.items()]
         recover_output_dir(args.out)
-        check_output_dir(args.out, args.overwrite or replaces_out, [*folders.items(), *data])
+        check_output_dir(args.out, args.overwrite or replaces_out, [*folders.items(), *inputs])
     check_json_path(getattr(args, "json", None))
     return folders
 
 
-DATA_FLAGS = {"--data": "data", "--train": "train_file", "--eval": "eval_file", "--vocab-from": "vocab_from"}
+# inputs besides models that --out must leave alone
+INPUT_FLAGS = {
+    "--data": "data",
+    "--train": "train_file",
+    "--eval": "eval_file",
+    "--vocab-from": "vocab_from",
+    "--adapter": "adapter",
+}
 
 
 def finetune_config(args: argparse.Namespace, max_steps: int | None = None):

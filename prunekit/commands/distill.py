@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 from prunekit.commands.common import (
     add_data_arguments,
+    add_lora_arguments,
     add_output_arguments,
     add_training_arguments,
     data_kwargs,
     finetune_config,
+    lora_settings,
     non_negative,
     positive,
     positive_int,
     preflight,
     print_result,
+    save_and_merge_lora,
 )
 from prunekit.errors import ConfigError
 
@@ -41,6 +45,7 @@ def add_parser(commands) -> None:
     group.add_argument("--cache-teacher", action="store_true", help="compute teacher logits once per example")
     add_data_arguments(p, with_train=True)
     add_training_arguments(p)
+    add_lora_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -48,12 +53,13 @@ def run(args: argparse.Namespace) -> dict:
     from transformers import set_seed
 
     from prunekit.data import load_task_data
-    from prunekit.evaluation import evaluate_model, make_summary, model_size
+    from prunekit.evaluation import evaluate_model, make_summary, model_size, peak_memory_mb
     from prunekit.io import atomic_output_dir, work_dir, write_json_atomic
     from prunekit.models import load_model, task_label_names
     from prunekit.pruning.masks import MaskSet
     from prunekit.training.callbacks import SparsityCallback
     from prunekit.training.distill import DistillConfig, distill, student_from_teacher
+    from prunekit.training.lora import attach_lora, trainable_parameters
 
     folders = preflight(args, {"--teacher": args.teacher, "--student": args.student})
     distill_config = DistillConfig(
@@ -95,14 +101,24 @@ def run(args: argparse.Namespace) -> dict:
             )
         masks = MaskSet.load(folders["--student"], student)  # a sparse student stays sparse
         origin = {}
-    hold = SparsityCallback(masks)
+    lora = lora_settings(args, student)
+    # LoRA: the base is frozen and its masked layers add only M ⊙ ΔW; full training: masks held per step.
+    trained = attach_lora(student, lora, masks) if lora else student
+    hold = SparsityCallback(None if lora else masks)
     with work_dir("distill") as scratch:
-        trainer = distill(student, teacher, tokenizer, data.train, data.task, config, distill_config, scratch, [hold])
+        trainer = distill(trained, teacher, tokenizer, data.train, data.task, config, distill_config, scratch, [hold])
     if not trainer.is_world_process_zero():
         return {}
-    metrics = evaluate_model(student, tokenizer, data.eval, data.task, max_length=config.max_length)
-    teacher_metrics = evaluate_model(teacher, tokenizer, data.eval, data.task, max_length=config.max_length)
+    trainable = trainable_parameters(trained)  # before merging folds the adapters away
+    evaluate = partial(
+        evaluate_model, tokenizer=tokenizer, split=data.eval, task=data.task, max_length=config.max_length
+    )
+    teacher_metrics = evaluate(teacher)
+    lora_fields = {}
     with atomic_output_dir(args.out, args.overwrite) as tmp:
+        if lora:
+            student, lora_fields = save_and_merge_lora(args, trained, masks, tmp, evaluate)
+        metrics = evaluate(student)
         student.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if masks is not None:
@@ -121,7 +137,14 @@ def run(args: argparse.Namespace) -> dict:
             distill={k: v for k, v in asdict(distill_config).items() if k != "pairs"}
             | {"layer_pairs": distill_config.pairs},
             **origin,
-            train={"samples": len(data.train), "steps": trainer.state.global_step, **asdict(config)},
+            train={
+                "samples": len(data.train),
+                "steps": trainer.state.global_step,
+                **asdict(config),
+                "trainable_params": trainable,
+                "peak_rss_mb": peak_memory_mb(),
+            },
+            **({"lora": lora_fields} if lora else {}),
         )
         write_json_atomic(Path(tmp) / "summary.json", summary)
     print_result(

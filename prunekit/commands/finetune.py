@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 from prunekit.commands.common import (
     add_data_arguments,
+    add_lora_arguments,
     add_output_arguments,
     add_pruning_target_arguments,
     add_training_arguments,
@@ -15,13 +17,16 @@ from prunekit.commands.common import (
     data_kwargs,
     finetune_config,
     fraction,
+    lora_settings,
     magnitude_config,
     positive,
     positive_int,
     preflight,
     print_result,
     real,
+    save_and_merge_lora,
 )
+from prunekit.errors import ConfigError
 
 
 def add_parser(commands) -> None:
@@ -30,6 +35,7 @@ def add_parser(commands) -> None:
     add_output_arguments(p)
     add_data_arguments(p, with_train=True)
     add_training_arguments(p)
+    add_lora_arguments(p)
     group = p.add_argument_group("gradual pruning while fine-tuning (Zhu & Gupta cubic schedule)")
     group.add_argument("--prune", choices=["magnitude"], help="prune during fine-tuning")
     group.add_argument("--sparsity", type=fraction, default=0.5, help="final sparsity (default 0.5)")
@@ -49,33 +55,47 @@ def run(args: argparse.Namespace) -> dict:
     from transformers import set_seed
 
     from prunekit.data import load_task_data
-    from prunekit.evaluation import evaluate_model, make_summary, model_size
+    from prunekit.evaluation import evaluate_model, make_summary, model_size, peak_memory_mb
     from prunekit.io import atomic_output_dir, work_dir, write_json_atomic
     from prunekit.models import load_model
     from prunekit.pruning.masks import MaskSet
     from prunekit.training import finetune
+    from prunekit.training.lora import attach_lora, trainable_parameters
 
     folders = preflight(args, {"--model": args.model, "--distill-from": args.distill_from})
+    if args.lora and args.prune:
+        raise ConfigError("--prune with --lora: prune first (prunekit prune), then fine-tune the result with --lora")
     config = finetune_config(args)
     data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **data_kwargs(args))
     set_seed(args.seed)  # before the classifier head is initialised
     model, tokenizer = load_model(args.model, data.task)
-    callback = _sparsity_callback(args, MaskSet.load(folders["--model"], model))
+    masks = MaskSet.load(folders["--model"], model)
+    lora = lora_settings(args, model)
+    # LoRA: the base is frozen and its masked layers add only M ⊙ ΔW; full training: masks held per step.
+    trained = attach_lora(model, lora, masks) if lora else model
+    callback = _sparsity_callback(args, None if lora else masks)
     with work_dir("finetune") as scratch:
         if args.distill_from:
             from prunekit.training.distill import DistillConfig, distill
 
             teacher, _ = load_model(args.distill_from, flag="--distill-from")
             kd = DistillConfig(temperature=args.temperature, alpha_ce=1 - args.alpha_kd, alpha_kd=args.alpha_kd)
-            trainer = distill(model, teacher, tokenizer, data.train, data.task, config, kd, scratch, [callback])
+            trainer = distill(trained, teacher, tokenizer, data.train, data.task, config, kd, scratch, [callback])
         else:
-            trainer = finetune(model, tokenizer, data.train, data.task, config, scratch, callbacks=[callback])
+            trainer = finetune(trained, tokenizer, data.train, data.task, config, scratch, callbacks=[callback])
     if not trainer.is_world_process_zero():
         return {}
-    masks = callback.masks
-    metrics = evaluate_model(model, tokenizer, data.eval, data.task, max_length=config.max_length)
+    trainable = trainable_parameters(trained)  # before merging folds the adapters away
+    masks = callback.masks if not lora else masks
     state = trainer.state
+    lora_fields = {}
     with atomic_output_dir(args.out, args.overwrite) as tmp:
+        evaluate = partial(
+            evaluate_model, tokenizer=tokenizer, split=data.eval, task=data.task, max_length=config.max_length
+        )
+        if lora:
+            model, lora_fields = save_and_merge_lora(args, trained, masks, tmp, evaluate)
+        metrics = evaluate(model)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if masks is not None:
@@ -101,11 +121,14 @@ def run(args: argparse.Namespace) -> dict:
                 "runtime_s": round(state.log_history[-1].get("train_runtime", 0.0), 2),
                 "loss": state.log_history[-1].get("train_loss"),
                 "distill_from": args.distill_from,
+                "trainable_params": trainable,
+                "peak_rss_mb": peak_memory_mb(),
                 **({"prune_schedule": asdict(callback.schedule)} if callback.schedule is not None else {}),
             },
+            **({"lora": lora_fields} if lora else {}),
         )
         write_json_atomic(Path(tmp) / "summary.json", summary)
-    print_result(summary, f"saved to {args.out}")
+    print_result(summary, f"saved to {args.out}" + (" (LoRA adapter in its adapter/ folder)" if lora else ""))
     return summary
 
 

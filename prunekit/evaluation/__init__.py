@@ -2,7 +2,7 @@
 
 from prunekit.evaluation.bench import LatencyStats, count_flops, make_inputs, measure_latency
 from prunekit.evaluation.evaluate import evaluate_model, predict_logits
-from prunekit.evaluation.summary import make_summary, model_size
+from prunekit.evaluation.summary import make_summary, model_size, peak_memory_mb
 
 __all__ = [
     "LatencyStats",
@@ -12,5 +12,6 @@ __all__ = [
     "make_summary",
     "measure_latency",
     "model_size",
+    "peak_memory_mb",
     "predict_logits",
 ]

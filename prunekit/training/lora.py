@@ -11,31 +11,75 @@ was trained: the dense ``B·A`` update never reaches a pruned weight.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, TaskType, get_peft_model
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 from prunekit.adapters import get_adapter
 from prunekit.data import Split, TaskSpec
+from prunekit.errors import ConfigError
 from prunekit.pruning.masks import MaskSet
 from prunekit.training.finetune import FinetuneConfig, finetune
 
+ADAPTER_DIR = "adapter"  # the unmerged PEFT adapter inside a LoRA-trained model folder
 
-def lora_config(model: PreTrainedModel, rank: int = 8, alpha: int | None = None, dropout: float = 0.05) -> LoraConfig:
-    """LoRA on every projection inside the transformer layers; the classifier trained in full."""
+
+def lora_config(
+    model: PreTrainedModel,
+    rank: int = 8,
+    alpha: float | None = None,
+    dropout: float = 0.05,
+    targets: str = "auto",
+) -> LoraConfig:
+    """LoRA on every projection inside the transformer layers (``targets="auto"``, found through the
+    model adapter) or on the Linear layers whose full name matches the regex ``targets``; the
+    classifier trained in full."""
+    if targets == "auto":
+        target_modules: list[str] | str = list(get_adapter(model).prunable_linears())
+    else:
+        try:
+            pattern = re.compile(targets)
+        except re.error as err:
+            raise ConfigError(f"--lora-targets {targets}: not a regular expression ({err})") from None
+        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and pattern.fullmatch(n)]
+        if not linears:
+            raise ConfigError(f"--lora-targets {targets}: matches no Linear layer of the model")
+        target_modules = linears
     return LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=rank,
         lora_alpha=alpha if alpha is not None else 2 * rank,
         lora_dropout=dropout,
-        target_modules=list(get_adapter(model).prunable_linears()),
+        target_modules=target_modules,
     )
+
+
+def attach_lora(model: PreTrainedModel, lora: LoraConfig, masks: MaskSet | None = None) -> PeftModel:
+    """``model`` wrapped for LoRA training (base frozen); with ``masks`` its updates respect them."""
+    peft_model = get_peft_model(model, lora)
+    if masks is not None:
+        hold_masks_in_lora(peft_model, masks)
+    return peft_model
+
+
+def merge_lora(peft_model: PeftModel, masks: MaskSet | None = None) -> PreTrainedModel:
+    """Fold ``B·A`` into the weights (the plain model comes back); masks re-applied, so a sparse base
+    stays exactly as sparse and the result equals the network that was trained."""
+    model = peft_model.merge_and_unload()
+    if masks is not None:
+        masks.apply(model)
+    return model
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters() if p.requires_grad}.values())
 
 
 def _masked_lora_forward(layer: LoraLayer, mask: torch.Tensor):
@@ -81,10 +125,6 @@ def finetune_lora_merged(
 
     With ``masks`` the pruned weights stay zero in training and after the merge (see module docstring).
     """
-    peft_model = get_peft_model(model, lora)
-    if masks is not None:
-        hold_masks_in_lora(peft_model, masks)
+    peft_model = attach_lora(model, lora, masks)
     finetune(peft_model, tokenizer, train, task, config, work_dir, callbacks)
-    peft_model.merge_and_unload()
-    if masks is not None:
-        masks.apply(model)
+    merge_lora(peft_model, masks)

@@ -1,0 +1,88 @@
+"""``prunekit merge``: fold a LoRA adapter (PEFT format) into its base model's weights.
+
+The base's masks (if it is a pruned model) are applied after merging, so a sparse base stays exactly
+as sparse. With ``--data`` the metric is reported before and after the merge (they must agree).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from prunekit.commands.common import (
+    add_data_arguments,
+    add_output_arguments,
+    load_data_for_model,
+    preflight,
+    print_result,
+)
+from prunekit.errors import ModelError
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser("merge", help="merge a LoRA adapter into its base model (masks of the base kept)")
+    p.add_argument("--model", required=True, help="the base model the adapter was trained on (folder or alias)")
+    p.add_argument("--adapter", required=True, help="PEFT adapter folder, e.g. DIR/adapter of `finetune --lora`")
+    add_output_arguments(p)
+    add_data_arguments(p, with_train=False)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from prunekit.evaluation import evaluate_model, make_summary, model_size
+    from prunekit.io import atomic_output_dir, write_json_atomic
+    from prunekit.models import load_config, load_tokenizer
+    from prunekit.pruning.masks import MaskSet
+    from prunekit.training.lora import merge_lora
+
+    adapter = Path(args.adapter)
+    folders = preflight(args, {"--model": args.model})
+    if not (adapter / "adapter_config.json").is_file():
+        raise ModelError(f"--adapter {adapter}: no adapter_config.json; expected a PEFT adapter folder")
+    if not (adapter / "config.json").is_file():
+        raise ModelError(f"--adapter {adapter}: no config.json with the task head's labels (written by prunekit)")
+    config = load_config(str(adapter), "--adapter")  # the fine-tuned head: labels, problem type
+    try:
+        base = AutoModelForSequenceClassification.from_pretrained(
+            folders["--model"], config=config, ignore_mismatched_sizes=True
+        )
+        masks = MaskSet.load(folders["--model"], base)  # checked against the plain model, before wrapping
+        model = PeftModel.from_pretrained(base, str(adapter))
+    except ModelError:
+        raise
+    except Exception as err:  # peft/transformers raise many types for a mismatched adapter
+        raise ModelError(
+            f"--adapter {adapter}: does not fit --model {args.model} ({str(err).splitlines()[0]})"
+        ) from None
+    tokenizer = load_tokenizer(folders["--model"])
+    data = load_data_for_model(args, str(adapter)) if args.data or args.eval_file else None
+
+    def metrics_of(network) -> dict:
+        return evaluate_model(network, tokenizer, data.eval, data.task, max_length=args.max_length) if data else {}
+
+    before = metrics_of(model)
+    merged = merge_lora(model, masks)
+    with atomic_output_dir(args.out, args.overwrite) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if masks is not None:
+            masks.save(tmp)
+        fields = {}
+        if data is not None:
+            fields = dict(metrics=metrics_of(merged), main_metric=data.task.main_metric, eval_samples=len(data.eval))
+            fields["metrics_before_merge"] = before
+        summary = make_summary(
+            "merge",
+            args.model,
+            data.task.name if data else None,
+            adapter=str(adapter),
+            **fields,
+            **model_size(merged, tmp),
+            **(masks.report() if masks is not None else {}),
+        )
+        write_json_atomic(tmp / "summary.json", summary)
+    print_result(summary, f"saved to {args.out}")
+    return summary
