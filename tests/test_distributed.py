@@ -82,3 +82,17 @@ def test_two_process_lora_finetune_merges_and_saves_its_adapter(tiny_bert, senti
     assert summary["train"]["world_size"] == 2 and summary["train"]["steps"] == 6
     assert summary["lora"]["metrics_before_merge"] == pytest.approx(summary["metrics"])
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_two_process_adaptive_pruning_agrees_and_hits_its_target(tiny_bert, sentiment_dir, tmp_path):
+    """Gate gradients are summed over processes, so both prune the same units and the run completes
+    with the target met (6 steps: the schedule ends at step 4)."""
+    summary = finetune_in_two_processes(
+        "torchrun",
+        f"--model {tiny_bert} --data {sentiment_dir} --out {tmp_path / 'adaptive'} --batch-size 8 --max-length 16 "
+        "--prune adaptive --heads 0.5 --ffn 0.5 --round-to 1 --prune-every 1",
+    )
+    assert summary["train"]["world_size"] == 2
+    assert sum(layer["ffn"] for layer in summary["structure"]) == 64
+    assert summary["adaptive"]["history"][-1]["step"] == 4

@@ -156,6 +156,21 @@ CASES = [
     ("merge --model {w}/model --adapter {w}/model --out {w}/new", "no adapter_config.json"),
     ("merge --model {w}/model --adapter {w}/old --out {w}/old --overwrite", "overlaps --adapter"),
     ("merge --model {w}/model --adapter {w}/old --out {w}/model --overwrite", "overlaps --model"),
+    # adaptive structured pruning
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --prune adaptive", "pass --heads, --ffn"),
+    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --prune adaptive --heads 0", "--heads 0"),
+    (
+        "finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --prune adaptive --ffn 0.5 --scope row",
+        "--scope row",
+    ),
+    (
+        "finetune --model {w}/masked --data {w}/data/SST-2 --out {w}/new --prune adaptive --ffn 0.5",
+        "unstructured masks",
+    ),
+    (
+        "finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --prune adaptive --ffn 0.5 --score-ema 1",
+        "--score-ema 1",
+    ),
     # data that would be misread
     (
         f"evaluate --model {{w}}/model --data {{w}}/own/nan-label.csv {OWN}",

@@ -61,6 +61,20 @@ def real(low: float | None = None, high: float | None = None, low_open: bool = F
     return parse
 
 
+def param_count(text: str) -> int:
+    """``15000000``, ``15M``, ``1.5e7`` or ``800K`` -> an integer parameter count."""
+    scale = {"K": 10**3, "M": 10**6, "B": 10**9}.get(text[-1:].upper(), 1)
+    try:
+        value = float(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a parameter count such as 15000000 or 15M, found {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive parameter count, found {text!r}")
+    return int(value)
+
+
 fraction = real(0, 1, high_open=True)  # sparsities, ratios: [0, 1)
 non_negative = real(0)
 positive = real(0, low_open=True)

@@ -16,6 +16,7 @@ from prunekit.commands.common import (
     fraction,
     load_data_for_model,
     magnitude_config,
+    param_count,
     positive_int,
     preflight,
     print_result,
@@ -112,20 +113,6 @@ def _evaluation_fields(model, tokenizer, data, max_length: int) -> dict:
         main_metric=data.task.main_metric,
         eval_samples=len(data.eval),
     )
-
-
-def param_count(text: str) -> int:
-    """``15000000``, ``15M``, ``1.5e7`` or ``800K`` -> an integer parameter count."""
-    scale = {"K": 10**3, "M": 10**6, "B": 10**9}.get(text[-1:].upper(), 1)
-    try:
-        value = float(text[:-1] if scale > 1 else text) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a parameter count such as 15000000 or 15M, found {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive parameter count, found {text!r}")
-    return int(value)
 
 
 def add_structured_parser(methods) -> None:

@@ -55,7 +55,7 @@ def _linear_params(rows: int, cols: int, linear: nn.Linear) -> int:
     return rows * cols + (rows if linear.bias is not None else 0)
 
 
-def _params_after(adapter: ModelAdapter, head_counts: Sequence[int], neuron_counts: Sequence[int]) -> int:
+def params_after(adapter: ModelAdapter, head_counts: Sequence[int], neuron_counts: Sequence[int]) -> int:
     """Parameter count once each layer keeps ``head_counts[l]`` heads and ``neuron_counts[l]`` neurons."""
     total = sum(p.numel() for p in {id(p): p for p in adapter.model.parameters()}.values())  # tied: once
     for layer, heads, neurons in zip(adapter.layers(), head_counts, neuron_counts):
@@ -111,7 +111,7 @@ def prune_structured(model: nn.Module, config: StructuredConfig, batches: Sequen
             def params_at(fraction: float) -> int:
                 h = heads if heads is not None else fraction
                 f = ffn if ffn is not None else fraction
-                return _params_after(adapter, *counts(h, f))
+                return params_after(adapter, *counts(h, f))
 
             fraction = fraction_for_budget(params_at, config.params_budget)
             heads = heads if heads is not None else fraction

@@ -44,13 +44,18 @@ class CubicSchedule:
             )
         return replace(self, end=end)
 
-    def sparsity_at(self, step: int) -> float:
+    def progress_at(self, step: int) -> float:
+        """How much of the pruning is done at ``step``: 0 before ``start``, 1 from ``end``, cubic between."""
         if step < self.start:
             return 0.0
         if step >= self.end:
-            return self.final_sparsity
-        progress = (step - self.start) / (self.end - self.start)
-        return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress) ** 3
+            return 1.0
+        return 1.0 - (1.0 - (step - self.start) / (self.end - self.start)) ** 3
+
+    def sparsity_at(self, step: int) -> float:
+        if step < self.start:
+            return 0.0
+        return self.initial_sparsity + (self.final_sparsity - self.initial_sparsity) * self.progress_at(step)
 
     def is_pruning_step(self, step: int) -> bool:
         """Prune at start, every ``every`` steps after it, and at ``end`` (so the final target is met)."""

@@ -37,8 +37,13 @@ def keep_counts(
     scope: str = "global",
     minimum: int = 1,
     multiples: Sequence[int] | int = 1,
+    exact: bool = False,
 ) -> list[int]:
-    """How many units each layer keeps for a keep ``fraction`` of all units."""
+    """How many units each layer keeps for a keep ``fraction`` of all units.
+
+    Rounding each layer to its multiple can miss the total; with ``exact`` (global scope) whole blocks
+    of a multiple are then moved — the weakest kept block dropped, or the strongest pruned one added —
+    until the total is as close to the target as the multiples allow, without exceeding it."""
     if scope not in SCOPES:
         raise ConfigError(f"--scope {scope}: expected one of {', '.join(SCOPES)}")
     sizes = [len(s) for s in scores]
@@ -50,7 +55,39 @@ def keep_counts(
         top = torch.topk(flat, round(fraction * len(flat))).indices
         layer_of = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
         raw = torch.bincount(layer_of[top], minlength=len(sizes)).tolist()
-    return [_round_count(c, size, minimum, m) for c, size, m in zip(raw, sizes, multiples)]
+    counts = [_round_count(c, size, minimum, m) for c, size, m in zip(raw, sizes, multiples)]
+    if exact and scope == "global":
+        counts = _fit_total(scores, counts, round(fraction * sum(sizes)), minimum, multiples)
+    return counts
+
+
+def _fit_total(
+    scores: Sequence[torch.Tensor], counts: list[int], target: int, minimum: int, multiples: Sequence[int]
+) -> list[int]:
+    ranked = [torch.sort(s.float(), descending=True).values for s in scores]
+
+    def block(layer: int, start: int) -> float:  # mean score of units start .. start + multiple
+        return ranked[layer][start : start + multiples[layer]].mean().item()
+
+    counts = list(counts)
+    while sum(counts) > target:
+        removable = [i for i, c in enumerate(counts) if c - multiples[i] >= min(minimum, len(ranked[i]))]
+        if not removable:
+            break
+        weakest = min(removable, key=lambda i: block(i, counts[i] - multiples[i]))
+        counts[weakest] -= multiples[weakest]
+    while True:
+        addable = [
+            i
+            for i, c in enumerate(counts)
+            if c + multiples[i] <= len(ranked[i])
+            and sum(counts) + multiples[i] <= target
+            and torch.isfinite(ranked[i][c : c + multiples[i]]).all()  # never revive a pruned unit
+        ]
+        if not addable:
+            return counts
+        strongest = max(addable, key=lambda i: block(i, counts[i]))
+        counts[strongest] += multiples[strongest]
 
 
 def select_top(
