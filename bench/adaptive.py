@@ -27,17 +27,21 @@ from prunekit.io import write_json_atomic
 
 HERE = Path(__file__).resolve().parent
 SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
-DATA = ["--data", str(SST2), "--max-train-samples", "8000", "--max-length", "64"]
-TRAIN = [*DATA, "--batch-size", "32", "--lr", "1e-4", "--warmup-ratio", "0.1"]
+DATA = ["--data", str(SST2), "--max-length", "64"]
+TRAIN = [*DATA, "--max-train-samples", "8000", "--batch-size", "32", "--lr", "1e-4", "--warmup-ratio", "0.1"]
 TARGET = ["--heads", "0.5", "--ffn", "0.5"]
 
 
 def prunekit(*args: str) -> dict:
-    """Run a prunekit command; the summary it wrote (``--out``'s summary.json or ``--json``)."""
-    subprocess.run([sys.executable, "-m", "prunekit", *args], check=True, stdout=subprocess.DEVNULL)
+    """Run a prunekit command; the summary it wrote (``--out``'s summary.json or ``--json``).
+
+    A model folder that already holds a summary (from an interrupted run of this bench) is reused."""
     flag = "--json" if "--json" in args else "--out"
     path = Path(args[args.index(flag) + 1])
-    return json.loads((path if flag == "--json" else path / "summary.json").read_text())
+    summary = path if flag == "--json" else path / "summary.json"
+    if flag == "--json" or not summary.is_file():
+        subprocess.run([sys.executable, "-m", "prunekit", *args], check=True, stdout=subprocess.DEVNULL)
+    return json.loads(summary.read_text())
 
 
 def run_seed(seed: int, work: Path) -> list[dict]:
@@ -105,12 +109,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument(
+        "--work",
+        default=str(Path(tempfile.gettempdir()) / "prunekit-bench-adaptive"),
+        help="model folders; kept, so an interrupted run resumes (delete it to start over)",
+    )
     args = parser.parse_args()
     results = {"benchmark": "adaptive", "command": " ".join(sys.argv), "arms": []}
-    with tempfile.TemporaryDirectory(prefix="prunekit-bench-adaptive-") as work:
-        for seed in args.seeds:
-            results["arms"] += run_seed(seed, Path(work))
-            print(json.dumps(results["arms"]), flush=True)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        results["arms"] += run_seed(seed, work)
+        print(json.dumps(results["arms"]), flush=True)
     out = Path(args.out)
     write_json_atomic(out / "adaptive.json", results)
     write_table(results, out)

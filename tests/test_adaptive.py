@@ -119,10 +119,11 @@ def test_gqa_heads_stay_spread_over_kv_groups(tmp_path, sentiment_dir):
     assert _logits(model).shape == (3, 2)
 
 
-def test_params_budget_is_met(tiny_bert, sentiment_dir, tmp_path):
+@pytest.mark.parametrize("lora", ["", "--lora"])
+def test_params_budget_is_met(lora, tiny_bert, sentiment_dir, tmp_path):
     out = tmp_path / "budget"
     code = cli(
-        f"finetune --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} "
+        f"finetune --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} {lora} "
         "--prune adaptive --params-budget 20000 --round-to 1"
     )
     assert code == 0

@@ -65,7 +65,7 @@ class AdaptiveConfig:
 
 @dataclass
 class _State:
-    """Scores and what is still alive, per layer."""
+    """The EMA scores per layer (which units are alive is in the gates), and what each pruning step kept."""
 
     head_scores: list[torch.Tensor]
     neuron_scores: list[torch.Tensor]
