@@ -6,7 +6,7 @@ DATA ?= ../shared/data/glue/SST-2
 OUT ?= runs/demo
 TRAIN_SAMPLES ?= 8000
 
-.PHONY: install demo test lint bench bench-magnitude bench-structured bench-lottery bench-distill bench-lora clean
+.PHONY: install demo test lint bench bench-magnitude bench-structured bench-lottery bench-distill bench-lora bench-adaptive clean
 
 # torch is pinned to the local CPU build first: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(BIN)/.installed: pyproject.toml
@@ -48,6 +48,9 @@ bench-distill: install
 
 bench-lora: install
 	$(BIN)/python bench/lora.py
+
+bench-adaptive: install
+	$(BIN)/python bench/adaptive.py
 
 clean:
 	rm -rf $(VENV) runs *.egg-info
