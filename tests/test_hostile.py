@@ -151,7 +151,10 @@ CASES = [
     ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --lora --lora-dropout 1", "--lora-dropout 1"),
     ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --lora --lora-targets (", "not a regular"),
     ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --lora --lora-targets nothing", "matches no"),
-    ("finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --lora --prune magnitude", "--prune with --lora"),
+    (
+        "finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --lora --prune magnitude",
+        "--prune magnitude with --lora",
+    ),
     ("merge --model {w}/model --adapter {w}/nope --out {w}/new", "--adapter"),
     ("merge --model {w}/model --adapter {w}/model --out {w}/new", "no adapter_config.json"),
     ("merge --model {w}/model --adapter {w}/old --out {w}/old --overwrite", "overlaps --adapter"),
