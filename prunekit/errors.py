@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name if it has none), for one-line errors."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class PrunekitError(Exception):
     """Base class: a problem with the user's input, reported without a traceback."""
 

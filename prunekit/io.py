@@ -134,7 +134,7 @@ def _sibling_pid(name: str, out_name: str, kind: str) -> int | None:
 
 
 def recover_output_dir(out: str | os.PathLike) -> list[str]:
-    """Undo what a killed run left beside ``out``; returns what was done (also logged as warnings).
+    """Undo what a killed run left beside ``out``; returns what was done (also printed).
 
     ``.X.old-PID`` with ``X`` missing is the previous result, renamed back; other ``.X.old-*`` and
     ``.X.tmp-*`` of dead processes are removed.

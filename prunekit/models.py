@@ -17,7 +17,7 @@ from transformers import (
 
 from prunekit.adapters import check_supported
 from prunekit.data.tasks import TaskSpec
-from prunekit.errors import ConfigError, ModelError
+from prunekit.errors import ConfigError, ModelError, first_line
 from prunekit.pruning.sparse_format import SPARSE_FILE, load_sparse
 
 WEIGHT_FILES = (
@@ -69,9 +69,9 @@ def load_config(path: str, flag: str = "--model", **overrides) -> PretrainedConf
     except Exception as err:  # transformers/hub raise many types; the first line says what happened
         if not Path(path).is_dir():
             raise ModelError(
-                f"{flag} {path}: no such folder, and not loadable from the Hugging Face hub ({_first_line(err)})"
+                f"{flag} {path}: no such folder, and not loadable from the Hugging Face hub ({first_line(err)})"
             ) from None
-        raise ModelError(f"{flag} {path}: could not read its config ({_first_line(err)})") from None
+        raise ModelError(f"{flag} {path}: could not read its config ({first_line(err)})") from None
     check_supported(config, where=f"{flag} {path}")
     return config
 
@@ -103,7 +103,7 @@ def load_tokenizer(path: str, flag: str = "--model") -> PreTrainedTokenizerBase:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as err:  # corrupt tokenizer.json etc. raise many types
-        raise ModelError(f"{flag} {path}: could not load its tokenizer ({_first_line(err)})") from None
+        raise ModelError(f"{flag} {path}: could not load its tokenizer ({first_line(err)})") from None
     if tokenizer.pad_token is None:  # decoders ship without one; batching needs it
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
@@ -137,7 +137,7 @@ def load_model(
         try:
             model = load_sparse(path)
         except Exception as err:  # truncated/corrupt file, missing tensors
-            raise ModelError(f"{flag} {name}: could not load {SPARSE_FILE} ({_first_line(err)})") from None
+            raise ModelError(f"{flag} {name}: could not load {SPARSE_FILE} ({first_line(err)})") from None
         if task is not None and model.config.num_labels != task.num_labels:
             raise ModelError(
                 f"{flag} {name}: sparse-format model has {model.config.num_labels} labels, task needs "
@@ -151,7 +151,7 @@ def load_model(
         except Exception as err:  # safetensors, pickle and torch errors of a corrupt weights file
             files = [f for f in WEIGHT_FILES if (Path(path) / f).is_file()]
             where = f" {files[0]}" if files else ""
-            raise ModelError(f"{flag} {name}: could not load its weights{where} ({_first_line(err)})") from None
+            raise ModelError(f"{flag} {name}: could not load its weights{where} ({first_line(err)})") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
@@ -179,7 +179,3 @@ def weights_size_bytes(folder: str | os.PathLike) -> int:
     """Bytes of weight files on disk (safetensors / bin, shards included)."""
     folder = Path(folder)
     return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin") and f.is_file())
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

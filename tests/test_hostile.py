@@ -351,3 +351,30 @@ def test_sigkill_mid_lottery_keeps_out_and_resume_finishes(world, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]
     assert not staging.exists() and _siblings(out) == []
+
+
+@pytest.mark.slow
+def test_sigterm_mid_training_exits_cleanly_and_removes_scratch(world, tmp_path):
+    import signal
+    import time
+
+    out, tmpdir = tmp_path / "result", tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    shutil.copytree(world / "old", out)
+    before = tree_digest(out)
+    args = ["finetune", "--model", str(world / "model"), "--data", str(world / "data" / "SST-2"), "--out", str(out)]
+    process = _launch([*args, "--overwrite", *TRAIN.split(), "--epochs", "500"], tmpdir)
+    deadline = time.monotonic() + 120
+    while not any(tmpdir.glob("prunekit-work-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 130
+    assert not any(tmpdir.glob("prunekit-work-*"))  # removed on the way out, not left for the next run
+    assert tree_digest(out) == before and _siblings(out) == []
+
+
+def test_saved_model_files_are_readable_like_the_rest_of_the_folder(world):
+    umask = os.umask(0)
+    os.umask(umask)
+    expected = 0o666 & ~umask
+    assert all((path.stat().st_mode & 0o777) == expected for path in (world / "masked").iterdir())

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> dict:
     from prunekit.models import load_model, task_label_names
     from prunekit.pruning.masks import MaskSet
     from prunekit.training.callbacks import SparsityCallback
-    from prunekit.training.distill import DistillConfig, distill, student_from_teacher
+    from prunekit.training.distill import DistillConfig, distill, masks_of_kept_layers, student_from_teacher
     from prunekit.training.lora import attach_lora, trainable_parameters
 
     folders = preflight(args, {"--teacher": args.teacher, "--student": args.student})
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> dict:
     set_seed(args.seed)
     if args.student_layers:
         student, kept = student_from_teacher(teacher, args.student_layers)
-        masks = _masks_of_kept_layers(MaskSet.load(folders["--teacher"], teacher), teacher, student, kept)
+        masks = masks_of_kept_layers(MaskSet.load(folders["--teacher"], teacher), teacher, student, kept)
         origin = {"student_from_teacher_layers": kept}
     else:
         student, student_tokenizer = load_model(args.student, flag="--student")
@@ -151,29 +151,6 @@ def run(args: argparse.Namespace) -> dict:
         summary, f"teacher {data.task.main_metric}: {teacher_metrics[data.task.main_metric]:.4f}; saved to {args.out}"
     )
     return summary
-
-
-def _masks_of_kept_layers(masks, teacher, student, kept: list[int]):
-    """The teacher's masks renamed for a student built from its layers ``kept`` (others dropped)."""
-    from prunekit.adapters import get_adapter
-    from prunekit.pruning.masks import MaskSet
-
-    if masks is None:
-        return None
-
-    def prefixes(model) -> list[str]:
-        names = {id(module): name for name, module in model.named_modules()}
-        return [names[id(layer)] + "." for layer in get_adapter(model).layer_list()]
-
-    teacher_layers, student_layers = prefixes(teacher), prefixes(student)
-    renamed = {}
-    for name, mask in masks.masks.items():
-        layer = next((i for i, prefix in enumerate(teacher_layers) if name.startswith(prefix)), None)
-        if layer is None:
-            renamed[name] = mask
-        elif layer in kept:
-            renamed[student_layers[kept.index(layer)] + name[len(teacher_layers[layer]) :]] = mask
-    return MaskSet(renamed).check_fits(student, "--teacher masks")
 
 
 def _check_same_tokenizer(teacher_tokenizer, student_tokenizer, student: str) -> None:

@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> dict:
     if not trainer.is_world_process_zero():
         return {}
     trainable = trainable_parameters(trained)  # before merging folds the adapters away
-    masks = callback.masks if not lora else masks
+    if not lora:
+        masks = callback.masks  # gradual pruning may have grown them
     state = trainer.state
     lora_fields = {}
     with atomic_output_dir(args.out, args.overwrite) as tmp:

@@ -16,7 +16,7 @@ from prunekit.commands.common import (
     preflight,
     print_result,
 )
-from prunekit.errors import ModelError
+from prunekit.errors import ModelError, first_line
 
 
 def add_parser(commands) -> None:
@@ -54,9 +54,7 @@ def run(args: argparse.Namespace) -> dict:
     except ModelError:
         raise
     except Exception as err:  # peft/transformers raise many types for a mismatched adapter
-        raise ModelError(
-            f"--adapter {adapter}: does not fit --model {args.model} ({str(err).splitlines()[0]})"
-        ) from None
+        raise ModelError(f"--adapter {adapter}: does not fit --model {args.model} ({first_line(err)})") from None
     tokenizer = load_tokenizer(folders["--model"])
     data = load_data_for_model(args, str(adapter)) if args.data or args.eval_file else None
 

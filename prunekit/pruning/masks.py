@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from prunekit.errors import ModelError
+from prunekit.errors import ModelError, first_line
 
 MASKS_FILE = "prunekit_masks.safetensors"
 MASKS_FORMAT = "prunekit-maskbits-v1"
@@ -131,9 +131,7 @@ class MaskSet:
         except ModelError:
             raise
         except Exception as err:  # safetensors raises its own error types for truncated/corrupt files
-            raise ModelError(
-                f"{path}: cannot read the masks ({str(err).splitlines()[0] if str(err) else err})"
-            ) from None
+            raise ModelError(f"{path}: cannot read the masks ({first_line(err)})") from None
         return masks.check_fits(model, str(path)) if model is not None else masks
 
 

@@ -28,6 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 from prunekit.adapters import get_adapter
 from prunekit.data import EncodedSplit, Split, TaskSpec, make_collator
 from prunekit.errors import ConfigError
+from prunekit.pruning.masks import MaskSet
 from prunekit.pruning.surgery import drop_layers
 from prunekit.training.finetune import CheckedTrainer, FinetuneConfig, training_arguments
 
@@ -112,6 +113,28 @@ def student_from_teacher(teacher: PreTrainedModel, num_layers: int) -> tuple[Pre
     student = copy.deepcopy(teacher)
     drop_layers(get_adapter(student), keep)
     return student, keep
+
+
+def masks_of_kept_layers(
+    masks: MaskSet | None, teacher: PreTrainedModel, student: PreTrainedModel, kept: list[int]
+) -> MaskSet | None:
+    """The teacher's masks renamed for a student built from its layers ``kept`` (the others dropped)."""
+    if masks is None:
+        return None
+
+    def prefixes(model: PreTrainedModel) -> list[str]:
+        names = {id(module): name for name, module in model.named_modules()}
+        return [names[id(layer)] + "." for layer in get_adapter(model).layer_list()]
+
+    teacher_layers, student_layers = prefixes(teacher), prefixes(student)
+    renamed = {}
+    for name, mask in masks.masks.items():
+        layer = next((i for i, prefix in enumerate(teacher_layers) if name.startswith(prefix)), None)
+        if layer is None:
+            renamed[name] = mask
+        elif layer in kept:
+            renamed[student_layers[kept.index(layer)] + name[len(teacher_layers[layer]) :]] = mask
+    return MaskSet(renamed).check_fits(student, "--teacher masks")
 
 
 class DistillTrainer(CheckedTrainer):
