@@ -58,7 +58,9 @@ def run_seed(seed: int, work: Path) -> list[dict]:
     prunekit("prune", "structured", "--model", str(parent), "--out", str(pruned), *TARGET, "--round-to", "32", *DATA)
     name = "one-shot global + recovery"
     folders[name] = work / f"recovered-{seed}"
-    summaries[name] = prunekit("finetune", "--model", str(pruned), "--out", str(folders[name]), *TRAIN, *seeded)
+    summaries[name] = prunekit(
+        "finetune", "--model", str(pruned), "--out", str(folders[name]), "--epochs", "1", *TRAIN, *seeded
+    )
     rows = []
     for name, summary in summaries.items():
         row = {

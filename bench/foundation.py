@@ -56,6 +56,8 @@ def main() -> None:
                 args.train_samples,
                 "--max-length",
                 "64",
+                "--epochs",
+                "1",
             ]
         )
         finetune_s = time.perf_counter() - start

@@ -27,6 +27,7 @@ from prunekit.io import write_json_atomic
 HERE = Path(__file__).resolve().parent
 SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
 COMMON = ["--data", str(SST2), "--max-train-samples", "8000", "--max-length", "64", "--batch-size", "32"]
+COMMON += ["--epochs", "1"]  # one pass for every arm
 ARMS = {
     "full": ["--lr", "5e-5"],
     "lora": ["--lora", "--lora-r", "8", "--lr", "5e-4"],

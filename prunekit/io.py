@@ -194,6 +194,53 @@ def replace_dir(new: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- long runs: staged, resumable
+
+
+def staging_dir(
+    out: str | os.PathLike,
+    settings: dict[str, Any],
+    config_file: str,
+    resume: bool,
+    overwrite: bool,
+    may_change: Iterable[str] = (),
+) -> Path:
+    """``.OUT.partial`` beside ``out``, for a long run's pieces (rounds, stages) to land in one by one;
+    ``replace_dir(staging, out)`` publishes it at the end. ``settings`` are saved in ``config_file``.
+
+    ``resume`` continues a killed run's staging folder (or a finished ``out``, copied there first,
+    to add to it), refusing if its settings differ except in ``may_change``; without it a leftover
+    staging folder is an error unless ``overwrite`` discards it.
+    """
+    out = Path(out)
+    staging = out.parent / f".{out.name}.partial"
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: the first process prepares it, the others only read
+        return staging
+    if resume:
+        if not (staging / config_file).is_file() and (out / config_file).is_file():
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(out, staging)
+        if (staging / config_file).is_file():
+            saved = json.loads((staging / config_file).read_text())
+            changed = [key for key in settings if key not in may_change and saved.get(key) != settings[key]]
+            if changed:
+                raise ConfigError(
+                    f"--resume: {out} was started with different settings ({', '.join(changed)}); "
+                    "pass the same flags or start a new --out"
+                )
+            write_json_atomic(staging / config_file, settings)
+            return staging
+    elif staging.exists() and not overwrite:
+        raise ConfigError(
+            f"--out {out}: an unfinished run is kept in {staging}; pass --resume to continue it "
+            "or --overwrite to start again"
+        )
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    write_json_atomic(staging / config_file, settings)
+    return staging
+
+
 # ---------------------------------------------------------------- temp work folders
 
 

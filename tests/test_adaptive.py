@@ -14,7 +14,7 @@ from prunekit.methods.adaptive import AdaptiveConfig, AdaptivePruningCallback, r
 from prunekit.models import load_model
 from prunekit.training import FinetuneConfig, finetune
 from tests.conftest import cli
-from tests.tiny import save_tiny_model, tiny_tokenizer
+from tests.tiny import save_tiny_model, tiny_model, tiny_tokenizer
 
 TRAIN = "--lr 5e-3 --epochs 6 --batch-size 16 --max-length 16 --prune-every 2"
 
@@ -129,3 +129,39 @@ def test_params_budget_is_met(lora, tiny_bert, sentiment_dir, tmp_path):
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert 18000 <= summary["params_total"] <= 20000
+
+
+def test_lora_factor_gradients_estimate_the_frozen_weight_gradient():
+    """LoRAPrune's estimate: with ∂L/∂B = s·G·Aᵀ and ∂L/∂A = s·Bᵀ·G (G the true weight gradient),
+    ĝ = s·(∂L/∂B·A + B·∂L/∂A) = s²·(G·AᵀA + B·Bᵀ·G); the score is |(W + s·B·A) ⊙ ĝ|."""
+    from peft import get_peft_model
+
+    from prunekit.methods.adaptive import lora_weight_importance
+    from prunekit.training.lora import lora_config
+
+    torch.manual_seed(0)
+    model = tiny_model("bert")
+    config = lora_config(model, rank=4, dropout=0.0)
+    peft_model = get_peft_model(model, config)
+    query = peft_model.get_base_model().bert.encoder.layer[0].attention.self.query
+    torch.nn.init.normal_(query.lora_B["default"].weight, std=0.3)
+    query.base_layer.weight.requires_grad_(True)  # to read the true gradient G beside the LoRA ones
+    batch = tiny_tokenizer()(["a great film", "an awful film"], padding=True, return_tensors="pt")
+    peft_model(**batch, labels=torch.tensor([1, 0])).loss.backward()
+    a, b, s = query.lora_A["default"].weight, query.lora_B["default"].weight, query.scaling["default"]
+    g = query.base_layer.weight.grad
+    expected = ((query.base_layer.weight + s * b @ a) * (s * s * (g @ a.T @ a + b @ b.T @ g))).abs()
+    torch.testing.assert_close(lora_weight_importance(query), expected.detach(), atol=1e-7, rtol=1e-4)
+
+
+def test_adaptive_pruning_with_loraprune_scores(tiny_bert, sentiment_dir, tmp_path, capsys):
+    out = tmp_path / "loraprune"
+    flags = f"--model {tiny_bert} --data {sentiment_dir} {TRAIN} --prune adaptive --heads 0.5 --ffn 0.5 --round-to 1"
+    assert cli(f"finetune {flags} --out {out} --lora --lora-r 4 --adaptive-score lora") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["adaptive"]["score"] == "lora"
+    assert sum(layer["heads"] for layer in summary["structure"]) == 4
+    assert sum(layer["ffn"] for layer in summary["structure"]) == 64
+    assert summary["lora"]["metrics_before_merge"] == pytest.approx(summary["metrics"])
+    assert cli(f"finetune {flags} --out {tmp_path / 'full'} --adaptive-score lora") == 2
+    assert "train with --lora" in capsys.readouterr().err

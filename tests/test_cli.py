@@ -41,6 +41,24 @@ def test_finetune_saves_loadable_model_and_summary(finetuned):
     assert summary["metrics"]["accuracy"] >= 0.9
 
 
+def test_epochs_auto_gives_small_datasets_enough_steps_and_a_warmup(tiny_bert, sentiment_dir, tmp_path):
+    from prunekit.training.finetune import AUTO_MAX_PASSES, AUTO_MIN_STEPS, auto_passes
+
+    assert auto_passes(67_349, 32, world_size=1) == 1  # all of SST-2: one pass is plenty
+    assert auto_passes(8_000, 32, world_size=1) == 2
+    assert auto_passes(3_667, 32, world_size=1) * 115 >= AUTO_MIN_STEPS  # MRPC: 115 steps a pass
+    assert auto_passes(3_667, 16, world_size=2) == auto_passes(3_667, 32, world_size=1)  # steps count batches of all
+    assert auto_passes(96, 16, world_size=1) == AUTO_MAX_PASSES
+    out = tmp_path / "auto"
+    assert cli(f"finetune --model {tiny_bert} --data {sentiment_dir} --out {out} --batch-size 32 --max-length 16") == 0
+    train = json.loads((out / "summary.json").read_text())["train"]
+    assert (train["epochs"], train["steps"], train["warmup_ratio"]) == (AUTO_MAX_PASSES, 30, 0.1)
+    out = tmp_path / "fixed"
+    assert cli(f"finetune --model {tiny_bert} --data {sentiment_dir} --out {out} --max-length 16 --epochs 2") == 0
+    train = json.loads((out / "summary.json").read_text())["train"]
+    assert (train["epochs"], train["steps"], train["warmup_ratio"]) == (2, 6, 0.0)  # as asked, no warm-up
+
+
 def test_evaluate_reproduces_finetune_metrics(finetuned, sentiment_dir, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert cli(f"evaluate --model {finetuned} --data {sentiment_dir} --max-length 16 --json {out}") == 0

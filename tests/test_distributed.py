@@ -34,10 +34,10 @@ LAUNCHERS = {
 }
 
 
-def finetune_in_two_processes(launcher: str, command: str) -> dict:
-    """Run ``prunekit finetune COMMAND`` under ``launcher`` with 2 CPU processes; its summary.json."""
+def finetune_in_two_processes(launcher: str, command: str, subcommand: str = "finetune") -> dict:
+    """Run ``prunekit SUBCOMMAND COMMAND`` under ``launcher`` with 2 CPU processes; its summary.json."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    args = [*LAUNCHERS[launcher], "-m", "prunekit", "finetune", *command.split()]
+    args = [*LAUNCHERS[launcher], "-m", "prunekit", *subcommand.split(), *command.split()]
     result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     out = command.split()[command.split().index("--out") + 1]
@@ -51,8 +51,10 @@ def test_two_process_finetune_saves_a_model_that_evaluates(launcher, tiny_bert, 
     summary = finetune_in_two_processes(
         launcher, f"--model {tiny_bert} --data {sentiment_dir} --out {out} --batch-size 8 --max-length 16"
     )
-    # 96 examples, 8 per process, 2 processes -> 6 optimizer steps (one process would take 12)
-    assert summary["train"]["world_size"] == 2 and summary["train"]["steps"] == 6
+    # 96 examples, 8 per process, 2 processes -> 6 optimizer steps a pass (one process would take 12);
+    # --epochs auto counts steps across processes: 10 passes (the most it picks) for >= 300 steps
+    assert summary["train"]["world_size"] == 2 and summary["train"]["epochs"] == 10
+    assert summary["train"]["steps"] == 60 and summary["train"]["warmup_ratio"] == 0.1
     evaluation = tmp_path / "e.json"
     assert cli(f"evaluate --model {out} --data {sentiment_dir} --json {evaluation}") == 0
     assert json.loads(evaluation.read_text())["metrics"] == pytest.approx(summary["metrics"])
@@ -77,7 +79,8 @@ def test_two_process_lora_finetune_merges_and_saves_its_adapter(tiny_bert, senti
     out = tmp_path / "lora"
     summary = finetune_in_two_processes(
         "torchrun",
-        f"--model {tiny_bert} --data {sentiment_dir} --out {out} --batch-size 8 --max-length 16 --lora --lora-r 4",
+        f"--model {tiny_bert} --data {sentiment_dir} --out {out} --batch-size 8 --max-length 16 --lora --lora-r 4 "
+        "--epochs 1",
     )
     assert summary["train"]["world_size"] == 2 and summary["train"]["steps"] == 6
     assert summary["lora"]["metrics_before_merge"] == pytest.approx(summary["metrics"])
@@ -91,8 +94,25 @@ def test_two_process_adaptive_pruning_agrees_and_hits_its_target(tiny_bert, sent
     summary = finetune_in_two_processes(
         "torchrun",
         f"--model {tiny_bert} --data {sentiment_dir} --out {tmp_path / 'adaptive'} --batch-size 8 --max-length 16 "
-        "--prune adaptive --heads 0.5 --ffn 0.5 --round-to 1 --prune-every 1",
+        "--prune adaptive --heads 0.5 --ffn 0.5 --round-to 1 --prune-every 1 --epochs 1",
     )
     assert summary["train"]["world_size"] == 2
     assert sum(layer["ffn"] for layer in summary["structure"]) == 64
     assert summary["adaptive"]["history"][-1]["step"] == 4
+
+
+@pytest.mark.slow
+def test_two_process_compress_runs_every_stage_and_writes_once(tiny_bert, sentiment_dir, tmp_path):
+    """The workflow under torchrun: every stage trains in both processes (same units pruned, the
+    teacher the same), the first process alone evaluates and writes."""
+    out = tmp_path / "compressed"
+    summary = finetune_in_two_processes(
+        "torchrun",
+        f"--model {tiny_bert} --data {sentiment_dir} --out {out} --stage-steps 4 --batch-size 8 --max-length 16 "
+        "--heads 0.5 --ffn 0.5 --round-to 1 --lr 5e-3 --lora-lr 1e-2",
+        subcommand="compress",
+    )
+    assert [row["extra"]["train"]["world_size"] for row in summary["stages"]] == [2, 2, 2]
+    assert [row["total_steps"] for row in summary["stages"]] == [4, 8, 12]
+    assert sum(layer["ffn"] for layer in summary["stages"][-1]["extra"]["structure"]) == 64
+    assert not list(tmp_path.glob(".compressed*"))

@@ -174,6 +174,16 @@ CASES = [
         "finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --prune adaptive --ffn 0.5 --score-ema 1",
         "--score-ema 1",
     ),
+    # the workflow commands
+    ("compress --model {w}/model --data {w}/data/SST-2 --out {w}/model/x --heads 0.5", "overlaps --model"),
+    ("compress --model {w}/model --data {w}/data/SST-2 --out {w}/old --heads 0.5", "pass --overwrite"),
+    ("compress --model {w}/model --data {w}/data/SST-2 --out {w}/new", "pass a target"),
+    ("compress --model {w}/model --data {w}/data/SST-2 --out {w}/new --speedup 2 --ffn 0.5", "--speedup sets"),
+    ("compress --model {w}/model --data {w}/data/SST-2 --out {w}/new --speedup inf", "--speedup inf"),
+    ("compress --model {w}/model --data {w}/nowhere --out {w}/new --heads 0.5", "no such file or folder"),
+    ("study ordering --model {w}/model --data {w}/data/SST-2 --out {w}/new --heads 0.5 --seeds 1 1", "each seed"),
+    ("study ordering --model {w}/model --data {w}/data/SST-2 --out {w}/data --heads 0.5 --overwrite", "overlaps"),
+    ("study ordering --model {w}/model --data {w}/data/SST-2 --out {w}/new --heads 0.5 --orders none", "--orders"),
     # data that would be misread
     (
         f"evaluate --model {{w}}/model --data {{w}}/own/nan-label.csv {OWN}",

@@ -3,6 +3,7 @@ sparse base that keeps every zero through LoRA training and merge."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -121,3 +122,32 @@ def test_lora_finetune_of_a_tiny_llama(tmp_path, sentiment_dir):
     assert summary["lora"]["target_modules"] == 14
     assert summary["lora"]["metrics_before_merge"] == pytest.approx(summary["metrics"])
     assert type(model).__name__ == "LlamaForSequenceClassification"
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_structured_pruning_of_an_unmerged_lora_model_equals_pruning_the_merged_one(family):
+    """Heads and neurons cut from W + s·B·A with the adapters still separate (B's rows / A's columns
+    sliced alike) give the same network as merging first and cutting the merged weights."""
+    from peft import get_peft_model
+
+    from prunekit.adapters import get_adapter
+    from prunekit.pruning.surgery import prune_heads, prune_neurons
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(tiny_model(family), lora_config(tiny_model(family), rank=4))
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:  # B starts at zero: give the adapters something to slice
+            torch.nn.init.normal_(param, std=0.2)
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    layers = get_adapter(merged).layers()
+    per_group = layers[0].attention.heads_per_kv_group
+    heads = {0: list(range(per_group)), 1: list(range(per_group, 2 * per_group))}  # whole KV groups
+    neurons = {0: [0, 3, 5, 17], 1: list(range(0, layers[1].ffn.num_neurons, 3))}
+    for model in (merged, peft_model.get_base_model()):
+        prune_heads(get_adapter(model), heads)
+        prune_neurons(get_adapter(model), neurons)
+    sliced = peft_model.get_base_model()
+    query = get_adapter(sliced).layers()[1].attention.query
+    kept_rows = per_group * 8  # head_dim is 8 in both tiny models
+    assert query.lora_B["default"].out_features == query.base_layer.out_features == kept_rows
+    torch.testing.assert_close(_logits(peft_model.merge_and_unload()), _logits(merged), atol=1e-5, rtol=0)

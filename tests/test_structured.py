@@ -196,6 +196,29 @@ def test_params_budget_is_met():
     assert 0 < result["budget_keep_fraction"] < 1
 
 
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_iterative_pruning_rescores_the_smaller_model_and_ends_at_the_target(family, monkeypatch):
+    import prunekit.methods.structured as structured
+
+    seen = []
+    score = structured.score_units
+
+    def recording(name, adapter, batches, seed=0):
+        seen.append(sum(layer.ffn.num_neurons for layer in adapter.layers()))
+        return score(name, adapter, batches, seed)
+
+    monkeypatch.setattr(structured, "score_units", recording)
+    model = tiny(family)
+    neurons = 2 * tiny_config(family).intermediate_size
+    result = prune_structured(
+        model, StructuredConfig(importance="taylor", heads=0.5, ffn=0.25, iterations=3), [batch(8)]
+    )
+    assert seen == [neurons, round(neurons * 0.75), round(neurons * 0.5)]  # scored 3 times, each time smaller
+    assert sum(layer["ffn"] for layer in result["structure"]) == neurons // 4
+    assert sum(layer["heads"] for layer in result["structure"]) == tiny_config(family).num_attention_heads
+    assert result["iterations"] == 3
+
+
 # ---------------------------------------------------------------- save / reload
 
 

@@ -114,11 +114,22 @@ def add_data_arguments(parser: argparse.ArgumentParser, with_train: bool) -> Non
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training")
     group.add_argument("--max-train-samples", type=positive_int, help="train on a seeded random subset of N")
-    group.add_argument("--epochs", type=positive, default=1.0)
+    group.add_argument(
+        "--epochs",
+        type=auto_or(positive),
+        default="auto",
+        help="passes over the training data; auto (default): enough passes for 300 optimizer steps (at most "
+        "10), one for a large dataset",
+    )
     group.add_argument("--batch-size", type=positive_int, default=32, help="per process (default 32)")
     group.add_argument("--lr", type=positive, default=5e-5)
     group.add_argument("--weight-decay", type=non_negative, default=0.01)
-    group.add_argument("--warmup-ratio", type=fraction, default=0.0)
+    group.add_argument(
+        "--warmup-ratio",
+        type=auto_or(fraction),
+        default="auto",
+        help="fraction of steps warming the lr up; auto (default): 0.1 when --epochs auto chose several passes, else 0",
+    )
     group.add_argument("--seed", type=seed, default=42)
 
 
@@ -147,27 +158,6 @@ def lora_settings(args: argparse.Namespace, model):
     if not args.lora:
         return None
     return lora_config(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_targets)
-
-
-def save_and_merge_lora(args: argparse.Namespace, trained, masks, folder: Path, evaluate) -> tuple:
-    """Write the unmerged adapter to ``folder/adapter`` (PEFT format, plus the head's config for
-    ``prunekit merge``), then merge it. Returns the merged model and the summary's ``lora`` record,
-    with the metrics before merging (``evaluate(model) -> dict``) to set beside those after."""
-    from prunekit.training.lora import ADAPTER_DIR, merge_lora, trainable_parameters
-
-    lora = trained.peft_config["default"]
-    fields = {
-        "r": lora.r,
-        "alpha": lora.lora_alpha,
-        "dropout": lora.lora_dropout,
-        "targets": args.lora_targets,
-        "target_modules": len(lora.target_modules),
-        "trainable_params": trainable_parameters(trained),
-        "metrics_before_merge": evaluate(trained),
-    }
-    trained.save_pretrained(folder / ADAPTER_DIR)
-    trained.get_base_model().config.save_pretrained(folder / ADAPTER_DIR)
-    return merge_lora(trained, masks), fields
 
 
 def preflight(
@@ -207,17 +197,35 @@ INPUT_FLAGS = {
 }
 
 
-def finetune_config(args: argparse.Namespace, max_steps: int | None = None):
-    from prunekit.training import FinetuneConfig
+def auto_or(parse: Callable[[str], float]) -> Callable[[str], float | str]:
+    """An argparse type accepting ``auto`` besides what ``parse`` accepts."""
 
+    def parse_or_auto(text: str) -> float | str:
+        return "auto" if text == "auto" else parse(text)
+
+    parse_or_auto.__name__ = getattr(parse, "__name__", "value")
+    return parse_or_auto
+
+
+def finetune_config(args: argparse.Namespace, train_size: int | None = None, max_steps: int | None = None):
+    """The training flags as a ``FinetuneConfig``; ``--epochs auto`` / ``--warmup-ratio auto`` are
+    resolved from ``train_size`` (see ``training.finetune.auto_passes``)."""
+    from prunekit.training import FinetuneConfig
+    from prunekit.training.finetune import AUTO_WARMUP, auto_passes
+
+    epochs, warmup = args.epochs, args.warmup_ratio
+    if epochs == "auto":
+        epochs = auto_passes(train_size, args.batch_size) if train_size is not None else 1
+    if warmup == "auto":
+        warmup = AUTO_WARMUP if args.epochs == "auto" and epochs > 1 else 0.0
     return FinetuneConfig(
-        epochs=args.epochs,
+        epochs=epochs,
         batch_size=args.batch_size,
         lr=args.lr,
         max_length=args.max_length,
         seed=args.seed,
         weight_decay=args.weight_decay,
-        warmup_ratio=args.warmup_ratio,
+        warmup_ratio=warmup,
         max_steps=max_steps,
     )
 

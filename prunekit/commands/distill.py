@@ -20,7 +20,6 @@ from prunekit.commands.common import (
     positive_int,
     preflight,
     print_result,
-    save_and_merge_lora,
 )
 from prunekit.errors import ConfigError
 
@@ -55,11 +54,10 @@ def run(args: argparse.Namespace) -> dict:
     from prunekit.data import load_task_data
     from prunekit.evaluation import evaluate_model, make_summary, model_size, peak_memory_mb
     from prunekit.io import atomic_output_dir, work_dir, write_json_atomic
+    from prunekit.methods.stage import save_stage, train_stage
     from prunekit.models import load_model, task_label_names
     from prunekit.pruning.masks import MaskSet
-    from prunekit.training.callbacks import SparsityCallback
-    from prunekit.training.distill import DistillConfig, distill, masks_of_kept_layers, student_from_teacher
-    from prunekit.training.lora import attach_lora, trainable_parameters
+    from prunekit.training.distill import DistillConfig, masks_of_kept_layers, student_from_teacher
 
     folders = preflight(args, {"--teacher": args.teacher, "--student": args.student})
     distill_config = DistillConfig(
@@ -72,7 +70,6 @@ def run(args: argparse.Namespace) -> dict:
         layer_map=args.layer_map,
         cache_teacher=args.cache_teacher,
     )
-    config = finetune_config(args)
     teacher, tokenizer = load_model(args.teacher, flag="--teacher")
     data = load_task_data(
         args.data,
@@ -86,6 +83,7 @@ def run(args: argparse.Namespace) -> dict:
             f"--teacher {args.teacher}: its head has {teacher.config.num_labels} output(s) but the task needs "
             f"{data.task.num_labels}; fine-tune the teacher on this task first"
         )
+    config = finetune_config(args, train_size=len(data.train))
     set_seed(args.seed)
     if args.student_layers:
         student, kept = student_from_teacher(teacher, args.student_layers)
@@ -101,52 +99,52 @@ def run(args: argparse.Namespace) -> dict:
             )
         masks = MaskSet.load(folders["--student"], student)  # a sparse student stays sparse
         origin = {}
-    lora = lora_settings(args, student)
-    # LoRA: the base is frozen and its masked layers add only M ⊙ ΔW; full training: masks held per step.
-    trained = attach_lora(student, lora, masks) if lora else student
-    hold = SparsityCallback(None if lora else masks)
-    with work_dir("distill") as scratch:
-        trainer = distill(trained, teacher, tokenizer, data.train, data.task, config, distill_config, scratch, [hold])
-    if not trainer.is_world_process_zero():
-        return {}
-    trainable = trainable_parameters(trained)  # before merging folds the adapters away
     evaluate = partial(
         evaluate_model, tokenizer=tokenizer, split=data.eval, task=data.task, max_length=config.max_length
     )
-    teacher_metrics = evaluate(teacher)
-    lora_fields = {}
-    with atomic_output_dir(args.out, args.overwrite) as tmp:
-        if lora:
-            student, lora_fields = save_and_merge_lora(args, trained, masks, tmp, evaluate)
-        metrics = evaluate(student)
-        student.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if masks is not None:
-            masks.save(tmp)
-        summary = make_summary(
-            "distill",
-            args.student or f"{args.teacher} ({args.student_layers} layers)",
-            data.task.name,
-            metrics=metrics,
-            main_metric=data.task.main_metric,
-            eval_samples=len(data.eval),
-            **model_size(student, tmp),
-            **(masks.report() if masks is not None else {}),
-            teacher=args.teacher,
-            teacher_metrics=teacher_metrics,
-            distill={k: v for k, v in asdict(distill_config).items() if k != "pairs"}
-            | {"layer_pairs": distill_config.pairs},
-            **origin,
-            train={
-                "samples": len(data.train),
-                "steps": trainer.state.global_step,
-                **asdict(config),
-                "trainable_params": trainable,
-                "peak_rss_mb": peak_memory_mb(),
-            },
-            **({"lora": lora_fields} if lora else {}),
+    with work_dir("distill") as scratch:
+        result = train_stage(
+            student,
+            tokenizer,
+            data,
+            config,
+            scratch,
+            lora=lora_settings(args, student),
+            masks=masks,
+            teacher=teacher,
+            kd=distill_config,
+            evaluate=evaluate,
         )
-        write_json_atomic(Path(tmp) / "summary.json", summary)
+        if not result.is_main:
+            return {}
+        teacher_metrics = evaluate(teacher)
+        with atomic_output_dir(args.out, args.overwrite) as tmp:
+            student, masks = result.model, result.masks
+            metrics = evaluate(student)
+            save_stage(result, tokenizer, tmp)
+            summary = make_summary(
+                "distill",
+                args.student or f"{args.teacher} ({args.student_layers} layers)",
+                data.task.name,
+                metrics=metrics,
+                main_metric=data.task.main_metric,
+                eval_samples=len(data.eval),
+                **model_size(student, tmp),
+                **(masks.report() if masks is not None else {}),
+                teacher=args.teacher,
+                teacher_metrics=teacher_metrics,
+                distill={k: v for k, v in asdict(distill_config).items() if k != "pairs"}
+                | {"layer_pairs": distill_config.pairs},
+                **origin,
+                train={
+                    "samples": len(data.train),
+                    **asdict(config),
+                    **result.train_record(),
+                    "peak_rss_mb": peak_memory_mb(),
+                },
+                **({"lora": {**result.lora, "targets": args.lora_targets}} if result.lora else {}),
+            )
+            write_json_atomic(Path(tmp) / "summary.json", summary)
     print_result(
         summary, f"teacher {data.task.main_metric}: {teacher_metrics[data.task.main_metric]:.4f}; saved to {args.out}"
     )

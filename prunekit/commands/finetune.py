@@ -25,7 +25,6 @@ from prunekit.commands.common import (
     preflight,
     print_result,
     real,
-    save_and_merge_lora,
 )
 from prunekit.errors import ConfigError
 
@@ -59,6 +58,13 @@ def add_parser(commands) -> None:
     group.add_argument(
         "--score-ema", type=real(0, 1, high_open=True), default=0.85, help="adaptive: EMA factor of the scores"
     )
+    group.add_argument(
+        "--adaptive-score",
+        choices=["gate", "lora"],
+        default="gate",
+        help="adaptive: gate (|dL/dgate| per unit, default) or lora (LoRAPrune: |W . grad| estimated from the "
+        "LoRA factors; needs --lora)",
+    )
     group = p.add_argument_group("distillation while fine-tuning (see `prunekit distill` for all loss options)")
     group.add_argument("--distill-from", metavar="TEACHER", help="fine-tuned teacher: add its soft targets to the loss")
     group.add_argument("--temperature", type=positive, default=2.0)
@@ -72,108 +78,95 @@ def run(args: argparse.Namespace) -> dict:
     from prunekit.data import load_task_data
     from prunekit.evaluation import evaluate_model, make_summary, model_size, peak_memory_mb
     from prunekit.io import atomic_output_dir, work_dir, write_json_atomic
-    from prunekit.methods.adaptive import remove_pruned_units
-    from prunekit.models import count_parameters, load_model
-    from prunekit.pruned_models import save_pruned
+    from prunekit.methods.stage import save_stage, train_stage
+    from prunekit.models import load_model
     from prunekit.pruning.masks import MaskSet
-    from prunekit.training import finetune
-    from prunekit.training.lora import attach_lora, trainable_parameters
+    from prunekit.training.distill import DistillConfig
 
     folders = preflight(args, {"--model": args.model, "--distill-from": args.distill_from})
     if args.lora and args.prune == "magnitude":
         raise ConfigError(
             "--prune magnitude with --lora: prune first (prunekit prune), then fine-tune the result with --lora"
         )
-    config = finetune_config(args)
     data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **data_kwargs(args))
+    config = finetune_config(args, train_size=len(data.train))
     set_seed(args.seed)  # before the classifier head is initialised
     model, tokenizer = load_model(args.model, data.task)
     masks = MaskSet.load(folders["--model"], model)
-    adaptive = _adaptive_callback(args, masks)
-    lora = lora_settings(args, model)
-    # LoRA: the base is frozen and its masked layers add only M ⊙ ΔW; full training: masks held per step.
-    trained = attach_lora(model, lora, masks) if lora else model
-    callback = _sparsity_callback(args, None if lora else masks)
-    callbacks = [callback, *([adaptive] if adaptive else [])]
+    adaptive = _adaptive_config(args, masks)
+    sparsity = _sparsity_callback(args, None if args.lora else masks)
+    teacher = kd = None
+    if args.distill_from:
+        teacher, _ = load_model(args.distill_from, flag="--distill-from")
+        kd = DistillConfig(temperature=args.temperature, alpha_ce=1 - args.alpha_kd, alpha_kd=args.alpha_kd)
+    evaluate = partial(
+        evaluate_model, tokenizer=tokenizer, split=data.eval, task=data.task, max_length=config.max_length
+    )
     with work_dir("finetune") as scratch:
-        if args.distill_from:
-            from prunekit.training.distill import DistillConfig, distill
-
-            teacher, _ = load_model(args.distill_from, flag="--distill-from")
-            kd = DistillConfig(temperature=args.temperature, alpha_ce=1 - args.alpha_kd, alpha_kd=args.alpha_kd)
-            trainer = distill(trained, teacher, tokenizer, data.train, data.task, config, kd, scratch, callbacks)
-        else:
-            trainer = finetune(trained, tokenizer, data.train, data.task, config, scratch, callbacks=callbacks)
-    if not trainer.is_world_process_zero():
-        return {}
-    trainable = trainable_parameters(trained)  # before merging folds the adapters away
-    if not lora:
-        masks = callback.masks  # gradual pruning may have grown them
-    state = trainer.state
-    lora_fields = {}
-    with atomic_output_dir(args.out, args.overwrite) as tmp:
-        evaluate = partial(
-            evaluate_model, tokenizer=tokenizer, split=data.eval, task=data.task, max_length=config.max_length
+        result = train_stage(
+            model,
+            tokenizer,
+            data,
+            config,
+            scratch,
+            lora=lora_settings(args, model),
+            masks=masks,
+            sparsity=sparsity,
+            adaptive=adaptive,
+            teacher=teacher,
+            kd=kd,
+            evaluate=evaluate,
         )
-        if lora:
-            model, lora_fields = save_and_merge_lora(args, trained, masks, tmp, evaluate)
-        structured = {}
-        if adaptive:  # the gated-off heads and neurons are cut out: the model gets smaller and faster
-            params_before = count_parameters(model)[0]
-            structure = remove_pruned_units(model, adaptive)
-            structured = {"params_before": params_before, "structure": structure, "adaptive": adaptive.report()}
-        metrics = evaluate(model)
-        if adaptive:
-            structured["save_format"] = save_pruned(model, tmp)
-        else:
-            model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if masks is not None:
-            masks.save(tmp)
-        summary = make_summary(
-            "finetune",
-            args.model,
-            data.task.name,
-            metrics=metrics,
-            main_metric=data.task.main_metric,
-            **model_size(model, tmp),
-            **(masks.report() if masks is not None else {}),
-            eval_samples=len(data.eval),
-            train={
-                "samples": len(data.train),
-                "epochs": config.epochs,
-                "steps": state.global_step,
-                "batch_size": config.batch_size,
-                "world_size": trainer.args.world_size,
-                "lr": config.lr,
-                "max_length": config.max_length,
-                "seed": config.seed,
-                "runtime_s": round(state.log_history[-1].get("train_runtime", 0.0), 2),
-                "loss": state.log_history[-1].get("train_loss"),
-                "distill_from": args.distill_from,
-                "trainable_params": trainable,
-                "peak_rss_mb": peak_memory_mb(),
-                **({"prune_schedule": asdict(callback.schedule)} if callback.schedule is not None else {}),
-            },
-            **({"lora": lora_fields} if lora else {}),
-            **structured,
-        )
-        write_json_atomic(Path(tmp) / "summary.json", summary)
-    print_result(summary, f"saved to {args.out}" + (" (LoRA adapter in its adapter/ folder)" if lora else ""))
+        if not result.is_main:
+            return {}
+        with atomic_output_dir(args.out, args.overwrite) as tmp:
+            metrics = evaluate(result.model)
+            save_format = save_stage(result, tokenizer, tmp)
+            masks = result.masks
+            summary = make_summary(
+                "finetune",
+                args.model,
+                data.task.name,
+                metrics=metrics,
+                main_metric=data.task.main_metric,
+                **model_size(result.model, tmp),
+                **(masks.report() if masks is not None else {}),
+                eval_samples=len(data.eval),
+                train={
+                    "samples": len(data.train),
+                    "epochs": config.epochs,
+                    "batch_size": config.batch_size,
+                    "lr": config.lr,
+                    "warmup_ratio": config.warmup_ratio,
+                    "max_length": config.max_length,
+                    "seed": config.seed,
+                    **result.train_record(),
+                    "distill_from": args.distill_from,
+                    "peak_rss_mb": peak_memory_mb(),
+                    **({"prune_schedule": asdict(sparsity.schedule)} if sparsity.schedule is not None else {}),
+                },
+                **({"lora": {**result.lora, "targets": args.lora_targets}} if result.lora else {}),
+                **({**result.pruned, "save_format": save_format} if result.pruned else {}),
+            )
+            write_json_atomic(Path(tmp) / "summary.json", summary)
+    footer = f"saved to {args.out}" + (" (LoRA adapter in its adapter/ folder)" if result.lora else "")
+    print_result(summary, footer)
     return summary
 
 
-def _adaptive_callback(args: argparse.Namespace, masks):
-    """With ``--prune adaptive``: the callback that scores, gates and finally removes heads / neurons."""
-    from prunekit.methods.adaptive import AdaptiveConfig, AdaptivePruningCallback
+def _adaptive_config(args: argparse.Namespace, masks):
+    """With ``--prune adaptive``: what to keep and how (heads / neurons scored, gated, then removed)."""
+    from prunekit.methods.adaptive import AdaptiveConfig
 
     if args.prune != "adaptive":
         return None
     if masks is not None:
         raise ConfigError("--prune adaptive: --model has unstructured masks; adaptive pruning needs a dense model")
+    if args.adaptive_score == "lora" and not args.lora:
+        raise ConfigError("--adaptive-score lora scores from LoRA factors: train with --lora")
     if args.scope == "row":
         raise ConfigError("--prune adaptive --scope row: expected global (ranked across layers) or layer (uniform)")
-    config = AdaptiveConfig(
+    return AdaptiveConfig(
         heads=args.heads,
         ffn=args.ffn,
         params_budget=args.params_budget,
@@ -182,11 +175,11 @@ def _adaptive_callback(args: argparse.Namespace, masks):
         min_ffn=args.min_ffn,
         round_to=args.round_to,
         beta=args.score_ema,
+        score=args.adaptive_score,
         start=args.prune_start,
         end=args.prune_end,
         every=args.prune_every,
     )
-    return AdaptivePruningCallback(config)
 
 
 def _sparsity_callback(args: argparse.Namespace, masks):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -53,22 +51,12 @@ def add_parser(commands) -> None:
     p.set_defaults(handler=run)
 
 
-def _check_resume(out: Path, settings: dict) -> None:
-    saved = json.loads((out / CONFIG_FILE).read_text())
-    changed = [key for key in settings if key != "rounds" and saved.get(key) != settings[key]]
-    if changed:
-        raise ConfigError(
-            f"--resume: {out} was started with different settings ({', '.join(changed)}); "
-            "pass the same flags or start a new --out"
-        )
-
-
 def run(args: argparse.Namespace) -> dict:
     from transformers import set_seed
 
     from prunekit.data import load_task_data
     from prunekit.evaluation import evaluate_model, make_summary, model_size
-    from prunekit.io import atomic_output_dir, replace_dir, work_dir, write_json_atomic
+    from prunekit.io import atomic_output_dir, replace_dir, staging_dir, work_dir, write_json_atomic
     from prunekit.methods.lottery import LotteryConfig, LotteryRun, load_round_weights
     from prunekit.models import load_model
     from prunekit.pruning.masks import MaskSet
@@ -86,12 +74,13 @@ def run(args: argparse.Namespace) -> dict:
         controls=not args.no_controls,
         seed=args.seed,
     )
-    training = finetune_config(args, max_steps=args.steps_per_round)
     if args.lora_rank and config.rewind_step:
         raise ConfigError("--lora-rank: late rewinding (--rewind step:K) needs full training; use --rewind init")
     out = Path(args.out)
     own_result = args.resume and (out / CONFIG_FILE).is_file()  # --resume may replace its own earlier --out
     folder = preflight(args, {"--model": args.model}, replaces_out=own_result)["--model"]
+    data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **data_kwargs(args))
+    training = finetune_config(args, train_size=len(data.train), max_steps=args.steps_per_round)
     settings = {
         **asdict(config),
         **asdict(training),
@@ -100,13 +89,11 @@ def run(args: argparse.Namespace) -> dict:
         "max_train_samples": args.max_train_samples,
         "lora_rank": args.lora_rank,
     }
-    data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **data_kwargs(args))
     set_seed(args.seed)  # before the classifier head is initialised: θ0 is reproducible
     model, tokenizer = load_model(args.model, data.task)
     input_masks = MaskSet.load(folder, model)
     # Rounds are written to a staging folder beside --out, which replaces --out only once all is done.
-    staging = _staging_folder(out, settings, args.resume, args.overwrite)
-    write_json_atomic(staging / CONFIG_FILE, settings)
+    staging = staging_dir(out, settings, CONFIG_FILE, args.resume, args.overwrite, may_change=("rounds",))
 
     def train(model, masks, callbacks) -> None:
         with work_dir("lottery") as scratch:
@@ -162,30 +149,6 @@ def run(args: argparse.Namespace) -> dict:
     replace_dir(staging, out)
     _print_table(summary)
     return summary
-
-
-def _staging_folder(out: Path, settings: dict, resume: bool, overwrite: bool) -> Path:
-    """``.OUT.partial`` beside ``--out``: a killed run's rounds stay there for ``--resume``.
-
-    ``--resume`` continues it (or a finished ``--out``, copied there first, to add rounds); without
-    it a leftover staging folder is an error unless ``--overwrite`` discards it.
-    """
-    staging = out.parent / f".{out.name}.partial"
-    if resume:
-        if not (staging / CONFIG_FILE).is_file() and (out / CONFIG_FILE).is_file():
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(out, staging)
-        if (staging / CONFIG_FILE).is_file():
-            _check_resume(staging, settings)
-            return staging
-    elif staging.exists() and not overwrite:
-        raise ConfigError(
-            f"--out {out}: an unfinished run is kept in {staging}; pass --resume to continue it "
-            "or --overwrite to start again"
-        )
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    return staging
 
 
 def _print_table(summary: dict) -> None:

@@ -146,6 +146,12 @@ def add_structured_parser(methods) -> None:
     p.add_argument("--min-ffn", type=count, default=1, help="FFN neurons every layer keeps at least")
     p.add_argument("--round-to", type=positive_int, default=1, help="round kept FFN widths to a multiple, e.g. 8")
     p.add_argument(
+        "--iterations",
+        type=positive_int,
+        default=1,
+        help="prune in N steps, re-scoring the smaller model before each (default 1: one-shot)",
+    )
+    p.add_argument(
         "--vocab-from", help="keep only tokens used by this corpus: a dataset (its train split) or .txt file"
     )
     p.add_argument(
@@ -206,6 +212,7 @@ def run_structured(args: argparse.Namespace) -> dict:
         min_ffn=args.min_ffn,
         round_to=args.round_to,
         seed=args.seed,
+        iterations=args.iterations,
     )
     config.validate(load_config(folder).num_hidden_layers)  # bad targets fail before any data is read
     prunes_units = any(v is not None for v in (config.heads, config.ffn, config.params_budget))

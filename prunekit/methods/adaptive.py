@@ -6,6 +6,9 @@ training goes, removed gradually, and the allocation across layers follows the s
   estimate of the loss change if the unit were removed — is folded into an exponential moving average
   (``beta``). Gates are not model parameters, so this works on a frozen LoRA base too; under
   ``torchrun`` the gate gradients are summed over processes, so every process prunes the same units.
+  ``score="lora"`` (LoRAPrune, Zhang et al. 2023) scores from the LoRA factors instead: the frozen
+  weight's gradient is estimated as ``ĝ = s·(∂L/∂B·A + B·∂L/∂A)`` and a unit's score is the sum of
+  ``|(W + s·B·A) ⊙ ĝ|`` over its rows / columns in every adapted projection.
 - **Amount**: every ``every`` steps the keep fraction follows the cubic schedule (Zhu & Gupta) from 1
   at ``start`` to the target at ``end`` (default: 2/3 of the run's real optimizer steps).
 - **Allocation**: ``global`` ranks the EMA scores of all layers together (layers end up with different
@@ -24,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.distributed as dist
+from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers import TrainerCallback
 
@@ -34,6 +38,8 @@ from prunekit.pruning.gates import UnitGates
 from prunekit.pruning.schedules import CubicSchedule
 from prunekit.pruning.surgery import prune_heads, prune_neurons
 from prunekit.pruning.units import SCOPES, check_fraction, fraction_for_budget, keep_counts, select_top
+
+SCORES = ("gate", "lora")
 
 
 @dataclass
@@ -46,6 +52,7 @@ class AdaptiveConfig:
     min_ffn: int = 1
     round_to: int = 32
     beta: float = 0.85  # EMA of the scores
+    score: str = "gate"  # gate: |dL/dgate|; lora: LoRAPrune's |W ⊙ ĝ| from the LoRA factors
     start: int = 0  # optimizer step of the first pruning
     end: int | None = None  # step reaching the target (default: 2/3 of the run)
     every: int = 10
@@ -61,6 +68,8 @@ class AdaptiveConfig:
             raise ConfigError("--params-budget: leave --heads or --ffn unset for the budget to decide")
         if not 0 <= self.beta < 1:
             raise ConfigError(f"--score-ema {self.beta:g}: expected a number in [0, 1)")
+        if self.score not in SCORES:
+            raise ConfigError(f"--adaptive-score {self.score}: expected one of {', '.join(SCORES)}")
 
 
 @dataclass
@@ -87,6 +96,8 @@ class AdaptivePruningCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wraps it
         self.adapter = get_adapter(base)
+        if self.config.score == "lora" and not _lora_layers(self.adapter.layers()[0]):
+            raise ConfigError("--adaptive-score lora scores from LoRA factors: train with --lora")
         self.gates = UnitGates(self.adapter, requires_grad=True).__enter__()
         self.state = _State(
             [torch.zeros_like(g, requires_grad=False) for g in self.gates.heads],
@@ -99,6 +110,11 @@ class AdaptivePruningCallback(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         beta = self.config.beta
+        if self.config.score == "lora":  # LoRA gradients are already averaged over processes by DDP
+            heads, neurons = lora_unit_scores(self.adapter)
+            for scores, new in ((self.state.head_scores, heads), (self.state.neuron_scores, neurons)):
+                for score, value in zip(scores, new):
+                    score.mul_(beta).add_(value.to(score.device), alpha=1 - beta)
         for gates, scores in (
             (self.gates.heads, self.state.head_scores),
             (self.gates.neurons, self.state.neuron_scores),
@@ -107,10 +123,12 @@ class AdaptivePruningCallback(TrainerCallback):
                 if gate.grad is None:
                     continue
                 grad = gate.grad.detach()
+                gate.grad = None
+                if self.config.score != "gate":
+                    continue
                 if dist.is_available() and dist.is_initialized():
                     dist.all_reduce(grad)  # same scores, so the same units pruned, in every process
                 score.mul_(beta).add_(grad.abs(), alpha=1 - beta)
-                gate.grad = None
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.schedule.is_pruning_step(state.global_step):
@@ -203,3 +221,54 @@ def remove_pruned_units(model: nn.Module, callback: AdaptivePruningCallback) -> 
     prune_heads(adapter, heads)
     prune_neurons(adapter, neurons)
     return adapter.describe()
+
+
+def _lora_layers(layer) -> list[LoraLayer]:
+    attn, ffn = layer.attention, layer.ffn
+    linears = [attn.query, attn.key, attn.value, attn.output, ffn.up, ffn.down, ffn.gate]
+    return [linear for linear in linears if isinstance(linear, LoraLayer)]
+
+
+@torch.no_grad()
+def lora_weight_importance(linear: LoraLayer) -> torch.Tensor | None:
+    """``|(W + s·B·A) ⊙ ĝ|`` with ``ĝ = s·(∂L/∂B·A + B·∂L/∂A)``, the estimate of the frozen weight's
+    gradient from the LoRA factors' gradients (LoRAPrune); None before any gradient."""
+    total = None
+    for name in linear.active_adapters:
+        if name not in linear.lora_A:
+            continue
+        a, b = linear.lora_A[name].weight, linear.lora_B[name].weight
+        if a.grad is None or b.grad is None:
+            continue
+        scale = linear.scaling[name]
+        estimate = scale * (b.grad @ a + b @ a.grad)
+        weight = linear.base_layer.weight + scale * (b @ a)
+        value = (weight * estimate).abs()
+        total = value if total is None else total + value
+    return total
+
+
+def lora_unit_scores(adapter) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per layer, LoRAPrune scores of the heads (query rows, output columns, and K/V rows without
+    grouped-query attention) and FFN neurons (up / gate rows, down columns); zeros where a projection
+    has no adapter or gradient."""
+    heads, neurons = [], []
+    for layer in adapter.layers():
+        attn, ffn = layer.attention, layer.ffn
+        n, d = attn.num_heads, attn.head_dim
+        head = torch.zeros(n)
+        sources = [(attn.query, 1), (attn.output, 0)]
+        if attn.num_kv_heads == n:
+            sources += [(attn.key, 1), (attn.value, 1)]
+        for linear, reduce_dim in sources:
+            value = lora_weight_importance(linear) if isinstance(linear, LoraLayer) else None
+            if value is not None:
+                head += value.sum(reduce_dim).view(n, d).sum(1).float().cpu()
+        neuron = torch.zeros(ffn.num_neurons)
+        for linear, reduce_dim in ((ffn.up, 1), (ffn.gate, 1), (ffn.down, 0)):
+            value = lora_weight_importance(linear) if isinstance(linear, LoraLayer) else None
+            if value is not None:
+                neuron += value.sum(reduce_dim).float().cpu()
+        heads.append(head)
+        neurons.append(neuron)
+    return heads, neurons

@@ -33,6 +33,7 @@ class StructuredConfig:
     min_ffn: int = 1
     round_to: int = 1
     seed: int = 0
+    iterations: int = 1  # >1: prune in that many steps, re-scoring the smaller model before each
 
     def validate(self, num_layers: int) -> None:
         check_fraction(self.heads, "--heads")
@@ -45,6 +46,8 @@ class StructuredConfig:
             raise ConfigError(f"--params-budget {self.params_budget}: expected a positive parameter count")
         if self.params_budget is not None and self.heads is not None and self.ffn is not None:
             raise ConfigError("--params-budget: leave --heads or --ffn unset for the budget to decide")
+        if self.iterations < 1:
+            raise ConfigError(f"--iterations {self.iterations}: expected a positive number of pruning steps")
         if self.round_to < 1 or self.min_heads < 0 or self.min_ffn < 0:
             raise ConfigError("--round-to must be >= 1 and --min-heads / --min-ffn >= 0")
         if not any(v is not None for v in (self.heads, self.ffn, self.layers, self.params_budget)):
@@ -90,34 +93,59 @@ def prune_structured(model: nn.Module, config: StructuredConfig, batches: Sequen
         drop_layers(adapter, kept_layers)
 
     if any(v is not None for v in (config.heads, config.ffn, config.params_budget)):
-        scores = score_units(config.importance, adapter, batches, config.seed)
         layers = adapter.layers()
-        gqa_groups = [layer.attention.num_kv_heads if layer.attention.heads_per_kv_group > 1 else 1 for layer in layers]
-        current_heads = [layer.attention.num_heads for layer in layers]
-        current_neurons = [layer.ffn.num_neurons for layer in layers]
-
-        def counts(heads: float | None, ffn: float | None) -> tuple[list[int], list[int]]:
-            head_counts = current_heads
-            if heads is not None:
-                head_counts = keep_counts(scores.heads, heads, config.scope, config.min_heads, gqa_groups)
-            neuron_counts = current_neurons
-            if ffn is not None:
-                neuron_counts = keep_counts(scores.neurons, ffn, config.scope, config.min_ffn, config.round_to)
-            return head_counts, neuron_counts
-
+        original = ([layer.attention.num_heads for layer in layers], [layer.ffn.num_neurons for layer in layers])
         heads, ffn = config.heads, config.ffn
+        scores = score_units(config.importance, adapter, batches, config.seed)
         if config.params_budget is not None:
 
             def params_at(fraction: float) -> int:
-                h = heads if heads is not None else fraction
-                f = ffn if ffn is not None else fraction
-                return params_after(adapter, *counts(h, f))
+                return params_after(adapter, *_counts(adapter, config, scores, heads, ffn, fraction))
 
             fraction = fraction_for_budget(params_at, config.params_budget)
             heads = heads if heads is not None else fraction
             ffn = ffn if ffn is not None else fraction
             report["budget_keep_fraction"] = round(fraction, 6)
-        head_counts, neuron_counts = counts(heads, ffn)
-        prune_heads(adapter, dict(enumerate(select_top(scores.heads, head_counts, gqa_groups))))
-        prune_neurons(adapter, dict(enumerate(select_top(scores.neurons, neuron_counts))))
+        for step in range(1, config.iterations + 1):
+            # iterative: prune a share, re-score the smaller model, prune more (the last step hits the target)
+            if step > 1:
+                scores = score_units(config.importance, adapter, batches, config.seed)
+            progress = step / config.iterations
+            now = [None if t is None else 1 - progress * (1 - t) for t in (heads, ffn)]
+            head_counts, neuron_counts = _counts(adapter, config, scores, *_of_current(now, original, layers))
+            prune_heads(adapter, dict(enumerate(select_top(scores.heads, head_counts, _kv_groups(layers)))))
+            prune_neurons(adapter, dict(enumerate(select_top(scores.neurons, neuron_counts))))
+            layers = adapter.layers()
+        if config.iterations > 1:
+            report["iterations"] = config.iterations
     return {"kept_layers": kept_layers, "structure": adapter.describe(), **report}
+
+
+def _kv_groups(layers) -> list[int]:
+    return [layer.attention.num_kv_heads if layer.attention.heads_per_kv_group > 1 else 1 for layer in layers]
+
+
+def _of_current(fractions, original, layers) -> list[float | None]:
+    """Keep fractions of the *original* heads / neurons as fractions of what the model has now."""
+    current = ([layer.attention.num_heads for layer in layers], [layer.ffn.num_neurons for layer in layers])
+    return [
+        None if f is None else min(1.0, f * sum(before) / max(sum(now), 1))
+        for f, before, now in zip(fractions, original, current)
+    ]
+
+
+def _counts(adapter, config: StructuredConfig, scores, heads: float | None, ffn: float | None, fallback=None):
+    """Heads and neurons each layer keeps for keep fractions ``heads`` / ``ffn`` (``fallback`` for
+    those unset, as the parameter-budget search needs). Iterative pruning meets totals exactly at every
+    step, so rounding does not accumulate (one-shot keeps its recorded behaviour)."""
+    exact = config.iterations > 1
+    layers = adapter.layers()
+    heads = heads if heads is not None else fallback
+    ffn = ffn if ffn is not None else fallback
+    head_counts = [layer.attention.num_heads for layer in layers]
+    if heads is not None:
+        head_counts = keep_counts(scores.heads, heads, config.scope, config.min_heads, _kv_groups(layers), exact)
+    neuron_counts = [layer.ffn.num_neurons for layer in layers]
+    if ffn is not None:
+        neuron_counts = keep_counts(scores.neurons, ffn, config.scope, config.min_ffn, config.round_to, exact)
+    return head_counts, neuron_counts

@@ -21,8 +21,18 @@ from prunekit.adapters.base import ModelAdapter, TransformerLayer
 from prunekit.errors import ConfigError
 
 
-def shrink_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> None:
-    """Keep output rows (``dim=0``) or input columns (``dim=1``) ``keep`` of ``linear``, in place."""
+def shrink_linear(linear: nn.Module, keep: torch.Tensor, dim: int) -> None:
+    """Keep output rows (``dim=0``) or input columns (``dim=1``) ``keep`` of ``linear``, in place.
+
+    A PEFT LoRA layer (``W + s·B·A``, unmerged) is sliced consistently: its base weight, and ``B``'s
+    rows or ``A``'s columns, so the result equals pruning the merged weight."""
+    base = getattr(linear, "base_layer", None)
+    if base is not None:
+        shrink_linear(base, keep, dim)
+        for name in linear.lora_A:
+            shrink_linear(linear.lora_B[name] if dim == 0 else linear.lora_A[name], keep, dim)
+        linear.out_features, linear.in_features = base.out_features, base.in_features
+        return
     weight = linear.weight
     linear.weight = nn.Parameter(weight.detach().index_select(dim, keep), requires_grad=weight.requires_grad)
     if dim == 0 and linear.bias is not None:

@@ -48,3 +48,21 @@ def plot_lottery(rounds: Sequence[dict], metric: str, path: str | os.PathLike, t
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     _save_atomic(figure, path)
+
+
+def plot_ordering(orders: Sequence[dict], metric: str, path: str | os.PathLike, control: tuple[float, float]) -> None:
+    """Metric (mean ± std over seeds) vs measured speed-up, one point per order, with the equal-budget
+    dense control as a line and band. ``orders``: ``{"order", "mean", "std", "speedup"}``."""
+    path = Path(path)
+    figure, axes = plt.subplots(figsize=(6, 4))
+    mean, std = control
+    axes.axhline(mean, color="black", linewidth=1, label=f"dense control ({mean:.3f})")
+    axes.axhspan(mean - std, mean + std, color="grey", alpha=0.15)
+    for row, marker in zip(orders, "osd^v"):
+        axes.errorbar(row["speedup"], row["mean"], yerr=row["std"], fmt=marker, capsize=4, label=row["order"])
+    axes.set_xlabel("speed-up vs dense (latency ratio)")
+    axes.set_ylabel(metric)
+    axes.set_title("LoRA and pruning: which order")
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    _save_atomic(figure, path)

@@ -233,7 +233,8 @@ def distill(
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Trainer:
     """Train ``student`` in place against ``teacher`` on ``train``; returns the Trainer."""
-    student_layers = len(get_adapter(student).layer_list())
+    plain = student.get_base_model() if hasattr(student, "get_base_model") else student  # under PEFT's wrapper
+    student_layers = len(get_adapter(plain).layer_list())
     teacher_layers = len(get_adapter(teacher).layer_list())
     if distill_config.uses_layers:
         distill_config.pairs = resolve_layer_map(distill_config.layer_map, student_layers, teacher_layers)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,20 @@ from transformers import (
 
 from prunekit.data import EncodedSplit, Split, TaskSpec, make_collator
 from prunekit.errors import ConfigError, TrainingError
+
+# `--epochs auto` (bench/defaults.py measured why): small datasets get enough passes for this many
+# optimizer steps (at most AUTO_MAX_PASSES) and a 10 % warm-up; large ones one pass, no warm-up.
+AUTO_MIN_STEPS = 300
+AUTO_MAX_PASSES = 10
+AUTO_WARMUP = 0.1
+
+
+def auto_passes(train_size: int, batch_size: int, world_size: int | None = None) -> int:
+    """Passes over ``train_size`` examples giving at least ``AUTO_MIN_STEPS`` optimizer steps."""
+    if world_size is None:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun: each step sees every process's batch
+    steps_per_pass = max(1, math.ceil(train_size / (batch_size * world_size)))
+    return min(AUTO_MAX_PASSES, math.ceil(AUTO_MIN_STEPS / steps_per_pass))
 
 
 @dataclass

@@ -73,6 +73,7 @@ def merge_lora(peft_model: PeftModel, masks: MaskSet | None = None) -> PreTraine
     """Fold ``B·A`` into the weights (the plain model comes back); masks re-applied, so a sparse base
     stays exactly as sparse and the result equals the network that was trained."""
     model = peft_model.merge_and_unload()
+    model.requires_grad_(True)  # PEFT froze the base; the merged model is a plain one, trainable like any
     if masks is not None:
         masks.apply(model)
     return model

@@ -1,0 +1,101 @@
+"""How many passes and how much warm-up a small dataset needs: the measurements behind ``--epochs auto``.
+
+all-MiniLM-L6-v2, full fine-tuning, batch 32, lr 5e-5 (prunekit's default), max length 128, on
+- MRPC: all 3,667 training pairs (115 optimizer steps a pass), dev 408 pairs;
+- SST-2: a seeded 2,500-sentence subset (79 steps a pass), dev 872 sentences.
+Arms: the old default (1 pass, no warm-up), and 10 % warm-up with enough passes for ~300 optimizer
+steps (and, on SST-2, ~600). The majority-class rate of each dev set is recorded as the floor.
+One thread per run (OMP_NUM_THREADS=1; it shared the machine with another bench). ≈ 25 min for one seed.
+
+Run: python bench/defaults.py [--seeds 42] -> bench/results/defaults.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from prunekit.io import write_json_atomic
+
+HERE = Path(__file__).resolve().parent
+GLUE = HERE.parent.parent / "shared" / "data" / "glue"
+TASKS = {
+    "MRPC": {"data": GLUE / "MRPC", "samples": None, "arms": {"1 pass": 1, "3 passes": 3}},
+    "SST-2 (2.5k)": {"data": GLUE / "SST-2", "samples": 2500, "arms": {"1 pass": 1, "4 passes": 4, "8 passes": 8}},
+}
+
+
+def majority_rate(dev: Path) -> float:
+    lines = dev.read_text(encoding="utf-8").splitlines()
+    label = lines[0].split("\t").index("label") if "label" in lines[0].split("\t") else 0
+    counts = Counter(line.split("\t")[label] for line in lines[1:] if line.strip())
+    return max(counts.values()) / sum(counts.values())
+
+
+def finetune(out: Path, task: dict, passes: int, seed: int) -> dict:
+    summary = out / "summary.json"
+    if not summary.is_file():  # reuse an arm an interrupted run of this bench finished
+        flags = ["--data", str(task["data"]), "--epochs", str(passes), "--seed", str(seed)]
+        flags += ["--warmup-ratio", "0.1"] if passes > 1 else []
+        flags += ["--max-train-samples", str(task["samples"])] if task["samples"] else []
+        subprocess.run([sys.executable, "-m", "prunekit", "finetune", "--out", str(out), *flags], check=True)
+    return json.loads(summary.read_text())
+
+
+def write_tables(rows: list[dict], command: str) -> None:
+    results = HERE / "results"
+    write_json_atomic(results / "defaults.json", {"command": command, "rows": rows})
+    lines = [
+        "| task | arm | train examples | steps | warm-up | seeds | main metric (mean) | majority class |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["task"], row["arm"]), []).append(row)
+    for (task, arm), group in groups.items():
+        first = group[0]
+        mean = statistics.fmean(r["metric"] for r in group)
+        lines.append(
+            f"| {task} | {arm} | {first['samples']:,} | {first['steps']} | {first['warmup']} | "
+            f"{', '.join(str(r['seed']) for r in group)} | {first['main_metric']} {mean:.4f} | "
+            f"{first['majority']:.4f} |"
+        )
+    (results / "defaults.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42])
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prunekit-bench-defaults"))
+    args = parser.parse_args()
+    command = "python bench/defaults.py --seeds " + " ".join(map(str, args.seeds))
+    work, rows = Path(args.work), []
+    for seed in args.seeds:
+        for name, task in TASKS.items():
+            for arm, passes in task["arms"].items():
+                summary = finetune(work / f"{name.split()[0]}-{passes}-{seed}", task, passes, seed)
+                rows.append(
+                    {
+                        "task": name,
+                        "arm": arm,
+                        "seed": seed,
+                        "samples": summary["train"]["samples"],
+                        "steps": summary["train"]["steps"],
+                        "warmup": "10 %" if passes > 1 else "none",
+                        "main_metric": summary["main_metric"],
+                        "metric": summary["metrics"][summary["main_metric"]],
+                        "metrics": summary["metrics"],
+                        "majority": majority_rate(task["data"] / "dev.tsv"),
+                    }
+                )
+                write_tables(rows, command)  # after every arm: an interrupted run keeps what it measured
+
+
+if __name__ == "__main__":
+    main()

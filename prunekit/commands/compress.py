@@ -1,0 +1,277 @@
+"""``prunekit compress``: the recommended workflow in one command — LoRA fine-tune → adaptive pruning
+(LoRA, distilled from the LoRA-tuned teacher) → final fine-tune (distilled) — then evaluated and timed
+against the dense model. See ``prunekit.methods.workflow``."""
+
+from __future__ import annotations
+
+import argparse
+from functools import partial
+from pathlib import Path
+
+from prunekit.commands.common import (
+    add_data_arguments,
+    add_output_arguments,
+    count,
+    data_kwargs,
+    param_count,
+    positive,
+    positive_int,
+    preflight,
+    real,
+    seed,
+)
+from prunekit.errors import ConfigError
+
+CONFIG_FILE = "compress_config.json"
+SHAPES = ((32, 128), (1, 128))  # latency ratios: a throughput batch and a single request
+
+
+def add_workflow_arguments(p: argparse.ArgumentParser) -> None:
+    """Target and training flags shared by ``compress`` and ``study ordering``."""
+    group = p.add_argument_group("target (one of --speedup, --heads/--ffn, --params-budget)")
+    group.add_argument(
+        "--speedup",
+        type=real(1, low_open=True),
+        help="latency target, e.g. 2: the keep fraction is found by timing pruned copies here, and checked at the end",
+    )
+    group.add_argument("--heads", type=real(0, 1, low_open=True), help="fraction of attention heads to keep")
+    group.add_argument("--ffn", type=real(0, 1, low_open=True), help="fraction of FFN neurons to keep")
+    group.add_argument("--params-budget", type=param_count, help="total parameters to keep, e.g. 15M")
+    group.add_argument(
+        "--scope", choices=["global", "uniform"], default="global", help="allocation across layers (default global)"
+    )
+    group.add_argument("--round-to", type=positive_int, default=32, help="FFN widths a multiple of this (default 32)")
+    group.add_argument(
+        "--adaptive-score",
+        choices=["gate", "lora"],
+        default="gate",
+        help="adaptive pruning's unit scores: gate gradients (default) or LoRAPrune's, from the LoRA factors",
+    )
+    group.add_argument(
+        "--prune-with",
+        choices=["lora", "full"],
+        default="lora",
+        help="the adaptive-pruning stage trains LoRA adapters on the frozen teacher (default) or every weight",
+    )
+    group.add_argument("--min-heads", type=count, default=1)
+    group.add_argument("--min-ffn", type=count, default=1)
+    group = p.add_argument_group("training")
+    group.add_argument("--max-train-samples", type=positive_int, help="train on a seeded random subset of N")
+    group.add_argument(
+        "--stage-steps",
+        type=positive_int,
+        help="optimizer steps per stage (three stages); default: the passes `--epochs auto` picks for the data",
+    )
+    group.add_argument("--batch-size", type=positive_int, default=32)
+    group.add_argument("--lr", type=positive, default=1e-4, help="full fine-tuning stages (default 1e-4)")
+    group.add_argument("--lora-lr", type=positive, default=5e-4, help="LoRA stages (default 5e-4)")
+    group.add_argument("--warmup-ratio", type=real(0, 1, high_open=True), default=0.1)
+    group.add_argument("--lora-r", type=positive_int, default=8)
+    group.add_argument("--lora-alpha", type=positive, help="default 2 x rank")
+    group.add_argument("--lora-dropout", type=real(0, 1, high_open=True), default=0.05)
+    group.add_argument("--lora-targets", default="auto", help="'auto' (attention + FFN projections) or a regex")
+    group.add_argument("--temperature", type=positive, default=2.0, help="distillation temperature")
+    group.add_argument("--alpha-kd", type=real(0, 1), default=0.5, help="soft-target weight in distilled stages")
+    group.add_argument("--resume", action="store_true", help="continue a killed run in --out after its last stage")
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser(
+        "compress",
+        help="LoRA fine-tune -> adaptive pruning -> final fine-tune with distillation, timed against the dense model",
+    )
+    p.add_argument("--model", default="minilm", help="pretrained model folder, 'minilm' (default) or hub id")
+    add_output_arguments(p)
+    add_data_arguments(p, with_train=True)
+    add_workflow_arguments(p)
+    p.add_argument("--seed", type=seed, default=42)
+    p.add_argument(
+        "--control", action="store_true", help="also train the equal-budget dense control (same total steps)"
+    )
+    p.add_argument("--threads", type=positive_int, help="threads for the latency measurements (default: torch's)")
+    p.set_defaults(handler=run)
+
+
+def workflow_config(args: argparse.Namespace, train_size: int, order: str, seed: int, target):
+    """The ``WorkflowConfig`` the flags ask for; stage length from ``--stage-steps`` or the data size."""
+    import math
+
+    from prunekit.methods.workflow import WorkflowConfig
+    from prunekit.training.finetune import auto_passes
+
+    steps = args.stage_steps
+    if steps is None:
+        steps = auto_passes(train_size, args.batch_size) * math.ceil(train_size / args.batch_size)
+    return WorkflowConfig(
+        target=target,
+        order=order,
+        stage_steps=steps,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        seed=seed,
+        lora_lr=args.lora_lr,
+        lr=args.lr,
+        warmup_ratio=args.warmup_ratio,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        lora_targets=args.lora_targets,
+        scope=args.scope,
+        round_to=args.round_to,
+        min_heads=args.min_heads,
+        min_ffn=args.min_ffn,
+        adaptive_score=args.adaptive_score,
+        prune_with=args.prune_with,
+        temperature=args.temperature,
+        alpha_kd=args.alpha_kd,
+    )
+
+
+def resolve_target(args: argparse.Namespace, model, config_file: str) -> tuple:
+    """The ``Target`` and, with ``--speedup``, how its keep fraction was found (measured once: a
+    ``--resume`` reuses what the interrupted run measured)."""
+    import os
+
+    from prunekit.methods.speed import keep_fraction_for_speedup
+    from prunekit.methods.workflow import Target
+
+    fixed = [flag for flag in ("heads", "ffn", "params_budget") if getattr(args, flag) is not None]
+    if args.speedup is not None:
+        if fixed:
+            raise ConfigError(f"--speedup sets the widths itself: leave out --{fixed[0].replace('_', '-')}")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError(
+                "--speedup times the model in each process, which could disagree: run it once in one process "
+                "(the summary's speedup.keep_fraction) and pass --heads/--ffn with that fraction under torchrun"
+            )
+        saved = _saved_plan(Path(args.out), config_file) if args.resume else None
+        if saved is not None and saved["target"] == args.speedup:
+            return Target(heads=saved["keep_fraction"], ffn=saved["keep_fraction"]), saved
+        fraction, timings = keep_fraction_for_speedup(model, args.speedup, SHAPES[0], args.round_to, args.threads)
+        plan = {"target": args.speedup, "keep_fraction": fraction, "uniform_timings": timings, "shape": SHAPES[0]}
+        return Target(heads=fraction, ffn=fraction), plan
+    return Target(heads=args.heads, ffn=args.ffn, params_budget=args.params_budget), None
+
+
+def _saved_plan(out: Path, config_file: str) -> dict | None:
+    """The ``--speedup`` plan an interrupted (or finished) run of ``out`` recorded, if any."""
+    import json
+
+    for folder in (out.parent / f".{out.name}.partial", out):
+        try:
+            return json.loads((folder / config_file).read_text()).get("speedup_plan")
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def prepare(args: argparse.Namespace, config_file: str, data_seed: int, command: str) -> tuple:
+    """What ``compress`` and ``study`` do before any training: checks, data, the dense model (the
+    timing reference), the target; returns ``data, dense, target, plan, evaluate``."""
+    from prunekit.data import load_task_data
+    from prunekit.evaluation import evaluate_model
+    from prunekit.models import load_model
+
+    own_result = args.resume and (Path(args.out) / config_file).is_file()
+    preflight(args, {"--model": args.model}, replaces_out=own_result)
+    if args.speedup is None and all(getattr(args, f) is None for f in ("heads", "ffn", "params_budget")):
+        raise ConfigError(f"{command}: pass a target: --speedup, --heads/--ffn or --params-budget")
+    data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=data_seed, **data_kwargs(args))
+    dense, tokenizer = load_model(args.model, data.task)
+    target, plan = resolve_target(args, dense, config_file)
+    evaluate = partial(
+        evaluate_model, tokenizer=tokenizer, split=data.eval, task=data.task, max_length=args.max_length, progress=False
+    )
+    return data, dense, target, plan, evaluate
+
+
+def run(args: argparse.Namespace) -> dict:
+    from dataclasses import asdict
+
+    from prunekit.io import replace_dir, staging_dir, write_json_atomic
+    from prunekit.methods.workflow import Workflow, dense_control, time_stages
+
+    out = Path(args.out)
+    data, dense, target, plan, evaluate = prepare(args, CONFIG_FILE, args.seed, "compress")
+    config = workflow_config(args, len(data.train), "joint", args.seed, target)
+    settings = {"model": args.model, "data": args.data, "max_train_samples": args.max_train_samples, **asdict(config)}
+    settings["speedup_plan"] = plan
+    staging = staging_dir(out, settings, CONFIG_FILE, args.resume, args.overwrite)
+    workflow = Workflow(config, args.model, data, staging, evaluate, args.resume)
+    rows = workflow.run()
+    control = dense_control(args.model, data, config, staging, evaluate, args.resume) if args.control else None
+    if not rows:  # not the main process under torchrun
+        return {}
+    time_stages(dense, [*rows, *([control] if control else [])], staging, SHAPES, args.threads)
+    summary = _summary(args, data.task, config, rows, control, plan)
+    write_json_atomic(staging / "summary.json", summary)
+    replace_dir(staging, out)
+    _print_table(summary)
+    return summary
+
+
+def _summary(args, task, config, rows, control, plan) -> dict:
+    """summary.json: the final model's result on top, then one row per stage (and the control)."""
+    from dataclasses import asdict
+
+    from prunekit.evaluation import make_summary
+
+    final = rows[-1]
+    metric = task.main_metric
+    teacher = next(row for row in rows if row.stage == "teacher")
+    relative = {"teacher": round(final.metrics[metric] / teacher.metrics[metric], 4)}
+    if control is not None:
+        relative["control"] = round(final.metrics[metric] / control.metrics[metric], 4)
+    speedup = dict(plan or {})
+    if plan is not None:
+        measured = final.extra["speedup"][_shape_key(SHAPES[0])]
+        speedup.update(measured=measured, met=measured >= plan["target"])
+    return make_summary(
+        "compress",
+        args.model,
+        task.name,
+        metrics=final.metrics,
+        main_metric=metric,
+        params_total=final.params_total,
+        params_nonzero=final.params_nonzero,
+        size_bytes=final.size_bytes,
+        final="final",
+        relative=relative,
+        speedup=speedup or None,
+        target=asdict(config.target),
+        stage_steps=config.stage_steps,
+        total_steps=final.total_steps,
+        stages=[asdict(row) for row in rows],
+        control=asdict(control) if control is not None else None,
+        config={k: v for k, v in asdict(config).items() if k != "target"},
+    )
+
+
+def _shape_key(shape: tuple[int, int]) -> str:
+    return f"{shape[0]}x{shape[1]}"
+
+
+def _print_table(summary: dict) -> None:
+    metric = summary["main_metric"]
+    rows = [*summary["stages"], *([summary["control"]] if summary["control"] else [])]
+    keys = [_shape_key(shape) for shape in SHAPES]
+    print(f"compress: {summary['model']} on {summary['task']} ({metric}); speed-up vs dense at batch x length")
+    speed_header = " ".join(f"{k:>9}" for k in keys)
+    print(f"  {'stage':<9} {'steps':>6} {metric:>10} {'params':>12} {'size MB':>8} {speed_header}")
+    for row in rows:
+        size = f"{row['size_bytes'] / 1e6:.1f}" if row["size_bytes"] else "-"
+        speed = " ".join(f"{row['extra']['speedup'][k]:>8.2f}x" for k in keys)
+        print(
+            f"  {row['stage']:<9} {row['total_steps']:>6} {row['metrics'][metric]:>10.4f} {row['params_total']:>12,} "
+            f"{size:>8} {speed}"
+        )
+    relative = summary["relative"]
+    line = f"final keeps {relative['teacher']:.1%} of the LoRA-tuned dense teacher"
+    if "control" in relative:
+        line += f" and {relative['control']:.1%} of the equal-budget dense control"
+    print(line)
+    speedup = summary["speedup"]
+    if speedup:
+        verdict = "met" if speedup["met"] else "MISSED"
+        measured = speedup["measured"]
+        print(f"speed-up target {speedup['target']:g}x at batch {keys[0]}: measured {measured:.2f}x ({verdict})")

@@ -1,0 +1,332 @@
+"""LoRA and pruning in either order, or together: the recommended workflow (``prunekit compress``) and
+the alternatives ``prunekit study ordering`` sets against it. Each order is a list of stages, and every
+order trains the same total number of optimizer steps (three stage lengths) to the same target:
+
+- ``joint`` (the recommended workflow): LoRA fine-tune the dense model — the *teacher* — then LoRA
+  fine-tune it again while adaptive pruning removes heads and FFN neurons (allocation across layers
+  from the scores) with soft targets from the teacher, then fully fine-tune the pruned model with
+  soft targets from the teacher.
+- ``lora-prune``: LoRA fine-tune (the teacher), merge, prune one-shot with task-aware (Taylor) scores,
+  then fully fine-tune with soft targets from the teacher for two stage lengths.
+- ``prune-lora``: prune the pretrained model one-shot with task-agnostic scores (weight magnitude: no
+  task labels exist yet), LoRA fine-tune it for two stage lengths, merge, fully fine-tune one more.
+  This path never has a task-trained dense model, so no soft targets.
+
+Every stage is written to ``DIR/<stage>/`` (a model folder with its summary.json) as soon as it ends;
+a rerun with ``resume`` loads finished stages instead of training them again.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+from transformers import PreTrainedModel, set_seed
+
+from prunekit.adapters import get_adapter
+from prunekit.data import TaskData, encode_batches
+from prunekit.errors import ConfigError
+from prunekit.evaluation import make_summary, model_size
+from prunekit.io import atomic_output_dir, work_dir, write_json_atomic
+from prunekit.methods.adaptive import AdaptiveConfig
+from prunekit.methods.speed import measure_speedups
+from prunekit.methods.stage import StageResult, save_stage, train_stage
+from prunekit.methods.structured import StructuredConfig, prune_structured
+from prunekit.models import load_model
+from prunekit.pruned_models import save_pruned
+from prunekit.training import FinetuneConfig
+from prunekit.training.distill import DistillConfig
+from prunekit.training.lora import lora_config
+
+ORDERS = ("joint", "lora-prune", "prune-lora")
+
+
+@dataclass
+class Target:
+    """What the compressed model keeps: fractions of heads / FFN neurons, or a parameter budget."""
+
+    heads: float | None = None
+    ffn: float | None = None
+    params_budget: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.heads is None and self.ffn is None and self.params_budget is None:
+            raise ConfigError("nothing to prune: pass --speedup, --heads, --ffn or --params-budget")
+
+
+@dataclass
+class WorkflowConfig:
+    target: Target
+    order: str = "joint"
+    stage_steps: int = 250  # optimizer steps of one stage; every order trains three of them
+    batch_size: int = 32
+    max_length: int = 128
+    seed: int = 42
+    lora_lr: float = 5e-4  # LoRA stages (adapters learn slower than full weights)
+    lr: float = 1e-4  # full fine-tuning stages
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    lora_r: int = 8
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.05
+    lora_targets: str = "auto"
+    prune_with: str = "lora"  # joint: the adaptive-pruning stage trains LoRA adapters or every weight (full)
+    scope: str = "global"  # allocation of the pruned units across layers: global | uniform
+    round_to: int = 32
+    min_heads: int = 1
+    min_ffn: int = 1
+    score_ema: float = 0.85
+    adaptive_score: str = "gate"  # gate | lora (LoRAPrune)
+    temperature: float = 2.0
+    alpha_kd: float = 0.5
+    calibration_samples: int = 512  # one-shot orders: examples scoring the units
+
+    def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            raise ConfigError(f"--order {self.order}: expected one of {', '.join(ORDERS)}")
+        if self.prune_with not in ("lora", "full"):
+            raise ConfigError(f"--prune-with {self.prune_with}: expected lora or full")
+
+
+@dataclass
+class StageSpec:
+    """One stage of an order: ``train`` (``lora`` or ``full``) for ``steps``, optionally pruning
+    adaptively while it trains and distilling from the teacher; or a one-shot ``prune`` (0 steps)."""
+
+    name: str
+    kind: str  # lora | full | prune
+    steps: int = 0
+    adaptive: bool = False
+    distill: bool = False
+    importance: str = "taylor"  # prune stages
+    becomes_teacher: bool = False
+
+
+def stages_of(order: str, steps: int, prune_with: str = "lora") -> list[StageSpec]:
+    """The stages of ``order`` (see the module docstring), each training ``steps`` or a multiple;
+    ``prune_with="full"`` trains every weight while ``joint`` prunes adaptively (instead of LoRA)."""
+    if order == "joint":
+        return [
+            StageSpec("teacher", "lora", steps, becomes_teacher=True),
+            StageSpec("pruned", prune_with, steps, adaptive=True, distill=True),
+            StageSpec("final", "full", steps, distill=True),
+        ]
+    if order == "lora-prune":
+        return [
+            StageSpec("teacher", "lora", steps, becomes_teacher=True),
+            StageSpec("pruned", "prune", importance="taylor"),
+            StageSpec("final", "full", 2 * steps, distill=True),
+        ]
+    return [
+        StageSpec("pruned", "prune", importance="magnitude"),
+        StageSpec("lora", "lora", 2 * steps),
+        StageSpec("final", "full", steps),
+    ]
+
+
+@dataclass
+class StageRow:
+    """One line of the workflow's table (and of ``summary.json``'s ``stages``)."""
+
+    stage: str
+    kind: str
+    steps: int
+    total_steps: int
+    metrics: dict
+    params_total: int
+    params_nonzero: int
+    size_bytes: int | None
+    folder: str  # the stage's model folder, relative to the workflow's output
+    extra: dict = field(default_factory=dict)
+
+
+class Workflow:
+    """Runs one order's stages on ``model_name`` for ``data``, writing each stage into ``out/<stage>``."""
+
+    def __init__(
+        self,
+        config: WorkflowConfig,
+        model_name: str,
+        data: TaskData,
+        out: Path,
+        evaluate: Callable[[PreTrainedModel], dict],
+        resume: bool = False,
+    ):
+        self.config = config
+        self.model_name = model_name
+        self.data = data
+        self.out = Path(out)
+        self.evaluate = evaluate
+        self.resume = resume
+        self.rows: list[StageRow] = []
+
+    # ------------------------------------------------------------------ running
+
+    def run(self) -> list[StageRow]:
+        """All stages; one row per stage (in the main process: the other ``torchrun`` processes train
+        the same stages and get no rows). The final model is in ``out/<last stage>``."""
+        config = self.config
+        set_seed(config.seed)  # the classifier head is initialised reproducibly
+        model, tokenizer = load_model(self.model_name, self.data.task)
+        teacher, total = None, 0
+        for index, spec in enumerate(stages_of(config.order, config.stage_steps, config.prune_with)):
+            folder = self.out / spec.name
+            total += spec.steps
+            set_seed(config.seed + index)  # each stage's LoRA init and data order, resumed or not
+            if self.resume and (folder / "summary.json").is_file():
+                model, tokenizer = load_model(str(folder))
+                model.train()
+                row = json.loads((folder / "summary.json").read_text())["row"]
+                self.rows.append(StageRow(**row))
+            elif spec.kind == "prune":
+                self._prune(model, tokenizer, spec, folder, total)
+            else:
+                model = self._train(model, tokenizer, spec, folder, total, teacher)
+            if spec.becomes_teacher:
+                teacher = copy.deepcopy(model).eval()
+        return self.rows
+
+    def _finetune_config(self, spec: StageSpec) -> FinetuneConfig:
+        config = self.config
+        return FinetuneConfig(
+            batch_size=config.batch_size,
+            lr=config.lora_lr if spec.kind == "lora" else config.lr,
+            max_length=config.max_length,
+            seed=config.seed,
+            weight_decay=config.weight_decay,
+            warmup_ratio=config.warmup_ratio,
+            max_steps=spec.steps,
+        )
+
+    def _target_settings(self) -> dict:
+        """What to keep and how to allocate it: shared by adaptive and one-shot pruning."""
+        config, target = self.config, self.config.target
+        return dict(
+            heads=target.heads,
+            ffn=target.ffn,
+            params_budget=target.params_budget,
+            scope=config.scope,
+            min_heads=config.min_heads,
+            min_ffn=config.min_ffn,
+            round_to=config.round_to,
+        )
+
+    def _train(self, model, tokenizer, spec: StageSpec, folder: Path, total: int, teacher) -> PreTrainedModel:
+        config = self.config
+        lora = None
+        if spec.kind == "lora":
+            lora = lora_config(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
+        adaptive = None
+        if spec.adaptive:
+            adaptive = AdaptiveConfig(**self._target_settings(), beta=config.score_ema, score=config.adaptive_score)
+        kd = None
+        if spec.distill:
+            if teacher is None:
+                raise ConfigError(f"stage {spec.name}: distillation needs the teacher stage first")
+            kd = DistillConfig(temperature=config.temperature, alpha_ce=1 - config.alpha_kd, alpha_kd=config.alpha_kd)
+        with work_dir(f"workflow-{spec.name}") as scratch:
+            result = train_stage(
+                model,
+                tokenizer,
+                self.data,
+                self._finetune_config(spec),
+                scratch,
+                lora=lora,
+                adaptive=adaptive,
+                teacher=teacher if spec.distill else None,
+                kd=kd,
+                evaluate=self.evaluate,
+            )
+            if result.is_main:
+                save = partial(save_stage, result, tokenizer)
+                self._write(result.model, tokenizer, spec, folder, total, save, result)
+        return result.model
+
+    def _prune(self, model, tokenizer, spec: StageSpec, folder: Path, total: int) -> None:
+        config = self.config
+        structured = StructuredConfig(importance=spec.importance, **self._target_settings())
+        batches = []
+        if spec.importance == "taylor":
+            train = self.data.train
+            draw = random.Random(config.seed).sample(range(len(train)), min(config.calibration_samples, len(train)))
+            batches = encode_batches(
+                train.subset(draw), tokenizer, config.max_length, self.data.task.is_regression, config.batch_size
+            )
+        prune_structured(model, structured, batches)
+        if _is_main():
+            self._write(model, tokenizer, spec, folder, total, partial(save_pruned, model), None)
+
+    def _write(self, model, tokenizer, spec, folder, total, save, result: StageResult | None) -> None:
+        """Evaluate the stage's model and write its folder (model, tokenizer, summary with the row)."""
+        metrics = self.evaluate(model)
+        with atomic_output_dir(folder, overwrite=True) as tmp:
+            save(tmp)
+            tokenizer.save_pretrained(tmp)
+            size = model_size(model, tmp)
+            extra = {"structure": get_adapter(model).describe()}
+            if result is not None:
+                extra["train"] = result.train_record()
+                if result.lora:
+                    extra["lora"] = result.lora
+                if result.pruned:
+                    extra["adaptive"] = result.pruned["adaptive"]
+            row = StageRow(spec.name, spec.kind, spec.steps, total, metrics, folder=spec.name, extra=extra, **size)
+            summary = make_summary(
+                "workflow-stage",
+                self.model_name,
+                self.data.task.name,
+                metrics=metrics,
+                main_metric=self.data.task.main_metric,
+                **size,
+                order=self.config.order,
+                row=asdict(row),
+            )
+            write_json_atomic(Path(tmp) / "summary.json", summary)
+        self.rows.append(row)
+
+
+def _is_main() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def dense_control(
+    model_name: str,
+    data: TaskData,
+    config: WorkflowConfig,
+    out: Path,
+    evaluate: Callable[[PreTrainedModel], dict],
+    resume: bool = False,
+) -> StageRow | None:
+    """The equal-budget dense control: the dense model fully fine-tuned for the workflow's total
+    steps, at the full fine-tuning lr — the bar a compressed model is measured against."""
+    spec = StageSpec("control", "full", 3 * config.stage_steps)
+    control = Workflow(config, model_name, data, out, evaluate, resume)
+    folder = out / spec.name
+    if resume and (folder / "summary.json").is_file():
+        return StageRow(**json.loads((folder / "summary.json").read_text())["row"])
+    set_seed(config.seed)
+    model, tokenizer = load_model(model_name, data.task)
+    control._train(model, tokenizer, spec, folder, spec.steps, None)
+    return control.rows[-1] if control.rows else None
+
+
+def time_stages(
+    dense: PreTrainedModel,
+    rows: list[StageRow],
+    out: Path,
+    shapes: tuple[tuple[int, int], ...],
+    threads: int | None = None,
+) -> None:
+    """Time every stage's saved model against ``dense`` (interleaved, per shape); the latency ratios go
+    into each row's ``extra["speedup"]`` as ``{"32x128": ratio}`` (> 1: faster than dense)."""
+    models = [load_model(str(Path(out) / row.folder))[0] for row in rows]
+    ratios = measure_speedups(dense, models, shapes, threads)
+    for index, row in enumerate(rows):
+        row.extra["speedup"] = {f"{b}x{s}": per_shape[index] for (b, s), per_shape in zip(shapes, ratios)}

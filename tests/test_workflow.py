@@ -1,0 +1,210 @@
+"""The recommended workflow (`prunekit compress`) and the ordering study on tiny models: stages,
+equal step budgets, exact targets, resuming, latency targets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from prunekit.errors import ConfigError
+from prunekit.methods import speed
+from prunekit.methods.workflow import Workflow, stages_of
+from prunekit.models import load_model
+from tests.conftest import cli, tree_digest
+from tests.tiny import save_tiny_model, tiny_tokenizer
+
+TRAIN = "--stage-steps 8 --batch-size 16 --max-length 16 --lr 5e-3 --lora-lr 1e-2 --round-to 1"
+
+
+def _summary(folder) -> dict:
+    return json.loads((folder / "summary.json").read_text())
+
+
+def _logits(folder) -> torch.Tensor:
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    batch = tiny_tokenizer()(["a great film", "an awful film"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def test_every_order_trains_the_same_steps_in_three_stage_lengths():
+    for order in ("joint", "lora-prune", "prune-lora"):
+        specs = stages_of(order, 10)
+        assert sum(spec.steps for spec in specs) == 30, order
+    assert [s.kind for s in stages_of("joint", 1)] == ["lora", "lora", "full"]
+    assert stages_of("joint", 1)[1].adaptive and stages_of("joint", 1)[2].distill
+    assert stages_of("prune-lora", 1)[0].importance == "magnitude"  # no task labels before any training
+    assert [s.kind for s in stages_of("joint", 1, prune_with="full")] == ["lora", "full", "full"]
+
+
+def test_compress_runs_the_workflow_and_writes_every_stage(tiny_bert, sentiment_dir, tmp_path):
+    out = tmp_path / "compressed"
+    target = "--heads 0.5 --ffn 0.5 --control"
+    assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} {target}") == 0
+    summary = _summary(out)
+    stages = {row["stage"]: row for row in summary["stages"]}
+    assert list(stages) == ["teacher", "pruned", "final"]
+    assert [row["total_steps"] for row in summary["stages"]] == [8, 16, 24]
+    assert summary["control"]["steps"] == 24  # the equal-budget dense control
+    trainable = [stages[name]["extra"]["train"]["trainable_params"] for name in ("teacher", "final")]
+    assert trainable[0] < trainable[1]  # LoRA, then full fine-tuning (PEFT's frozen base thawed after merging)
+    assert summary["metrics"]["accuracy"] >= 0.9  # the easy synthetic task is learnt
+    for name in ("teacher", "pruned", "final", "control"):
+        assert _summary(out / name)["row"]["stage"] == name
+        assert set(_summary(out)["stages"][0]["extra"]["speedup"]) == {"32x128", "1x128"}
+    assert (out / "teacher" / "adapter" / "adapter_config.json").is_file()  # PEFT format
+    final = AutoModelForSequenceClassification.from_pretrained(out / "final")
+    structure = stages["final"]["extra"]["structure"]
+    heads = [layer.attention.self.query.out_features // 8 for layer in final.bert.encoder.layer]
+    neurons = [layer.intermediate.dense.out_features for layer in final.bert.encoder.layer]
+    assert sum(heads) == 4 and sum(neurons) == 64  # half of 2 x 4 heads and of 2 x 64 neurons
+    assert [layer["ffn"] for layer in structure] == neurons
+    assert [layer["ffn"] for layer in stages["teacher"]["extra"]["structure"]] == [64, 64]
+    assert summary["params_total"] < summary["stages"][0]["params_total"]
+    assert summary["metrics"] == stages["final"]["metrics"]
+    relative = summary["relative"]
+    teacher_metric = stages["teacher"]["metrics"]["accuracy"]
+    assert relative["teacher"] == pytest.approx(summary["metrics"]["accuracy"] / teacher_metric, abs=1e-4)
+    assert not list(tmp_path.glob(".compressed*"))  # the staging folder was published
+
+
+def test_compress_resumes_after_its_last_finished_stage(tiny_bert, sentiment_dir, tmp_path, monkeypatch):
+    """A run killed in its second stage resumes from the saved teacher and ends with the same model as
+    a run that was never interrupted (every stage seeds itself)."""
+    whole = tmp_path / "whole"
+    assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {whole} {TRAIN} --heads 0.5") == 0
+
+    original = Workflow._train
+
+    def die_in_second_stage(self, model, tokenizer, spec, *args):
+        if spec.name == "pruned":
+            raise KeyboardInterrupt
+        return original(self, model, tokenizer, spec, *args)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(Workflow, "_train", die_in_second_stage)
+    assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --heads 0.5") == 130
+    staging = tmp_path / ".resumed.partial"
+    assert (staging / "teacher" / "summary.json").is_file() and not out.exists()
+    teacher = tree_digest(staging / "teacher")
+    monkeypatch.setattr(Workflow, "_train", original)
+    assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --heads 0.5") == 2  # kept
+    assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --heads 0.4 --resume") == 2
+    assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --heads 0.5 --resume") == 0
+    assert tree_digest(out / "teacher") == teacher  # loaded, not trained again
+    torch.testing.assert_close(_logits(out / "final"), _logits(whole / "final"), atol=1e-5, rtol=0)
+
+
+def test_compress_on_a_gqa_llama_keeps_whole_kv_groups(sentiment_dir, tmp_path):
+    model = save_tiny_model("llama", tmp_path / "llama")
+    out = tmp_path / "out"
+    assert cli(f"compress --model {model} --data {sentiment_dir} --out {out} {TRAIN} --heads 0.5 --ffn 0.5") == 0
+    structure = _summary(out)["stages"][1]["extra"]["structure"]
+    kv_heads = load_model(str(model))[0].config.num_key_value_heads
+    assert sum(layer["heads"] for layer in structure) == 8  # half of 2 x 8 query heads
+    assert sum(layer["ffn"] for layer in structure) == 96
+    assert all(layer["heads"] % kv_heads == 0 for layer in structure)  # every KV group keeps as many
+    assert _logits(out / "final").shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ("", "pass a target"),
+        ("--speedup 2 --heads 0.5", "--speedup sets the widths"),
+        ("--speedup 1", "--speedup 1: expected a number > 1"),
+        ("--heads 0", "--heads 0"),
+    ],
+)
+def test_compress_refuses_bad_targets_before_training(flags, message, tiny_bert, sentiment_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} {flags}") == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_keep_fraction_for_a_speedup_interpolates_the_timed_widths(tiny_bert, monkeypatch):
+    model, _ = load_model(str(tiny_bert))
+    copy = speed.uniform_copy(model, 0.5, round_to=1)
+    assert [layer.intermediate.dense.out_features for layer in copy.bert.encoder.layer] == [32, 32]
+    assert [layer.attention.self.query.out_features for layer in copy.bert.encoder.layer] == [16, 16]
+    assert model.bert.encoder.layer[0].intermediate.dense.out_features == 64  # the original is untouched
+
+    # a machine where speed is exactly 1 / fraction: 2x lies between the timed fractions 0.65 and 0.5
+    def fake(dense, copies, shapes, threads=None):
+        return [[round(1 / f, 4) for f in speed.GRID]]
+
+    monkeypatch.setattr(speed, "measure_speedups", fake)
+    fraction, timings = speed.keep_fraction_for_speedup(model, 2.0, round_to=1)
+    assert fraction == pytest.approx(0.5, abs=0.01) and timings[0.5] == 2.0
+    fraction, _ = speed.keep_fraction_for_speedup(model, 2.5, round_to=1)
+    assert 0.4 <= fraction <= 0.5
+    with pytest.raises(ConfigError, match=r"only 8\.33x faster"):
+        speed.keep_fraction_for_speedup(model, 20, round_to=1)
+
+
+def test_compress_with_a_speedup_target_measures_it_at_the_end(tiny_bert, sentiment_dir, tmp_path):
+    out = tmp_path / "fast"
+    assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --speedup 1.05") == 0
+    plan = _summary(out)["speedup"]
+    assert plan["target"] == 1.05 and 0 < plan["keep_fraction"] < 1
+    assert plan["measured"] == _summary(out)["stages"][-1]["extra"]["speedup"]["32x128"]
+    assert plan["met"] == (plan["measured"] >= 1.05)
+
+
+def test_study_ordering_compares_the_orders_at_equal_steps(tiny_bert, sentiment_dir, tmp_path):
+    out = tmp_path / "study"
+    code = cli(f"study ordering --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --heads 0.5 --seeds 1 2")
+    assert code == 0
+    summary = _summary(out)
+    assert [row["order"] for row in summary["orders"]] == ["joint", "lora-prune", "prune-lora"]
+    for row in summary["orders"]:
+        assert set(row["per_seed"]) == {"1", "2"} and row["std"] >= 0
+        assert row["mean"] == pytest.approx(sum(row["per_seed"].values()) / 2, abs=1e-4)
+    assert {run["total_steps"] for run in summary["runs"]} == {24} and summary["total_steps"] == 24
+    assert set(summary["control"]["per_seed"]) == {"1", "2"}
+    assert (out / "ordering.png").stat().st_size > 0 and "| joint |" in (out / "study.md").read_text()
+    for seed in (1, 2):  # the shared teacher stage was trained once and reused
+        assert tree_digest(out / f"seed-{seed}" / "joint" / "teacher") == tree_digest(
+            out / f"seed-{seed}" / "lora-prune" / "teacher"
+        )
+    assert tree_digest(out / "seed-1" / "joint" / "final") != tree_digest(out / "seed-2" / "joint" / "final")
+
+
+def test_a_resumed_speedup_run_keeps_the_keep_fraction_it_measured(tiny_bert, sentiment_dir, tmp_path, monkeypatch):
+    """Timings differ from run to run: the resumed run must prune to the fraction measured first."""
+    fractions = iter([0.5, 0.75])
+
+    def measured(model, speedup, shape, round_to, threads):
+        return next(fractions), {0.5: 2.0}
+
+    monkeypatch.setattr(speed, "keep_fraction_for_speedup", measured)
+    original = Workflow._train
+
+    def die_in_second_stage(self, model, tokenizer, spec, *args):
+        if spec.name == "pruned":
+            raise KeyboardInterrupt
+        return original(self, model, tokenizer, spec, *args)
+
+    out = tmp_path / "fast"
+    command = f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --speedup 2"
+    monkeypatch.setattr(Workflow, "_train", die_in_second_stage)
+    assert cli(command) == 130
+    monkeypatch.setattr(Workflow, "_train", original)
+    assert cli(f"{command} --resume") == 0
+    summary = _summary(out)
+    assert summary["speedup"]["keep_fraction"] == 0.5 and summary["target"]["ffn"] == 0.5
+
+
+def test_compress_can_prune_while_training_every_weight(tiny_bert, sentiment_dir, tmp_path):
+    out = tmp_path / "full"
+    flags = "--ffn 0.5 --prune-with full"
+    assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} {flags}") == 0
+    stages = {row["stage"]: row for row in _summary(out)["stages"]}
+    assert stages["pruned"]["kind"] == "full" and "lora" not in stages["pruned"]["extra"]
+    trainable = [stages[name]["extra"]["train"]["trainable_params"] for name in ("teacher", "pruned")]
+    assert trainable[0] < trainable[1]
+    assert sum(layer["ffn"] for layer in stages["final"]["extra"]["structure"]) == 64
