@@ -58,7 +58,7 @@ bench-ordering: install
 	$(BIN)/python bench/ordering.py
 
 bench-defaults: install
-	$(BIN)/python bench/defaults.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/defaults.py
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -7,7 +7,7 @@ Arms: the old default (1 pass, no warm-up), and 10 % warm-up with enough passes 
 steps (and, on SST-2, ~600). The majority-class rate of each dev set is recorded as the floor.
 One thread per run (OMP_NUM_THREADS=1; it shared the machine with another bench). ≈ 25 min for one seed.
 
-Run: python bench/defaults.py [--seeds 42] -> bench/results/defaults.{json,md}
+Run: OMP_NUM_THREADS=1 python bench/defaults.py [--seeds 42] -> bench/results/defaults.{json,md}
 """
 
 from __future__ import annotations

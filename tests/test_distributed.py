@@ -52,7 +52,7 @@ def test_two_process_finetune_saves_a_model_that_evaluates(launcher, tiny_bert, 
         launcher, f"--model {tiny_bert} --data {sentiment_dir} --out {out} --batch-size 8 --max-length 16"
     )
     # 96 examples, 8 per process, 2 processes -> 6 optimizer steps a pass (one process would take 12);
-    # --epochs auto counts steps across processes: 10 passes (the most it picks) for >= 300 steps
+    # --epochs auto counts steps across processes: 10 passes (the most it picks) for >= 600 steps
     assert summary["train"]["world_size"] == 2 and summary["train"]["epochs"] == 10
     assert summary["train"]["steps"] == 60 and summary["train"]["warmup_ratio"] == 0.1
     evaluation = tmp_path / "e.json"

@@ -118,7 +118,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--epochs",
         type=auto_or(positive),
         default="auto",
-        help="passes over the training data; auto (default): enough passes for 300 optimizer steps (at most "
+        help="passes over the training data; auto (default): enough passes for 600 optimizer steps (at most "
         "10), one for a large dataset",
     )
     group.add_argument("--batch-size", type=positive_int, default=32, help="per process (default 32)")

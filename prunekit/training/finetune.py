@@ -22,7 +22,7 @@ from prunekit.errors import ConfigError, TrainingError
 
 # `--epochs auto` (bench/defaults.py measured why): small datasets get enough passes for this many
 # optimizer steps (at most AUTO_MAX_PASSES) and a 10 % warm-up; large ones one pass, no warm-up.
-AUTO_MIN_STEPS = 300
+AUTO_MIN_STEPS = 600
 AUTO_MAX_PASSES = 10
 AUTO_WARMUP = 0.1
 
