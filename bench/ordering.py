@@ -42,8 +42,11 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", *command, "--resume"], check=True)
     results = HERE / "results"
     summary = json.loads((out / "summary.json").read_text())
-    write_json_atomic(results / "ordering.json", {"command": " ".join(command), **summary})
-    header = f"Command: `{' '.join(command)}`\n\n"
+    # recorded with paths as seen from the repository root, not this machine's
+    shown = " ".join(command).replace(str(out), "$TMPDIR/prunekit-bench-ordering/study")
+    shown = shown.replace(str(SST2), "../shared/data/glue/SST-2")
+    write_json_atomic(results / "ordering.json", {"command": shown, **summary})
+    header = f"Command: `{shown}`\n\n"
     (results / "ordering.md").write_text(header + (out / "study.md").read_text(), encoding="utf-8")
     shutil.copyfile(out / "ordering.png", results / "ordering.png")
 
