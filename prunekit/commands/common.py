@@ -207,7 +207,7 @@ def auto_or(parse: Callable[[str], float]) -> Callable[[str], float | str]:
     return parse_or_auto
 
 
-def finetune_config(args: argparse.Namespace, train_size: int | None = None, max_steps: int | None = None):
+def finetune_config(args: argparse.Namespace, train_size: int, max_steps: int | None = None):
     """The training flags as a ``FinetuneConfig``; ``--epochs auto`` / ``--warmup-ratio auto`` are
     resolved from ``train_size`` (see ``training.finetune.auto_passes``)."""
     from prunekit.training import FinetuneConfig
@@ -215,7 +215,7 @@ def finetune_config(args: argparse.Namespace, train_size: int | None = None, max
 
     epochs, warmup = args.epochs, args.warmup_ratio
     if epochs == "auto":
-        epochs = auto_passes(train_size, args.batch_size) if train_size is not None else 1
+        epochs = auto_passes(train_size, args.batch_size)
     if warmup == "auto":
         warmup = AUTO_WARMUP if args.epochs == "auto" and epochs > 1 else 0.0
     return FinetuneConfig(

@@ -8,7 +8,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from prunekit.commands.common import add_data_arguments, add_output_arguments, seed
+from prunekit.commands.common import add_data_arguments, add_output_arguments, positive_int, seed
 from prunekit.commands.compress import SHAPES, add_workflow_arguments, prepare, workflow_config
 from prunekit.errors import ConfigError
 
@@ -29,7 +29,7 @@ def add_parser(commands) -> None:
     add_workflow_arguments(p)
     p.add_argument("--seeds", type=seed, nargs="+", default=[1, 2, 3], help="one run of every order per seed")
     p.add_argument("--orders", nargs="+", choices=ORDERS, default=list(ORDERS), help="orders to compare (default all)")
-    p.add_argument("--threads", type=int, help="threads for the latency measurements (default: torch's)")
+    p.add_argument("--threads", type=positive_int, help="threads for the latency measurements (default: torch's)")
     p.set_defaults(handler=run)
 
 

@@ -22,7 +22,7 @@ import copy
 import json
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -44,6 +44,7 @@ from prunekit.training.distill import DistillConfig
 from prunekit.training.lora import lora_config
 
 ORDERS = ("joint", "lora-prune", "prune-lora")
+CONTROL = "control"  # not an order: the dense model fully fine-tuned for the same three stage lengths
 
 
 @dataclass
@@ -87,7 +88,7 @@ class WorkflowConfig:
     calibration_samples: int = 512  # one-shot orders: examples scoring the units
 
     def __post_init__(self) -> None:
-        if self.order not in ORDERS:
+        if self.order not in (*ORDERS, CONTROL):
             raise ConfigError(f"--order {self.order}: expected one of {', '.join(ORDERS)}")
         if self.prune_with not in ("lora", "full"):
             raise ConfigError(f"--prune-with {self.prune_with}: expected lora or full")
@@ -122,6 +123,8 @@ def stages_of(order: str, steps: int, prune_with: str = "lora") -> list[StageSpe
             StageSpec("pruned", "prune", importance="taylor"),
             StageSpec("final", "full", 2 * steps, distill=True),
         ]
+    if order == CONTROL:
+        return [StageSpec("control", "full", 3 * steps)]
     return [
         StageSpec("pruned", "prune", importance="magnitude"),
         StageSpec("lora", "lora", 2 * steps),
@@ -244,7 +247,7 @@ class Workflow:
             )
             if result.is_main:
                 save = partial(save_stage, result, tokenizer)
-                self._write(result.model, tokenizer, spec, folder, total, save, result)
+                self._write(result.model, spec, folder, total, save, result)
         return result.model
 
     def _prune(self, model, tokenizer, spec: StageSpec, folder: Path, total: int) -> None:
@@ -259,14 +262,18 @@ class Workflow:
             )
         prune_structured(model, structured, batches)
         if _is_main():
-            self._write(model, tokenizer, spec, folder, total, partial(save_pruned, model), None)
 
-    def _write(self, model, tokenizer, spec, folder, total, save, result: StageResult | None) -> None:
+            def save(tmp: Path) -> None:
+                save_pruned(model, tmp)
+                tokenizer.save_pretrained(tmp)
+
+            self._write(model, spec, folder, total, save, None)
+
+    def _write(self, model, spec, folder, total, save, result: StageResult | None) -> None:
         """Evaluate the stage's model and write its folder (model, tokenizer, summary with the row)."""
         metrics = self.evaluate(model)
         with atomic_output_dir(folder, overwrite=True) as tmp:
-            save(tmp)
-            tokenizer.save_pretrained(tmp)
+            save(tmp)  # model and tokenizer
             size = model_size(model, tmp)
             extra = {"structure": get_adapter(model).describe()}
             if result is not None:
@@ -305,16 +312,10 @@ def dense_control(
     resume: bool = False,
 ) -> StageRow | None:
     """The equal-budget dense control: the dense model fully fine-tuned for the workflow's total
-    steps, at the full fine-tuning lr — the bar a compressed model is measured against."""
-    spec = StageSpec("control", "full", 3 * config.stage_steps)
-    control = Workflow(config, model_name, data, out, evaluate, resume)
-    folder = out / spec.name
-    if resume and (folder / "summary.json").is_file():
-        return StageRow(**json.loads((folder / "summary.json").read_text())["row"])
-    set_seed(config.seed)
-    model, tokenizer = load_model(model_name, data.task)
-    control._train(model, tokenizer, spec, folder, spec.steps, None)
-    return control.rows[-1] if control.rows else None
+    steps, at the full fine-tuning lr — the bar a compressed model is measured against. Written to
+    ``out/control``; None in the other ``torchrun`` processes."""
+    rows = Workflow(replace(config, order=CONTROL), model_name, data, out, evaluate, resume).run()
+    return rows[-1] if rows else None
 
 
 def time_stages(
