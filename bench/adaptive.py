@@ -1,131 +1,135 @@
-"""Adaptive structured pruning vs one-shot structured pruning vs the dense control, same total steps.
+"""Adaptive structured pruning vs one-shot structured pruning (global and uniform widths) vs the dense
+control, same total steps, at one or more budgets.
 
-all-MiniLM-L6-v2 on 8,000 SST-2 training sentences (seeded subset), batch 32, max length 64, lr 1e-4
-with 10 % warm-up; every arm trains 2 passes (500 optimizer steps) in all; dev: all 872 sentences.
-- dense: `prunekit finetune` for 2 passes — the equal-budget dense control;
-- adaptive (global / uniform allocation): `finetune --prune adaptive --heads 0.5 --ffn 0.5` for 2
-  passes from the pretrained model (schedule over the first 2/3, FFN widths multiples of 32);
-- one-shot: 1 pass dense, `prune structured --heads 0.5 --ffn 0.5` (Taylor scores on 256 training
-  sentences, ranked globally, widths multiples of 32), then 1 recovery pass.
+all-MiniLM-L6-v2 on N SST-2 training sentences (seeded subset; default 8,000), batch 32, max length 64,
+lr 1e-4 with 10 % warm-up; every arm trains 2 passes in all; dev: all 872 sentences. Per budget (the
+fraction of heads and of FFN neurons kept):
+- dense: `prunekit finetune` for 2 passes — the equal-budget dense control (once per seed);
+- adaptive (global / uniform allocation): `finetune --prune adaptive --heads B --ffn B` for 2 passes
+  from the pretrained model (schedule over the first 2/3, FFN widths multiples of 32);
+- one-shot global / uniform: 1 pass dense (the parent, once per seed), `prune structured --heads B
+  --ffn B` (Taylor scores on 256 training sentences, widths multiples of 32), then 1 recovery pass.
 Speed: `prunekit bench --vs DENSE` (batch 32 × 64, interleaved in one process) for each pruned arm.
-≈ 35 min on 2 cores for one seed.
 
-Run: python bench/adaptive.py [--seeds 42] -> bench/results/adaptive.{json,md}
+Run: python bench/adaptive.py [--seeds 42] [--budgets 0.5] [--train-samples 8000] [--arms ...] [--name adaptive]
+  -> bench/results/NAME.{json,md}  (≈ 35 min a seed and budget at 8,000 sentences on 2 cores)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from harness import prunekit
 
 from prunekit.io import write_json_atomic
 
 HERE = Path(__file__).resolve().parent
 SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
 DATA = ["--data", str(SST2), "--max-length", "64"]
-TRAIN = [*DATA, "--max-train-samples", "8000", "--batch-size", "32", "--lr", "1e-4", "--warmup-ratio", "0.1"]
-TARGET = ["--heads", "0.5", "--ffn", "0.5"]
+CONTROL = "dense (control)"
 
 
-def prunekit(*args: str) -> dict:
-    """Run a prunekit command; the summary it wrote (``--out``'s summary.json or ``--json``).
-
-    A model folder that already holds a summary (from an interrupted run of this bench) is reused."""
-    flag = "--json" if "--json" in args else "--out"
-    path = Path(args[args.index(flag) + 1])
-    summary = path if flag == "--json" else path / "summary.json"
-    if flag == "--json" or not summary.is_file():
-        subprocess.run([sys.executable, "-m", "prunekit", *args], check=True, stdout=subprocess.DEVNULL)
-    return json.loads(summary.read_text())
+ARMS = ("adaptive-global", "adaptive-uniform", "oneshot-global", "oneshot-uniform")
 
 
-def run_seed(seed: int, work: Path) -> list[dict]:
-    seeded = ["--seed", str(seed)]
-    dense = work / f"dense-{seed}"
-    folders = {"dense (control)": dense}
-    summaries = {"dense (control)": prunekit("finetune", "--out", str(dense), "--epochs", "2", *TRAIN, *seeded)}
-    for scope, name in (("global", "adaptive global"), ("layer", "adaptive uniform")):
-        folders[name] = work / f"adaptive-{scope}-{seed}"
-        adaptive = ["--prune", "adaptive", *TARGET, "--scope", scope]
-        summaries[name] = prunekit("finetune", "--out", str(folders[name]), "--epochs", "2", *TRAIN, *seeded, *adaptive)
-    parent, pruned = work / f"parent-{seed}", work / f"oneshot-{seed}"
-    parent_steps = prunekit("finetune", "--out", str(parent), "--epochs", "1", *TRAIN, *seeded)["train"]["steps"]
-    prunekit("prune", "structured", "--model", str(parent), "--out", str(pruned), *TARGET, "--round-to", "32", *DATA)
-    name = "one-shot global + recovery"
-    folders[name] = work / f"recovered-{seed}"
-    summaries[name] = prunekit(
-        "finetune", "--model", str(pruned), "--out", str(folders[name]), "--epochs", "1", *TRAIN, *seeded
-    )
-    rows = []
-    for name, summary in summaries.items():
-        row = {
-            "arm": name,
-            "seed": seed,
-            "accuracy": summary["metrics"]["accuracy"],
-            "params_total": summary["params_total"],
-            "steps": summary["train"]["steps"] + (parent_steps if name.startswith("one-shot") else 0),
-        }
-        if name != "dense (control)":
-            timing = prunekit(
-                "bench",
-                "--model",
-                str(folders[name]),
-                "--vs",
-                str(dense),
-                "--seq-len",
-                "64",
-                "--json",
-                str(work / "bench.json"),
-            )
-            row["speedup_vs_dense"] = timing["ratio_vs"]
-        rows.append(row)
+def run_seed(seed: int, budgets: list[float], train_samples: int, work: Path, arms: list[str]) -> list[dict]:
+    train = [*DATA, "--max-train-samples", str(train_samples), "--batch-size", "32", "--lr", "1e-4"]
+    train += ["--warmup-ratio", "0.1", "--seed", str(seed)]
+    dense, parent = work / f"dense-{seed}", work / f"parent-{seed}"
+    control = prunekit("finetune", "--out", str(dense), "--epochs", "2", *train)
+    parent_steps = prunekit("finetune", "--out", str(parent), "--epochs", "1", *train)["train"]["steps"]
+    rows = [_row(CONTROL, seed, None, control, control["train"]["steps"])]
+    for budget in budgets:
+        target = ["--heads", str(budget), "--ffn", str(budget)]
+        for scope, name in (("global", "adaptive global"), ("layer", "adaptive uniform")):
+            if name.replace(" ", "-") not in arms:
+                continue
+            folder = work / f"adaptive-{scope}-{budget}-{seed}"
+            adaptive = ["--prune", "adaptive", *target, "--scope", scope]
+            summary = prunekit("finetune", "--out", str(folder), "--epochs", "2", *train, *adaptive)
+            rows.append(_row(name, seed, budget, summary, summary["train"]["steps"], _speedup(folder, dense, work)))
+        for scope in ("global", "uniform"):
+            if f"oneshot-{scope}" not in arms:
+                continue
+            pruned, folder = work / f"oneshot-{scope}-{budget}-{seed}", work / f"recovered-{scope}-{budget}-{seed}"
+            prunekit("prune", "structured", "--model", str(parent), "--out", str(pruned), *target, "--scope", scope,
+                     "--round-to", "32", *DATA)  # fmt: skip
+            summary = prunekit("finetune", "--model", str(pruned), "--out", str(folder), "--epochs", "1", *train)
+            steps, speedup = parent_steps + summary["train"]["steps"], _speedup(folder, dense, work)
+            rows.append(_row(f"one-shot {scope} + recovery", seed, budget, summary, steps, speedup))
     return rows
 
 
-def write_table(results: dict, out: Path) -> None:
-    rows = [
-        "| arm | seeds | accuracy | % of dense control | params | speed-up vs dense (batch 32 × 64) | steps |",
-        "|---|---|---|---|---|---|---|",
-    ]
+def _speedup(model: Path, dense: Path, work: Path) -> float:
+    flags = ["--vs", str(dense), "--seq-len", "64", "--json", str(work / "bench.json")]
+    return prunekit("bench", "--model", str(model), *flags)["ratio_vs"]
+
+
+def _row(arm: str, seed: int, budget: float | None, summary: dict, steps: int, speedup: float = 1.0) -> dict:
+    return {
+        "arm": arm,
+        "budget": budget,
+        "seed": seed,
+        "accuracy": summary["metrics"]["accuracy"],
+        "params_total": summary["params_total"],
+        "steps": steps,
+        "speedup_vs_dense": speedup,
+    }
+
+
+def write_table(results: dict, out: Path, name: str) -> str:
     arms = results["arms"]
-    dense = statistics.mean(a["accuracy"] for a in arms if a["arm"] == "dense (control)")
-    for name in dict.fromkeys(a["arm"] for a in arms):
-        group = [a for a in arms if a["arm"] == name]
-        accuracy = statistics.mean(a["accuracy"] for a in group)
-        speed = [a["speedup_vs_dense"] for a in group if "speedup_vs_dense" in a]
-        speedup = f"{statistics.mean(speed):.2f}×" if speed else "1×"
-        rows.append(
-            f"| {name} | {', '.join(str(a['seed']) for a in group)} | {accuracy:.4f} | {100 * accuracy / dense:.1f} % "
-            f"| {group[0]['params_total']:,} | {speedup} | {group[0]['steps']} |"
+    controls = {a["seed"]: a["accuracy"] for a in arms if a["arm"] == CONTROL}
+    lines = [
+        f"Command: `{results['command']}`",
+        "",
+        "| kept (heads, FFN) | arm | seeds | accuracy (mean ± std) | % of dense control | params "
+        "| speed-up vs dense (batch 32 × 64) | steps |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    groups = dict.fromkeys((a["budget"], a["arm"]) for a in arms)
+    for budget, arm in groups:
+        group = [a for a in arms if a["arm"] == arm and a["budget"] == budget]
+        accuracy = [a["accuracy"] for a in group]
+        share = statistics.mean(a["accuracy"] / controls[a["seed"]] for a in group)
+        std = statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
+        speedup = statistics.mean(a["speedup_vs_dense"] for a in group)
+        lines.append(
+            f"| {'—' if budget is None else f'{budget:.0%}'} | {arm} | {', '.join(str(a['seed']) for a in group)} "
+            f"| {statistics.mean(accuracy):.4f} ± {std:.4f} | {100 * share:.1f} % | {group[0]['params_total']:,} "
+            f"| {speedup:.2f}× | {group[0]['steps']} |"
         )
-    (out / "adaptive.md").write_text("\n".join(rows) + "\n")
-    print("\n".join(rows))
+    text = "\n".join(lines) + "\n"
+    (out / f"{name}.md").write_text(text, encoding="utf-8")
+    return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
-    parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.5], help="keep fractions of heads and FFN")
+    parser.add_argument("--train-samples", type=int, default=8000)
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--name", default="adaptive", help="results file name under bench/results/")
     parser.add_argument(
         "--work",
         default=str(Path(tempfile.gettempdir()) / "prunekit-bench-adaptive"),
         help="model folders; kept, so an interrupted run resumes (delete it to start over)",
     )
     args = parser.parse_args()
-    results = {"benchmark": "adaptive", "command": " ".join(sys.argv), "arms": []}
-    work = Path(args.work)
+    command = " ".join(["python", "bench/adaptive.py", *sys.argv[1:]])
+    results = {"benchmark": "adaptive", "command": command, "train_samples": args.train_samples, "arms": []}
+    work = Path(args.work) / f"n{args.train_samples}"
     work.mkdir(parents=True, exist_ok=True)
+    out = HERE / "results"
     for seed in args.seeds:
-        results["arms"] += run_seed(seed, work)
-        print(json.dumps(results["arms"]), flush=True)
-    out = Path(args.out)
-    write_json_atomic(out / "adaptive.json", results)
-    write_table(results, out)
+        results["arms"] += run_seed(seed, args.budgets, args.train_samples, work, args.arms)
+        write_json_atomic(out / f"{args.name}.json", results)  # a partial result survives an interruption
+        print(write_table(results, out, args.name), flush=True)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ max length 64; every run trains three stages of 150 steps (450 in all: LoRA stag
 fine-tuning at 1e-4, 10 % warm-up); target: half the heads and half the FFN neurons (FFN widths
 multiples of 32, allocation across layers from the scores); dev: all 872 sentences. Speed-ups are
 latency ratios vs the dense model, timed interleaved in one process (batch 32 × 128 and 1 × 128).
-≈ 25 min a seed on 2 cores.
+≈ 25 min a seed on 2 cores. `--target unstructured`: 70 % of the layers' weights zeroed by magnitude
+instead (the joint order prunes gradually while training every weight; masks held through LoRA).
 
-Run: python bench/ordering.py [--seeds 1 2 3] -> bench/results/ordering.{json,md,png}
+Run: python bench/ordering.py [--seeds 1 2 3] [--target unstructured]
+  -> bench/results/ordering{,-unstructured}.{json,md,png}
 """
 
 from __future__ import annotations
@@ -25,30 +27,31 @@ from prunekit.io import write_json_atomic
 
 HERE = Path(__file__).resolve().parent
 SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
-FLAGS = [
-    "--data", str(SST2), "--max-length", "64", "--max-train-samples", "4800", "--stage-steps", "150",
-    "--heads", "0.5", "--ffn", "0.5",
-]  # fmt: skip
+FLAGS = ["--data", str(SST2), "--max-length", "64", "--max-train-samples", "4800", "--stage-steps", "150"]
+TARGETS = {"structured": ["--heads", "0.5", "--ffn", "0.5"], "unstructured": ["--sparsity", "0.7"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", default=["1", "2", "3"])
+    parser.add_argument("--target", choices=sorted(TARGETS), default="structured")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prunekit-bench-ordering"))
     args = parser.parse_args()
-    out = Path(args.work) / "study"
-    command = ["prunekit", "study", "ordering", "--out", str(out), *FLAGS, "--seeds", *args.seeds]
+    name = "ordering" if args.target == "structured" else f"ordering-{args.target}"
+    out = Path(args.work) / ("study" if args.target == "structured" else f"study-{args.target}")
+    target = TARGETS[args.target]
+    command = ["prunekit", "study", "ordering", "--out", str(out), *FLAGS, *target, "--seeds", *args.seeds]
     # --resume: a killed run continues after its last finished stage
     subprocess.run([sys.executable, "-m", *command, "--resume"], check=True)
     results = HERE / "results"
     summary = json.loads((out / "summary.json").read_text())
     # recorded with paths as seen from the repository root, not this machine's
-    shown = " ".join(command).replace(str(out), "$TMPDIR/prunekit-bench-ordering/study")
+    shown = " ".join(command).replace(str(out), f"$TMPDIR/prunekit-bench-ordering/{out.name}")
     shown = shown.replace(str(SST2), "../shared/data/glue/SST-2")
-    write_json_atomic(results / "ordering.json", {"command": shown, **summary})
+    write_json_atomic(results / f"{name}.json", {"command": shown, **summary})
     header = f"Command: `{shown}`\n\n"
-    (results / "ordering.md").write_text(header + (out / "study.md").read_text(), encoding="utf-8")
-    shutil.copyfile(out / "ordering.png", results / "ordering.png")
+    (results / f"{name}.md").write_text(header + (out / "study.md").read_text(), encoding="utf-8")
+    shutil.copyfile(out / "ordering.png", results / f"{name}.png")
 
 
 if __name__ == "__main__":

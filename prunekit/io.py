@@ -214,6 +214,7 @@ def staging_dir(
     """
     out = Path(out)
     staging = out.parent / f".{out.name}.partial"
+    settings = json.loads(json.dumps(settings))  # compared as saved: JSON keys are strings, tuples lists
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: the first process prepares it, the others only read
         return staging
     if resume:

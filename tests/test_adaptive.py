@@ -131,6 +131,23 @@ def test_params_budget_is_met(lora, tiny_bert, sentiment_dir, tmp_path):
     assert 18000 <= summary["params_total"] <= 20000
 
 
+def test_flops_budget_is_met_at_the_end_of_the_schedule(tiny_bert, sentiment_dir, tmp_path):
+    from prunekit.adapters import get_adapter
+    from prunekit.methods.structured import flops_after
+    from prunekit.models import load_model
+
+    out = tmp_path / "flops"
+    flags = "--prune adaptive --flops-budget 0.4 --round-to 1"  # FLOPs at TRAIN's --max-length 16
+    assert cli(f"finetune --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} {flags}") == 0
+
+    def layer_flops(folder) -> int:
+        adapter = get_adapter(load_model(str(folder))[0])
+        layers = adapter.layers()
+        return flops_after(adapter, [a.attention.num_heads for a in layers], [a.ffn.num_neurons for a in layers], 16)
+
+    assert 0.3 * layer_flops(tiny_bert) < layer_flops(out) <= 0.4 * layer_flops(tiny_bert)
+
+
 def test_lora_factor_gradients_estimate_the_frozen_weight_gradient():
     """LoRAPrune's estimate: with ∂L/∂B = s·G·Aᵀ and ∂L/∂A = s·Bᵀ·G (G the true weight gradient),
     ĝ = s·(∂L/∂B·A + B·∂L/∂A) = s²·(G·AᵀA + B·Bᵀ·G); the score is |(W + s·B·A) ⊙ ĝ|."""

@@ -184,6 +184,29 @@ CASES = [
     ("study ordering --model {w}/model --data {w}/data/SST-2 --out {w}/new --heads 0.5 --seeds 1 1", "each seed"),
     ("study ordering --model {w}/model --data {w}/data/SST-2 --out {w}/data --heads 0.5 --overwrite", "overlaps"),
     ("study ordering --model {w}/model --data {w}/data/SST-2 --out {w}/new --heads 0.5 --orders none", "--orders"),
+    ("compress --model {w}/model --data {w}/data/SST-2 --out {w}/new --sparsity 0.5 --heads 0.5", "pass one kind"),
+    ("compress --model {w}/model --data {w}/data/SST-2 --out {w}/new --sparsity 1", "--sparsity 1"),
+    ("compress --model {w}/model --data {w}/data/SST-2 --out {w}/new --flops-budget 0", "--flops-budget 0"),
+    (
+        "compress --model {w}/model --data {w}/data/SST-2 --out {w}/new --sparsity 0.5 --latency-aware",
+        "not for an unstructured --sparsity",
+    ),
+    (
+        "compress --model {w}/model --data {w}/data/SST-2 --out {w}/new --flops-budget 0.5 --params-budget 1M",
+        "pass one budget",
+    ),
+    # budgets and calibration draws
+    ("prune structured --model {w}/model --data {w}/data/SST-2 --out {w}/new --flops-budget 2", "--flops-budget 2"),
+    ("prune structured --model {w}/model --data {w}/data/SST-2 --out {w}/new --layers 1 --latency-aware", "allocates"),
+    (
+        "prune structured --model {w}/model --data {w}/data/SST-2 --out {w}/new --ffn 0.5 --calibration-seed -1",
+        "--calibration-seed -1",
+    ),
+    (
+        "finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --prune adaptive --flops-budget 0.5 "
+        "--params-budget 10k",
+        "pass one budget",
+    ),
     # data that would be misread
     (
         f"evaluate --model {{w}}/model --data {{w}}/own/nan-label.csv {OWN}",

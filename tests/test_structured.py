@@ -352,3 +352,71 @@ def test_cli_impossible_targets_exit_2_with_one_line(flags, message, tiny_bert, 
     assert code == 2
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_flops_after_agrees_with_torchs_flop_counter(family):
+    """The analytic FLOPs of the layers change by exactly what torch's counter sees when units go."""
+    from prunekit.evaluation import count_flops
+    from prunekit.methods.structured import flops_after
+
+    model = tiny(family)
+    model.set_attn_implementation("eager")  # torch's counter sees eager attention's matmuls (not CPU SDPA)
+    adapter = get_adapter(model)
+    inputs = {"input_ids": torch.randint(5, 60, (1, 12)), "attention_mask": torch.ones(1, 12, dtype=torch.long)}
+    layers = adapter.layers()
+    dense_counts = [layer.attention.num_heads for layer in layers], [layer.ffn.num_neurons for layer in layers]
+    before, analytic_before = count_flops(model, inputs), flops_after(adapter, *dense_counts, 12)
+    groups = layers[0].attention.num_kv_heads if layers[0].attention.heads_per_kv_group > 1 else 1
+    heads = {0: list(range(dense_counts[0][0] // 2)) if groups == 1 else [0, 4], 1: [0, 1, 2, 3]}
+    prune_heads(adapter, heads)
+    prune_neurons(adapter, {0: list(range(10)), 1: list(range(33))})
+    layers = adapter.layers()
+    now = [layer.attention.num_heads for layer in layers], [layer.ffn.num_neurons for layer in layers]
+    assert before - count_flops(model, inputs) == analytic_before - flops_after(adapter, *now, 12)
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_a_flops_budget_is_met_by_one_keep_fraction(family):
+    from prunekit.methods.structured import flops_after
+
+    model = tiny(family)
+    adapter = get_adapter(model)
+    layers = adapter.layers()
+    dense = flops_after(adapter, [a.attention.num_heads for a in layers], [a.ffn.num_neurons for a in layers], 16)
+    report = prune_structured(model, StructuredConfig(importance="magnitude", flops_budget=0.5, flops_seq_len=16))
+    layers = adapter.layers()
+    after = flops_after(adapter, [a.attention.num_heads for a in layers], [a.ffn.num_neurons for a in layers], 16)
+    assert 0.35 * dense < after <= 0.5 * dense  # the largest fraction that fits (units are coarse in tiny models)
+    assert 0 < report["budget_keep_fraction"] < 1
+
+
+def test_prune_structured_flops_budget_and_calibration_seed_on_the_cli(tiny_bert, sentiment_dir, tmp_path):
+    base = f"prune structured --model {tiny_bert} --data {sentiment_dir} --max-length 16 --calibration-samples 8"
+    summaries = {}
+    for name, flags in (("a", "--calibration-seed 1"), ("b", "--calibration-seed 1"), ("c", "--calibration-seed 2")):
+        assert cli(f"{base} --flops-budget 0.5 {flags} --out {tmp_path / name}") == 0
+        summaries[name] = json.loads((tmp_path / name / "summary.json").read_text())
+    assert summaries["a"]["calibration"] == {"samples": 8, "seed": 1}
+    assert summaries["a"]["structure"] == summaries["b"]["structure"]  # the same draw, the same model
+    logits = {name: _cli_logits(tmp_path / name) for name in "abc"}
+    assert torch.equal(logits["a"], logits["b"]) and not torch.equal(logits["a"], logits["c"])  # another draw
+
+
+def _cli_logits(folder) -> torch.Tensor:
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        return model(**batch()).logits
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ("--flops-budget 1.5", "--flops-budget 1.5"),
+        ("--flops-budget 0.5 --params-budget 20k", "pass one budget"),
+        ("--flops-budget 0.5 --heads 0.5 --ffn 0.5", "--flops-budget: leave --heads or --ffn unset"),
+    ],
+)
+def test_bad_flops_budgets_exit_2(flags, message, tiny_bert, sentiment_dir, tmp_path, capsys):
+    code = cli(f"prune structured --model {tiny_bert} --data {sentiment_dir} {flags} --out {tmp_path}/x")
+    assert code == 2 and message in capsys.readouterr().err and not (tmp_path / "x").exists()

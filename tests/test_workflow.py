@@ -23,6 +23,20 @@ def _summary(folder) -> dict:
     return json.loads((folder / "summary.json").read_text())
 
 
+def interrupt_in_stage(monkeypatch, stage: str = "pruned"):
+    """Make the workflow stop (as Ctrl-C would) when it starts training ``stage``; returns the
+    function that lets it train again."""
+    original = Workflow._train
+
+    def interrupted(self, model, tokenizer, spec, *args):
+        if spec.name == stage:
+            raise KeyboardInterrupt
+        return original(self, model, tokenizer, spec, *args)
+
+    monkeypatch.setattr(Workflow, "_train", interrupted)
+    return lambda: monkeypatch.setattr(Workflow, "_train", original)
+
+
 def _logits(folder) -> torch.Tensor:
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     batch = tiny_tokenizer()(["a great film", "an awful film"], padding=True, return_tensors="pt")
@@ -77,20 +91,13 @@ def test_compress_resumes_after_its_last_finished_stage(tiny_bert, sentiment_dir
     whole = tmp_path / "whole"
     assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {whole} {TRAIN} --heads 0.5") == 0
 
-    original = Workflow._train
-
-    def die_in_second_stage(self, model, tokenizer, spec, *args):
-        if spec.name == "pruned":
-            raise KeyboardInterrupt
-        return original(self, model, tokenizer, spec, *args)
-
     out = tmp_path / "resumed"
-    monkeypatch.setattr(Workflow, "_train", die_in_second_stage)
+    resume_training = interrupt_in_stage(monkeypatch)
     assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --heads 0.5") == 130
     staging = tmp_path / ".resumed.partial"
     assert (staging / "teacher" / "summary.json").is_file() and not out.exists()
     teacher = tree_digest(staging / "teacher")
-    monkeypatch.setattr(Workflow, "_train", original)
+    resume_training()
     assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --heads 0.5") == 2  # kept
     assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --heads 0.4 --resume") == 2
     assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --heads 0.5 --resume") == 0
@@ -182,18 +189,11 @@ def test_a_resumed_speedup_run_keeps_the_keep_fraction_it_measured(tiny_bert, se
         return next(fractions), {0.5: 2.0}
 
     monkeypatch.setattr(speed, "keep_fraction_for_speedup", measured)
-    original = Workflow._train
-
-    def die_in_second_stage(self, model, tokenizer, spec, *args):
-        if spec.name == "pruned":
-            raise KeyboardInterrupt
-        return original(self, model, tokenizer, spec, *args)
-
     out = tmp_path / "fast"
     command = f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --speedup 2"
-    monkeypatch.setattr(Workflow, "_train", die_in_second_stage)
+    resume_training = interrupt_in_stage(monkeypatch)
     assert cli(command) == 130
-    monkeypatch.setattr(Workflow, "_train", original)
+    resume_training()
     assert cli(f"{command} --resume") == 0
     summary = _summary(out)
     assert summary["speedup"]["keep_fraction"] == 0.5 and summary["target"]["ffn"] == 0.5
@@ -208,3 +208,37 @@ def test_compress_can_prune_while_training_every_weight(tiny_bert, sentiment_dir
     trainable = [stages[name]["extra"]["train"]["trainable_params"] for name in ("teacher", "pruned")]
     assert trainable[0] < trainable[1]
     assert sum(layer["ffn"] for layer in stages["final"]["extra"]["structure"]) == 64
+
+
+def _zeros(folder) -> dict[str, torch.Tensor]:
+    """Where the layers' projection weights of a saved stage are zero."""
+    from prunekit.adapters import get_adapter
+
+    model = load_model(str(folder))[0]
+    return {name: linear.weight == 0 for name, linear in get_adapter(model).prunable_linears().items()}
+
+
+def test_study_ordering_with_an_unstructured_target_keeps_every_zero(tiny_bert, sentiment_dir, tmp_path):
+    """--sparsity: every order ends with the target's share of zeros, and no later stage (LoRA merges
+    included) brings a pruned weight back."""
+    out = tmp_path / "study"
+    flags = f"--model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --sparsity 0.6 --seeds 1"
+    assert cli(f"study ordering {flags}") == 0
+    summary = _summary(out)
+    for order in ("joint", "lora-prune", "prune-lora"):
+        folder = out / "seed-1" / order
+        final, pruned = _zeros(folder / "final"), _zeros(folder / "pruned")
+        total = sum(mask.numel() for mask in final.values())
+        assert sum(int(mask.sum()) for mask in final.values()) / total == pytest.approx(0.6, abs=1e-3), order
+        assert all(bool((pruned[name] <= final[name]).all()) for name in final), order  # zeros kept
+    joint_pruned = _summary(out / "seed-1" / "joint" / "pruned")["row"]
+    assert joint_pruned["kind"] == "full" and joint_pruned["extra"]["sparsity"] == pytest.approx(0.6, abs=1e-3)
+    assert _summary(out / "seed-1" / "prune-lora" / "lora")["row"]["kind"] == "lora"
+    assert all(row["compression"] > 1 for row in summary["orders"])
+    assert summary["target"]["sparsity"] == 0.6 and (out / "ordering.png").stat().st_size > 0
+
+
+def test_unstructured_and_structured_targets_do_not_mix(tiny_bert, sentiment_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} --sparsity 0.5 --ffn 0.5") == 2
+    assert "pass one kind" in capsys.readouterr().err and not out.exists()

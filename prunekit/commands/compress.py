@@ -24,11 +24,14 @@ from prunekit.errors import ConfigError
 
 CONFIG_FILE = "compress_config.json"
 SHAPES = ((32, 128), (1, 128))  # latency ratios: a throughput batch and a single request
+TARGET_FLAGS = ("heads", "ffn", "params_budget", "flops_budget", "sparsity")  # Target's fields, --speedup aside
 
 
 def add_workflow_arguments(p: argparse.ArgumentParser) -> None:
     """Target and training flags shared by ``compress`` and ``study ordering``."""
-    group = p.add_argument_group("target (one of --speedup, --heads/--ffn, --params-budget)")
+    group = p.add_argument_group(
+        "target (one of --speedup, --heads/--ffn, --params-budget, --flops-budget, --sparsity)"
+    )
     group.add_argument(
         "--speedup",
         type=real(1, low_open=True),
@@ -37,6 +40,17 @@ def add_workflow_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--heads", type=real(0, 1, low_open=True), help="fraction of attention heads to keep")
     group.add_argument("--ffn", type=real(0, 1, low_open=True), help="fraction of FFN neurons to keep")
     group.add_argument("--params-budget", type=param_count, help="total parameters to keep, e.g. 15M")
+    group.add_argument(
+        "--flops-budget",
+        type=real(0, 1, low_open=True),
+        help="fraction of the layers' forward FLOPs to keep (at --max-length tokens), e.g. 0.5",
+    )
+    group.add_argument(
+        "--sparsity",
+        type=real(0, 1, high_open=True),
+        help="unstructured instead: fraction of the layers' weights to zero by magnitude, e.g. 0.7 "
+        "(smaller on disk, not faster on CPU)",
+    )
     group.add_argument(
         "--scope", choices=["global", "uniform"], default="global", help="allocation across layers (default global)"
     )
@@ -51,7 +65,14 @@ def add_workflow_arguments(p: argparse.ArgumentParser) -> None:
         "--prune-with",
         choices=["lora", "full"],
         default="lora",
-        help="the adaptive-pruning stage trains LoRA adapters on the frozen teacher (default) or every weight",
+        help="the adaptive-pruning stage trains LoRA adapters on the frozen teacher (default) or every weight "
+        "(always with --sparsity: gradual magnitude pruning needs moving weights)",
+    )
+    group.add_argument(
+        "--latency-aware",
+        action="store_true",
+        help="time every width a layer may keep (batch 32 x 128) and let widths differ across layers only where "
+        "the scores gain and it costs no time over uniform widths",
     )
     group.add_argument("--min-heads", type=count, default=1)
     group.add_argument("--min-ffn", type=count, default=1)
@@ -92,7 +113,7 @@ def add_parser(commands) -> None:
     p.set_defaults(handler=run)
 
 
-def workflow_config(args: argparse.Namespace, train_size: int, order: str, seed: int, target):
+def workflow_config(args: argparse.Namespace, train_size: int, order: str, seed: int, target, latency=None):
     """The ``WorkflowConfig`` the flags ask for; stage length from ``--stage-steps`` or the data size."""
     import math
 
@@ -124,65 +145,78 @@ def workflow_config(args: argparse.Namespace, train_size: int, order: str, seed:
         prune_with=args.prune_with,
         temperature=args.temperature,
         alpha_kd=args.alpha_kd,
+        latency=latency,
     )
 
 
 def resolve_target(args: argparse.Namespace, model, config_file: str) -> tuple:
     """The ``Target`` and, with ``--speedup``, how its keep fraction was found (measured once: a
     ``--resume`` reuses what the interrupted run measured)."""
-    import os
-
-    from prunekit.methods.speed import keep_fraction_for_speedup
+    from prunekit.methods.speed import check_single_process, keep_fraction_for_speedup
     from prunekit.methods.workflow import Target
 
-    fixed = [flag for flag in ("heads", "ffn", "params_budget") if getattr(args, flag) is not None]
+    fixed = [flag for flag in TARGET_FLAGS if getattr(args, flag) is not None]
     if args.speedup is not None:
         if fixed:
             raise ConfigError(f"--speedup sets the widths itself: leave out --{fixed[0].replace('_', '-')}")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ConfigError(
-                "--speedup times the model in each process, which could disagree: run it once in one process "
-                "(the summary's speedup.keep_fraction) and pass --heads/--ffn with that fraction under torchrun"
-            )
-        saved = _saved_plan(Path(args.out), config_file) if args.resume else None
+        check_single_process("--speedup")
+        saved = _saved(Path(args.out), config_file, "speedup_plan") if args.resume else None
         if saved is not None and saved["target"] == args.speedup:
             return Target(heads=saved["keep_fraction"], ffn=saved["keep_fraction"]), saved
         fraction, timings = keep_fraction_for_speedup(model, args.speedup, SHAPES[0], args.round_to, args.threads)
         plan = {"target": args.speedup, "keep_fraction": fraction, "uniform_timings": timings, "shape": SHAPES[0]}
         return Target(heads=fraction, ffn=fraction), plan
-    return Target(heads=args.heads, ffn=args.ffn, params_budget=args.params_budget), None
+    return Target(**{flag: getattr(args, flag) for flag in TARGET_FLAGS}), None
 
 
-def _saved_plan(out: Path, config_file: str) -> dict | None:
-    """The ``--speedup`` plan an interrupted (or finished) run of ``out`` recorded, if any."""
+def _saved(out: Path, config_file: str, key: str):
+    """What an interrupted (or finished) run of ``out`` measured and recorded under ``key``, if anything."""
     import json
 
     for folder in (out.parent / f".{out.name}.partial", out):
         try:
-            return json.loads((folder / config_file).read_text()).get("speedup_plan")
+            return json.loads((folder / config_file).read_text()).get(key)
         except (OSError, ValueError):
             continue
     return None
 
 
+def resolve_latency(args: argparse.Namespace, model, config_file: str):
+    """With ``--latency-aware``: the per-width latency table, measured once (a ``--resume`` reuses it)."""
+    from prunekit.methods.speed import LatencyTable, check_single_process, measure_latency_table
+
+    if not args.latency_aware:
+        return None
+    if args.sparsity is not None:
+        raise ConfigError("--latency-aware allocates heads and neurons: not for an unstructured --sparsity")
+    check_single_process("--latency-aware")
+    saved = _saved(Path(args.out), config_file, "latency") if args.resume else None
+    if saved is not None:
+        return LatencyTable.from_dict(saved)
+    return measure_latency_table(model, SHAPES[0], args.round_to, args.threads)
+
+
 def prepare(args: argparse.Namespace, config_file: str, data_seed: int, command: str) -> tuple:
     """What ``compress`` and ``study`` do before any training: checks, data, the dense model (the
-    timing reference), the target; returns ``data, dense, target, plan, evaluate``."""
+    timing reference), the target; returns ``data, dense, target, plan, latency, evaluate``."""
     from prunekit.data import load_task_data
     from prunekit.evaluation import evaluate_model
     from prunekit.models import load_model
 
     own_result = args.resume and (Path(args.out) / config_file).is_file()
     preflight(args, {"--model": args.model}, replaces_out=own_result)
-    if args.speedup is None and all(getattr(args, f) is None for f in ("heads", "ffn", "params_budget")):
-        raise ConfigError(f"{command}: pass a target: --speedup, --heads/--ffn or --params-budget")
+    if args.speedup is None and all(getattr(args, f) is None for f in TARGET_FLAGS):
+        raise ConfigError(
+            f"{command}: pass a target: --speedup, --heads/--ffn, --params-budget, --flops-budget or --sparsity"
+        )
     data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=data_seed, **data_kwargs(args))
     dense, tokenizer = load_model(args.model, data.task)
     target, plan = resolve_target(args, dense, config_file)
+    latency = resolve_latency(args, dense, config_file)
     evaluate = partial(
         evaluate_model, tokenizer=tokenizer, split=data.eval, task=data.task, max_length=args.max_length, progress=False
     )
-    return data, dense, target, plan, evaluate
+    return data, dense, target, plan, latency, evaluate
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -192,8 +226,8 @@ def run(args: argparse.Namespace) -> dict:
     from prunekit.methods.workflow import Workflow, dense_control, time_stages
 
     out = Path(args.out)
-    data, dense, target, plan, evaluate = prepare(args, CONFIG_FILE, args.seed, "compress")
-    config = workflow_config(args, len(data.train), "joint", args.seed, target)
+    data, dense, target, plan, latency, evaluate = prepare(args, CONFIG_FILE, args.seed, "compress")
+    config = workflow_config(args, len(data.train), "joint", args.seed, target, latency)
     settings = {"model": args.model, "data": args.data, "max_train_samples": args.max_train_samples, **asdict(config)}
     settings["speedup_plan"] = plan
     staging = staging_dir(out, settings, CONFIG_FILE, args.resume, args.overwrite)

@@ -52,6 +52,11 @@ def add_parser(commands) -> None:
     group.add_argument("--heads", type=real(0, 1, low_open=True), help="adaptive: fraction of attention heads to keep")
     group.add_argument("--ffn", type=real(0, 1, low_open=True), help="adaptive: fraction of FFN neurons to keep")
     group.add_argument("--params-budget", type=param_count, help="adaptive: total parameters to keep, e.g. 15M")
+    group.add_argument(
+        "--flops-budget",
+        type=real(0, 1, low_open=True),
+        help="adaptive: fraction of the layers' forward FLOPs to keep (at --max-length tokens), e.g. 0.5",
+    )
     group.add_argument("--round-to", type=positive_int, default=32, help="adaptive: FFN widths a multiple of this")
     group.add_argument("--min-heads", type=count, default=1, help="adaptive: heads every layer keeps at least")
     group.add_argument("--min-ffn", type=count, default=1, help="adaptive: FFN neurons every layer keeps at least")
@@ -64,6 +69,12 @@ def add_parser(commands) -> None:
         default="gate",
         help="adaptive: gate (|dL/dgate| per unit, default) or lora (LoRAPrune: |W . grad| estimated from the "
         "LoRA factors; needs --lora)",
+    )
+    group.add_argument(
+        "--latency-aware",
+        action="store_true",
+        help="adaptive: time every width a layer may keep (batch 32 x --max-length, here) and let widths differ "
+        "across layers only where the scores gain and it costs no time over uniform widths",
     )
     group = p.add_argument_group("distillation while fine-tuning (see `prunekit distill` for all loss options)")
     group.add_argument("--distill-from", metavar="TEACHER", help="fine-tuned teacher: add its soft targets to the loss")
@@ -93,7 +104,7 @@ def run(args: argparse.Namespace) -> dict:
     set_seed(args.seed)  # before the classifier head is initialised
     model, tokenizer = load_model(args.model, data.task)
     masks = MaskSet.load(folders["--model"], model)
-    adaptive = _adaptive_config(args, masks)
+    adaptive = _adaptive_config(args, masks, model)
     sparsity = _sparsity_callback(args, None if args.lora else masks)
     teacher = kd = None
     if args.distill_from:
@@ -154,9 +165,10 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _adaptive_config(args: argparse.Namespace, masks):
+def _adaptive_config(args: argparse.Namespace, masks, model):
     """With ``--prune adaptive``: what to keep and how (heads / neurons scored, gated, then removed)."""
     from prunekit.methods.adaptive import AdaptiveConfig
+    from prunekit.methods.speed import measure_latency_table
 
     if args.prune != "adaptive":
         return None
@@ -166,10 +178,12 @@ def _adaptive_config(args: argparse.Namespace, masks):
         raise ConfigError("--adaptive-score lora scores from LoRA factors: train with --lora")
     if args.scope == "row":
         raise ConfigError("--prune adaptive --scope row: expected global (ranked across layers) or layer (uniform)")
-    return AdaptiveConfig(
+    config = AdaptiveConfig(
         heads=args.heads,
         ffn=args.ffn,
         params_budget=args.params_budget,
+        flops_budget=args.flops_budget,
+        flops_seq_len=args.max_length,
         scope="uniform" if args.scope == "layer" else "global",
         min_heads=args.min_heads,
         min_ffn=args.min_ffn,
@@ -180,6 +194,9 @@ def _adaptive_config(args: argparse.Namespace, masks):
         end=args.prune_end,
         every=args.prune_every,
     )
+    if args.latency_aware:
+        config.latency = measure_latency_table(model, (32, args.max_length), args.round_to)
+    return config
 
 
 def _sparsity_callback(args: argparse.Namespace, masks):

@@ -6,6 +6,7 @@ and vocabulary entries physically (see ``prunekit.methods.structured``)."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
 from prunekit.commands.common import (
@@ -41,7 +42,7 @@ def add_parser(commands) -> None:
         default="magnitude",
         help="wanda: |W|·‖X‖ with calibration batches from --data (default scope: row)",
     )
-    p.add_argument("--calibration-samples", type=positive_int, default=128, help="examples for wanda (default 128)")
+    add_calibration_arguments(p, 128, "training examples for wanda (default 128)")
     p.add_argument(
         "--save-format",
         choices=["dense", "sparse"],
@@ -51,6 +52,21 @@ def add_parser(commands) -> None:
     add_data_arguments(p, with_train=True)
     p.set_defaults(handler=run_magnitude)
     add_structured_parser(methods)
+
+
+def add_calibration_arguments(parser, samples: int, help_text: str) -> None:
+    parser.add_argument("--calibration-samples", type=positive_int, default=samples, help=help_text)
+    parser.add_argument(
+        "--calibration-seed",
+        type=seed,
+        default=42,
+        help="seed of the random draw of calibration examples from the training split (default 42)",
+    )
+
+
+def _calibration(args: argparse.Namespace) -> dict:
+    """How the calibration examples were drawn, for summary.json."""
+    return {"calibration": {"samples": args.calibration_samples, "seed": args.calibration_seed}}
 
 
 def run_magnitude(args: argparse.Namespace) -> dict:
@@ -68,7 +84,9 @@ def run_magnitude(args: argparse.Namespace) -> dict:
         raise ConfigError("--importance wanda needs calibration data: pass --data")
     data = None
     if args.data or args.eval_file:
-        data = load_data_for_model(args, folder, need_train=wanda, max_train_samples=args.calibration_samples)
+        data = load_data_for_model(
+            args, folder, need_train=wanda, max_train_samples=args.calibration_samples, seed=args.calibration_seed
+        )
     model, tokenizer = load_model(args.model)
     calibration = None
     if wanda:  # one example per batch: no padding tokens in the activation statistics
@@ -93,6 +111,7 @@ def run_magnitude(args: argparse.Namespace) -> dict:
             importance=args.importance,
             scope=pruning.scope,
             pattern=pruning.pattern,
+            **(_calibration(args) if wanda else {}),
             **evaluation,
             **model_size(model, tmp),
             **masks.report(),
@@ -133,6 +152,11 @@ def add_structured_parser(methods) -> None:
         help="total parameters to keep (e.g. 15M): one keep fraction for heads and neurons is solved for",
     )
     p.add_argument(
+        "--flops-budget",
+        type=real(0, 1, low_open=True),
+        help="fraction of the layers' forward FLOPs to keep at --max-length tokens, e.g. 0.5",
+    )
+    p.add_argument(
         "--importance", choices=sorted(UNIT_CRITERIA), default="taylor", help="score for heads/neurons (default taylor)"
     )
     p.add_argument("--layer-importance", choices=sorted(LAYER_CRITERIA), default="drop-one", help="score for --layers")
@@ -144,6 +168,12 @@ def add_structured_parser(methods) -> None:
     )
     p.add_argument("--min-heads", type=count, default=1, help="heads every layer keeps at least (0 allows none)")
     p.add_argument("--min-ffn", type=count, default=1, help="FFN neurons every layer keeps at least")
+    p.add_argument(
+        "--latency-aware",
+        action="store_true",
+        help="time every width a layer may keep (batch 32 x --max-length, here) and let widths differ across "
+        "layers only where the scores gain and it costs no time over uniform widths",
+    )
     p.add_argument("--round-to", type=positive_int, default=1, help="round kept FFN widths to a multiple, e.g. 8")
     p.add_argument(
         "--iterations",
@@ -154,9 +184,7 @@ def add_structured_parser(methods) -> None:
     p.add_argument(
         "--vocab-from", help="keep only tokens used by this corpus: a dataset (its train split) or .txt file"
     )
-    p.add_argument(
-        "--calibration-samples", type=positive_int, default=256, help="training examples for importance (default 256)"
-    )
+    add_calibration_arguments(p, 512, "training examples for importance (default 512)")
     p.add_argument("--calibration-batch-size", type=positive_int, default=32)
     p.add_argument("--seed", type=seed, default=0, help="seed for --importance random")
     add_data_arguments(p, with_train=True)
@@ -194,6 +222,7 @@ def run_structured(args: argparse.Namespace) -> dict:
     from prunekit.evaluation import make_summary, model_size
     from prunekit.importance.structured import NEEDS_DATA
     from prunekit.io import atomic_output_dir, write_json_atomic
+    from prunekit.methods.speed import measure_latency_table
     from prunekit.methods.structured import StructuredConfig, prune_structured
     from prunekit.models import count_parameters, load_config, load_model
     from prunekit.pruned_models import save_pruned
@@ -208,6 +237,8 @@ def run_structured(args: argparse.Namespace) -> dict:
         layer_importance=args.layer_importance,
         scope=args.scope,
         params_budget=args.params_budget,
+        flops_budget=args.flops_budget,
+        flops_seq_len=args.max_length,
         min_heads=args.min_heads,
         min_ffn=args.min_ffn,
         round_to=args.round_to,
@@ -215,13 +246,17 @@ def run_structured(args: argparse.Namespace) -> dict:
         iterations=args.iterations,
     )
     config.validate(load_config(folder).num_hidden_layers)  # bad targets fail before any data is read
-    prunes_units = any(v is not None for v in (config.heads, config.ffn, config.params_budget))
+    prunes_units = config.prunes_units
+    if args.latency_aware and not prunes_units:
+        raise ConfigError("--latency-aware allocates heads and neurons: pass --heads, --ffn or a budget")
     needs_data = (prunes_units and config.importance in NEEDS_DATA) or config.layers is not None
     if needs_data and not (args.data or args.train_file):
         raise ConfigError(f"--importance {config.importance} / --layers need calibration data: pass --data")
     data = None
     if args.data or args.eval_file or args.train_file:
-        data = load_data_for_model(args, folder, need_train=needs_data, max_train_samples=args.calibration_samples)
+        data = load_data_for_model(
+            args, folder, need_train=needs_data, max_train_samples=args.calibration_samples, seed=args.calibration_seed
+        )
     model, tokenizer = load_model(args.model)
     params_before, _ = count_parameters(model)
     vocabulary = {}
@@ -231,6 +266,8 @@ def run_structured(args: argparse.Namespace) -> dict:
             model, tokenizer, corpus_token_ids(tokenizer, _corpus_texts(args.vocab_from, args.encoding))
         )
         vocabulary = vocabulary_report(vocab_before, kept, model.get_input_embeddings().embedding_dim)
+    if args.latency_aware:
+        config.latency = measure_latency_table(model, (32, args.max_length), config.round_to)
     result = prune_structured(model, config, _calibration_batches(data, tokenizer, args) if needs_data else [])
     evaluation = _evaluation_fields(model, tokenizer, data, args.max_length)
     with atomic_output_dir(args.out, args.overwrite) as tmp:
@@ -245,6 +282,8 @@ def run_structured(args: argparse.Namespace) -> dict:
             layer_importance=config.layer_importance if config.layers is not None else None,
             scope=config.scope,
             save_format=save_format,
+            **(_calibration(args) if needs_data else {}),
+            **({"latency_table": asdict(config.latency)} if config.latency else {}),
             **evaluation,
             **model_size(model, tmp),
             params_before=params_before,

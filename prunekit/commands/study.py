@@ -39,15 +39,18 @@ def run(args: argparse.Namespace) -> dict:
     from prunekit.evaluation import make_summary
     from prunekit.io import replace_dir, staging_dir, write_json_atomic
     from prunekit.methods.workflow import Workflow, dense_control, time_stages
+    from prunekit.models import count_parameters
     from prunekit.report import plot_ordering
 
     if len(set(args.seeds)) != len(args.seeds):
         raise ConfigError(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
     out = Path(args.out)
     first = args.seeds[0]  # the data subset is drawn once, so seeds vary training only
-    data, dense, target, plan, evaluate = prepare(args, CONFIG_FILE, first, "study ordering")
+    data, dense, target, plan, latency, evaluate = prepare(args, CONFIG_FILE, first, "study ordering")
     size = len(data.train)
-    configs = {(order, s): workflow_config(args, size, order, s, target) for s in args.seeds for order in args.orders}
+    configs = {
+        (order, s): workflow_config(args, size, order, s, target, latency) for s in args.seeds for order in args.orders
+    }
     settings = {
         "model": args.model,
         "data": args.data,
@@ -72,9 +75,10 @@ def run(args: argparse.Namespace) -> dict:
         return {}
     time_stages(dense, list(finals.values()), staging, SHAPES, args.threads)
     metric = data.task.main_metric
-    table = _aggregate(args, finals, controls, metric)
+    table = _aggregate(args, finals, controls, metric, count_parameters(dense)[0])
     control_values = [controls[s].metrics[metric] for s in args.seeds]
-    plot_ordering(table, metric, staging / "ordering.png", _mean_std(control_values))
+    x = "compression" if target.unstructured else "speedup"  # unstructured zeros are not faster on CPU
+    plot_ordering(table, metric, staging / "ordering.png", _mean_std(control_values), x)
     summary = make_summary(
         "study-ordering",
         args.model,
@@ -122,8 +126,9 @@ def _stats(values: list[float]) -> dict:
     return {"mean": round(mean, 4), "std": round(std, 4)}
 
 
-def _aggregate(args, finals: dict, controls: dict, metric: str) -> list[dict]:
-    """Per order: the metric and its share of the same seed's control (mean ± std), size and speed."""
+def _aggregate(args, finals: dict, controls: dict, metric: str, dense_params: int) -> list[dict]:
+    """Per order: the metric and its share of the same seed's control (mean ± std), size and speed
+    (``compression``: the dense model's parameters over the final model's non-zero ones)."""
     table = []
     for order in args.orders:
         runs = [finals[order, s] for s in args.seeds]
@@ -140,6 +145,8 @@ def _aggregate(args, finals: dict, controls: dict, metric: str) -> list[dict]:
                 "per_seed": dict(zip(map(str, args.seeds), values)),
                 "of_control": _stats(shares),
                 "params_total": runs[0].params_total,
+                "params_nonzero": runs[0].params_nonzero,
+                "compression": round(dense_params / runs[0].params_nonzero, 3),
                 "speedups": speed,
                 "speedup": speed[next(iter(speed))],
             }
@@ -155,7 +162,7 @@ def _markdown(summary: dict) -> str:
         f"Ordering study: {summary['model']} on {summary['task']}, seeds {', '.join(map(str, summary['seeds']))}, "
         f"{summary['total_steps']} optimizer steps per run (3 stages of {summary['stage_steps']}).",
         "",
-        f"| order | {metric} (mean ± std) | % of equal-budget control | params | "
+        f"| order | {metric} (mean ± std) | % of equal-budget control | non-zero params | "
         + " | ".join(f"speed-up {s}" for s in shapes)
         + " |",
         "|---|---|---|---|" + "---|" * len(shapes),
@@ -167,7 +174,7 @@ def _markdown(summary: dict) -> str:
         share = row["of_control"]
         lines.append(
             f"| {row['order']} | {row['mean']:.4f} ± {row['std']:.4f} | {100 * share['mean']:.1f} ± "
-            f"{100 * share['std']:.1f} % | {row['params_total']:,} | "
+            f"{100 * share['std']:.1f} % | {row['params_nonzero']:,} | "
             + " | ".join(f"{row['speedups'][s]:.2f}×" for s in shapes)
             + " |"
         )

@@ -33,11 +33,12 @@ from transformers import TrainerCallback
 
 from prunekit.adapters import get_adapter
 from prunekit.errors import ConfigError
-from prunekit.methods.structured import params_after
+from prunekit.methods.speed import LatencyTable
+from prunekit.methods.structured import allocate, budget_fraction, check_budgets
 from prunekit.pruning.gates import UnitGates
 from prunekit.pruning.schedules import CubicSchedule
 from prunekit.pruning.surgery import prune_heads, prune_neurons
-from prunekit.pruning.units import SCOPES, check_fraction, fraction_for_budget, keep_counts, select_top
+from prunekit.pruning.units import SCOPES, check_fraction, select_top
 
 SCORES = ("gate", "lora")
 
@@ -47,6 +48,8 @@ class AdaptiveConfig:
     heads: float | None = None  # fraction of attention heads to keep
     ffn: float | None = None  # fraction of FFN neurons to keep
     params_budget: int | None = None  # total parameters to keep (sets heads/ffn left unset)
+    flops_budget: float | None = None  # or the fraction of the layers' FLOPs to keep (at flops_seq_len tokens)
+    flops_seq_len: int = 128
     scope: str = "global"  # global | uniform
     min_heads: int = 1
     min_ffn: int = 1
@@ -56,16 +59,16 @@ class AdaptiveConfig:
     start: int = 0  # optimizer step of the first pruning
     end: int | None = None  # step reaching the target (default: 2/3 of the run)
     every: int = 10
+    latency: LatencyTable | None = None  # measured per-width latency: allocate for the most score per time
 
     def __post_init__(self) -> None:
         check_fraction(self.heads, "--heads")
         check_fraction(self.ffn, "--ffn")
         if self.scope not in SCOPES:
             raise ConfigError(f"--scope {self.scope}: expected one of {', '.join(SCOPES)}")
-        if self.heads is None and self.ffn is None and self.params_budget is None:
-            raise ConfigError("--prune adaptive: pass --heads, --ffn or --params-budget (what to keep)")
-        if self.params_budget is not None and self.heads is not None and self.ffn is not None:
-            raise ConfigError("--params-budget: leave --heads or --ffn unset for the budget to decide")
+        if all(v is None for v in (self.heads, self.ffn, self.params_budget, self.flops_budget)):
+            raise ConfigError("--prune adaptive: pass --heads, --ffn, --params-budget or --flops-budget (what to keep)")
+        check_budgets(self.heads, self.ffn, self.params_budget, self.flops_budget)
         if not 0 <= self.beta < 1:
             raise ConfigError(f"--score-ema {self.beta:g}: expected a number in [0, 1)")
         if self.score not in SCORES:
@@ -140,13 +143,14 @@ class AdaptivePruningCallback(TrainerCallback):
         """Keep fractions for heads and neurons at this point of the schedule."""
         config = self.config
         heads, ffn = config.heads, config.ffn
-        if config.params_budget is not None:
-            fraction = fraction_for_budget(
-                lambda f: params_after(
-                    self.adapter, *self._counts(heads if heads is not None else f, ffn if ffn is not None else f)
-                ),
-                config.params_budget,
-            )
+        fraction = budget_fraction(
+            self.adapter,
+            lambda f: self._counts(heads if heads is not None else f, ffn if ffn is not None else f),
+            config.params_budget,
+            config.flops_budget,
+            config.flops_seq_len,
+        )
+        if fraction is not None:
             heads = heads if heads is not None else fraction
             ffn = ffn if ffn is not None else fraction
 
@@ -163,18 +167,10 @@ class AdaptivePruningCallback(TrainerCallback):
         ]
 
     def _counts(self, heads: float | None, ffn: float | None) -> tuple[list[int], list[int]]:
-        config, layers = self.config, self.adapter.layers()
-        head_counts = [len(g) for g in self.gates.heads]
-        if heads is not None:
-            scores = self._alive_scores(self.state.head_scores, self.gates.heads)
-            head_counts = keep_counts(
-                scores, heads, config.scope, config.min_heads, self._kv_groups(layers), exact=True
-            )
-        neuron_counts = [len(g) for g in self.gates.neurons]
-        if ffn is not None:
-            scores = self._alive_scores(self.state.neuron_scores, self.gates.neurons)
-            neuron_counts = keep_counts(scores, ffn, config.scope, config.min_ffn, config.round_to, exact=True)
-        return head_counts, neuron_counts
+        head_scores = self._alive_scores(self.state.head_scores, self.gates.heads)
+        neuron_scores = self._alive_scores(self.state.neuron_scores, self.gates.neurons)
+        groups = self._kv_groups(self.adapter.layers())
+        return allocate(head_scores, neuron_scores, heads, ffn, self.config, groups, exact=True)
 
     @staticmethod
     def _kv_groups(layers) -> list[int]:

@@ -1,14 +1,21 @@
-"""Latency targets (``--speedup 2``): the keep fraction of heads and FFN neurons that makes the model
-that many times faster *on this machine*, found by timing pruned copies of it — FLOPs are a poor
-guide on CPUs, where embeddings, layer norms and softmax do not shrink with the widths — and checked
-again by measurement on the final model."""
+"""Latency on this machine, measured rather than predicted — FLOPs are a poor guide on CPUs, where
+embeddings, layer norms and softmax do not shrink with the widths, and some widths run faster than
+narrower ones:
+
+- latency targets (``--speedup 2``): the keep fraction of heads and FFN neurons that makes the model
+  that many times faster, found by timing pruned copies of it and checked again on the final model;
+- ``--latency-aware`` allocation: the latency of every width a layer may keep (``LatencyTable``), so
+  widths can differ across layers only where that costs no time (``pruning.units.latency_counts``).
+"""
 
 from __future__ import annotations
 
 import copy
 import itertools
 import math
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
@@ -83,3 +90,81 @@ def keep_fraction_for_speedup(
         )
     # timing noise made the ratios non-monotonic around the target: take the first fraction reaching it
     return next(f for f, r in sorted(measured.items(), reverse=True) if r >= speedup), measured
+
+
+@dataclass
+class LatencyTable:
+    """Latency of the model, relative to its dense self, with every layer keeping ``heads[h]`` heads
+    (FFN whole) or ``ffn[n]`` neurons (heads whole), timed at batch x length ``shape``. The rest of the
+    model adds the same to every entry, so per-layer sums compare allocations correctly."""
+
+    heads: dict[int, float]
+    ffn: dict[int, float]
+    shape: tuple[int, int]
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> LatencyTable:
+        """From its JSON form (where the counts became strings)."""
+        return cls(
+            {int(k): v for k, v in saved["heads"].items()},
+            {int(k): v for k, v in saved["ffn"].items()},
+            tuple(saved["shape"]),
+        )
+
+
+def width_copy(model: PreTrainedModel, heads: int | None = None, neurons: int | None = None) -> PreTrainedModel:
+    """A copy of ``model`` with ``heads`` heads and / or ``neurons`` FFN neurons in every layer."""
+    pruned = copy.deepcopy(model)
+    adapter = get_adapter(pruned)
+    layers = adapter.layers()
+    if heads is not None:
+        groups = [layer.attention.num_kv_heads if layer.attention.heads_per_kv_group > 1 else 1 for layer in layers]
+        scores = [torch.zeros(layer.attention.num_heads) for layer in layers]
+        prune_heads(adapter, dict(enumerate(select_top(scores, [heads] * len(layers), groups))))
+    if neurons is not None:
+        prune_neurons(adapter, {i: list(range(neurons)) for i in range(len(layers))})
+    return pruned
+
+
+def measure_latency_table(
+    model: PreTrainedModel,
+    shape: tuple[int, int] = (32, 128),
+    round_to: int = 32,
+    threads: int | None = None,
+    repeats: int = 7,
+) -> LatencyTable:
+    """Time ``model`` with every head count its layers may keep (multiples of the KV groups) and every FFN
+    width (multiples of ``round_to``, and the whole width), all copies interleaved with the dense model in
+    one run (copies timed in separate runs drifted apart by up to 15 % here), as latency relative to it.
+    A wider layer is never recorded as faster than a narrower one (monotone fit): the allocation would
+    otherwise chase timer noise."""
+    check_single_process("--latency-aware")
+    layer = get_adapter(model).layers()[0]
+    group = layer.attention.num_kv_heads if layer.attention.heads_per_kv_group > 1 else 1
+    head_counts = list(range(group, layer.attention.num_heads + 1, group))
+    widths = sorted({*range(round_to, layer.ffn.num_neurons, round_to), layer.ffn.num_neurons})
+    copies = [width_copy(model, heads=h) for h in head_counts] + [width_copy(model, neurons=n) for n in widths]
+    ratios = measure_speedups(model, copies, [shape], threads, repeats)[0]
+    latency = [1 / ratio for ratio in ratios]
+    heads = dict(zip(head_counts, _monotone(latency[: len(head_counts)])))
+    return LatencyTable(heads, dict(zip(widths, _monotone(latency[len(head_counts) :]))), shape)
+
+
+def _monotone(values: Sequence[float]) -> list[float]:
+    """The closest non-decreasing sequence in least squares (pool adjacent violators), rounded."""
+    blocks: list[list[float]] = []  # [mean, size]
+    for value in values:
+        blocks.append([value, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (mean_a, size_a), (mean_b, size_b) = blocks[-2], blocks.pop()
+            blocks[-1] = [(mean_a * size_a + mean_b * size_b) / (size_a + size_b), size_a + size_b]
+    return [round(mean, 4) for mean, size in blocks for _ in range(int(size))]
+
+
+def check_single_process(flag: str) -> None:
+    """Timings differ between processes, so choices made from them could differ too: one process only."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            f"{flag} times the model in each process, which could disagree: run it in one process, "
+            "or pass the widths it chose (--heads / --ffn) under torchrun"
+        )

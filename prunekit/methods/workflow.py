@@ -12,6 +12,12 @@ order trains the same total number of optimizer steps (three stage lengths) to t
   task labels exist yet), LoRA fine-tune it for two stage lengths, merge, fully fine-tune one more.
   This path never has a task-trained dense model, so no soft targets.
 
+An unstructured target (``Target.sparsity``: a fraction of the layers' weights set to zero, ranked by
+magnitude over all layers) runs the same orders with magnitude pruning in place of unit pruning: the
+joint order prunes gradually (cubic schedule) while it trains — every weight, since a frozen base's
+magnitudes would not move — and each later stage holds the masks (LoRA adds only ``M ⊙ ΔW``, so the
+merge keeps every zero).
+
 Every stage is written to ``DIR/<stage>/`` (a model folder with its summary.json) as soon as it ends;
 a rerun with ``resume`` loads finished stages instead of training them again.
 """
@@ -34,12 +40,17 @@ from prunekit.errors import ConfigError
 from prunekit.evaluation import make_summary, model_size
 from prunekit.io import atomic_output_dir, work_dir, write_json_atomic
 from prunekit.methods.adaptive import AdaptiveConfig
-from prunekit.methods.speed import measure_speedups
+from prunekit.methods.magnitude import MagnitudeConfig, prune_magnitude
+from prunekit.methods.speed import LatencyTable, measure_speedups
 from prunekit.methods.stage import StageResult, save_stage, train_stage
-from prunekit.methods.structured import StructuredConfig, prune_structured
+from prunekit.methods.structured import StructuredConfig, check_budgets, prune_structured
 from prunekit.models import load_model
 from prunekit.pruned_models import save_pruned
+from prunekit.pruning.masks import MaskSet
+from prunekit.pruning.schedules import CubicSchedule
+from prunekit.pruning.select import check_sparsity
 from prunekit.training import FinetuneConfig
+from prunekit.training.callbacks import SparsityCallback
 from prunekit.training.distill import DistillConfig
 from prunekit.training.lora import lora_config
 
@@ -49,15 +60,31 @@ CONTROL = "control"  # not an order: the dense model fully fine-tuned for the sa
 
 @dataclass
 class Target:
-    """What the compressed model keeps: fractions of heads / FFN neurons, or a parameter budget."""
+    """What the compressed model keeps: fractions of heads / FFN neurons, a parameter budget or a FLOPs
+    budget (fraction of the dense layers' FLOPs) — or, unstructured, a weight ``sparsity``."""
 
     heads: float | None = None
     ffn: float | None = None
     params_budget: int | None = None
+    flops_budget: float | None = None
+    sparsity: float | None = None
 
     def __post_init__(self) -> None:
-        if self.heads is None and self.ffn is None and self.params_budget is None:
-            raise ConfigError("nothing to prune: pass --speedup, --heads, --ffn or --params-budget")
+        structured = (self.heads, self.ffn, self.params_budget, self.flops_budget)
+        if self.sparsity is not None:
+            check_sparsity(self.sparsity)
+            if any(v is not None for v in structured):
+                raise ConfigError("--sparsity (unstructured) and --heads/--ffn/budgets (structured): pass one kind")
+            return
+        if all(v is None for v in structured):
+            raise ConfigError(
+                "nothing to prune: pass --speedup, --heads, --ffn, --params-budget, --flops-budget or --sparsity"
+            )
+        check_budgets(self.heads, self.ffn, self.params_budget, self.flops_budget)
+
+    @property
+    def unstructured(self) -> bool:
+        return self.sparsity is not None
 
 
 @dataclass
@@ -86,18 +113,22 @@ class WorkflowConfig:
     temperature: float = 2.0
     alpha_kd: float = 0.5
     calibration_samples: int = 512  # one-shot orders: examples scoring the units
+    latency: LatencyTable | None = None  # measured per-width latency: latency-aware allocation
 
     def __post_init__(self) -> None:
         if self.order not in (*ORDERS, CONTROL):
             raise ConfigError(f"--order {self.order}: expected one of {', '.join(ORDERS)}")
         if self.prune_with not in ("lora", "full"):
             raise ConfigError(f"--prune-with {self.prune_with}: expected lora or full")
+        if self.latency is not None and self.target.unstructured:
+            raise ConfigError("--latency-aware allocates heads and neurons: not for an unstructured --sparsity")
 
 
 @dataclass
 class StageSpec:
-    """One stage of an order: ``train`` (``lora`` or ``full``) for ``steps``, optionally pruning
-    adaptively while it trains and distilling from the teacher; or a one-shot ``prune`` (0 steps)."""
+    """One stage of an order: ``train`` (``lora`` or ``full``) for ``steps``, optionally pruning while it
+    trains (``adaptive``: units, or gradual magnitude for an unstructured target) and distilling from
+    the teacher; or a one-shot ``prune`` (0 steps)."""
 
     name: str
     kind: str  # lora | full | prune
@@ -108,9 +139,12 @@ class StageSpec:
     becomes_teacher: bool = False
 
 
-def stages_of(order: str, steps: int, prune_with: str = "lora") -> list[StageSpec]:
+def stages_of(order: str, steps: int, prune_with: str = "lora", unstructured: bool = False) -> list[StageSpec]:
     """The stages of ``order`` (see the module docstring), each training ``steps`` or a multiple;
-    ``prune_with="full"`` trains every weight while ``joint`` prunes adaptively (instead of LoRA)."""
+    ``prune_with="full"`` trains every weight while ``joint`` prunes adaptively (instead of LoRA), as
+    an ``unstructured`` target always does."""
+    if unstructured:
+        prune_with = "full"
     if order == "joint":
         return [
             StageSpec("teacher", "lora", steps, becomes_teacher=True),
@@ -177,19 +211,22 @@ class Workflow:
         set_seed(config.seed)  # the classifier head is initialised reproducibly
         model, tokenizer = load_model(self.model_name, self.data.task)
         teacher, total = None, 0
-        for index, spec in enumerate(stages_of(config.order, config.stage_steps, config.prune_with)):
+        masks = None  # an unstructured target's masks, held from the stage that makes them on
+        stages = stages_of(config.order, config.stage_steps, config.prune_with, config.target.unstructured)
+        for index, spec in enumerate(stages):
             folder = self.out / spec.name
             total += spec.steps
             set_seed(config.seed + index)  # each stage's LoRA init and data order, resumed or not
             if self.resume and (folder / "summary.json").is_file():
                 model, tokenizer = load_model(str(folder))
                 model.train()
+                masks = MaskSet.load(folder, model)
                 row = json.loads((folder / "summary.json").read_text())["row"]
                 self.rows.append(StageRow(**row))
             elif spec.kind == "prune":
-                self._prune(model, tokenizer, spec, folder, total)
+                masks = self._prune(model, tokenizer, spec, folder, total)
             else:
-                model = self._train(model, tokenizer, spec, folder, total, teacher)
+                model, masks = self._train(model, tokenizer, spec, folder, total, teacher, masks)
             if spec.becomes_teacher:
                 teacher = copy.deepcopy(model).eval()
         return self.rows
@@ -207,25 +244,32 @@ class Workflow:
         )
 
     def _target_settings(self) -> dict:
-        """What to keep and how to allocate it: shared by adaptive and one-shot pruning."""
+        """What to keep and how to allocate it: shared by adaptive and one-shot structured pruning."""
         config, target = self.config, self.config.target
         return dict(
             heads=target.heads,
             ffn=target.ffn,
             params_budget=target.params_budget,
+            flops_budget=target.flops_budget,
+            flops_seq_len=config.max_length,
             scope=config.scope,
             min_heads=config.min_heads,
             min_ffn=config.min_ffn,
             round_to=config.round_to,
+            latency=config.latency,
         )
 
-    def _train(self, model, tokenizer, spec: StageSpec, folder: Path, total: int, teacher) -> PreTrainedModel:
+    def _train(self, model, tokenizer, spec: StageSpec, folder: Path, total: int, teacher, masks) -> tuple:
+        """Train one stage; the plain model it ends with and the masks it holds."""
         config = self.config
         lora = None
         if spec.kind == "lora":
             lora = lora_config(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
-        adaptive = None
-        if spec.adaptive:
+        adaptive, sparsity = None, None
+        if spec.adaptive and config.target.unstructured:
+            magnitude = MagnitudeConfig(sparsity=config.target.sparsity)
+            sparsity = SparsityCallback(masks, CubicSchedule(magnitude.sparsity, 0), magnitude)
+        elif spec.adaptive:
             adaptive = AdaptiveConfig(**self._target_settings(), beta=config.score_ema, score=config.adaptive_score)
         kd = None
         if spec.distill:
@@ -240,6 +284,8 @@ class Workflow:
                 self._finetune_config(spec),
                 scratch,
                 lora=lora,
+                masks=masks,
+                sparsity=sparsity,
                 adaptive=adaptive,
                 teacher=teacher if spec.distill else None,
                 kd=kd,
@@ -248,9 +294,28 @@ class Workflow:
             if result.is_main:
                 save = partial(save_stage, result, tokenizer)
                 self._write(result.model, spec, folder, total, save, result)
-        return result.model
+        return result.model, result.masks
 
-    def _prune(self, model, tokenizer, spec: StageSpec, folder: Path, total: int) -> None:
+    def _prune(self, model, tokenizer, spec: StageSpec, folder: Path, total: int) -> MaskSet | None:
+        """One-shot pruning in place; the masks of an unstructured target (None for a structured one)."""
+        config = self.config
+        masks = None
+        if config.target.unstructured:
+            masks = prune_magnitude(model, MagnitudeConfig(sparsity=config.target.sparsity))
+        else:
+            self._prune_units(model, tokenizer, spec)
+        if _is_main():
+
+            def save(tmp: Path) -> None:
+                save_pruned(model, tmp)
+                tokenizer.save_pretrained(tmp)
+                if masks is not None:
+                    masks.save(tmp)
+
+            self._write(model, spec, folder, total, save, None)
+        return masks
+
+    def _prune_units(self, model, tokenizer, spec: StageSpec) -> None:
         config = self.config
         structured = StructuredConfig(importance=spec.importance, **self._target_settings())
         batches = []
@@ -261,13 +326,6 @@ class Workflow:
                 train.subset(draw), tokenizer, config.max_length, self.data.task.is_regression, config.batch_size
             )
         prune_structured(model, structured, batches)
-        if _is_main():
-
-            def save(tmp: Path) -> None:
-                save_pruned(model, tmp)
-                tokenizer.save_pretrained(tmp)
-
-            self._write(model, spec, folder, total, save, None)
 
     def _write(self, model, spec, folder, total, save, result: StageResult | None) -> None:
         """Evaluate the stage's model and write its folder (model, tokenizer, summary with the row)."""
@@ -282,6 +340,8 @@ class Workflow:
                     extra["lora"] = result.lora
                 if result.pruned:
                     extra["adaptive"] = result.pruned["adaptive"]
+                if spec.adaptive and result.masks is not None:
+                    extra["sparsity"] = result.masks.sparsity()
             row = StageRow(spec.name, spec.kind, spec.steps, total, metrics, folder=spec.name, extra=extra, **size)
             summary = make_summary(
                 "workflow-stage",

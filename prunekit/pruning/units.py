@@ -9,8 +9,9 @@ every group keeps the same number of query heads).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from prunekit.errors import ConfigError
@@ -59,6 +60,49 @@ def keep_counts(
     if exact and scope == "global":
         counts = _fit_total(scores, counts, round(fraction * sum(sizes)), minimum, multiples)
     return counts
+
+
+def latency_counts(
+    scores: Sequence[torch.Tensor],
+    fraction: float,
+    costs: Mapping[int, float],
+    minimum: int = 1,
+    multiple: int = 1,
+    resolution: int = 2000,
+) -> list[int]:
+    """Per-layer counts keeping the most score for at most the measured latency of keeping ``fraction``
+    of every layer (the uniform widths): ``costs[count]`` is the latency of a layer keeping ``count``
+    units (only those counts are candidates). Widths differ across layers only where the scores gain
+    from it *and* the measurements say it costs no more time — a knapsack solved exactly by dynamic
+    programming over latency in ``resolution`` steps. Pruned units (score -inf) are never kept."""
+    uniform = keep_counts(scores, fraction, "uniform", minimum, multiple)
+    options = sorted(costs)
+    uniform = [min((o for o in options if o >= c), default=options[-1]) for c in uniform]
+    scale = resolution / sum(costs[c] for c in uniform)
+    steps = {count: round(cost * scale) for count, cost in costs.items()}  # latency in whole steps
+    budget = sum(steps[c] for c in uniform)
+    best = np.zeros(budget + 1)  # the most score kept within each latency, over the layers so far
+    choices = []
+    for layer_scores in scores:
+        prefix = np.concatenate([[0.0], np.cumsum(torch.sort(layer_scores.float(), descending=True).values.numpy())])
+        new, choice = np.full(budget + 1, -np.inf), np.zeros(budget + 1, dtype=int)
+        for count in options:
+            usable = min(minimum, len(layer_scores)) <= count <= len(layer_scores) and np.isfinite(prefix[count])
+            if not usable or steps[count] > budget:
+                continue
+            candidate = np.full(budget + 1, -np.inf)
+            candidate[steps[count] :] = best[: budget + 1 - steps[count]] + prefix[count]
+            better = candidate > new
+            new[better], choice[better] = candidate[better], count
+        if not np.isfinite(new[budget]):
+            return uniform  # no width of this layer fits next to the others: keep the uniform widths
+        best = new
+        choices.append(choice)
+    counts, left = [], budget
+    for choice in reversed(choices):
+        counts.append(int(choice[left]))
+        left -= steps[counts[-1]]
+    return counts[::-1]
 
 
 def _fit_total(
@@ -111,19 +155,20 @@ def select_top(
     return kept
 
 
-def fraction_for_budget(params_at: Callable[[float], int], budget: int) -> float:
-    """The largest keep fraction whose parameter count ``params_at(f)`` fits ``budget`` (bisection)."""
-    if params_at(1.0) <= budget:
+def fraction_for_budget(cost_at: Callable[[float], int], budget: int, flag: str, unit: str) -> float:
+    """The largest keep fraction whose cost ``cost_at(f)`` (in ``unit``: parameters, FLOPs) fits ``budget``
+    (bisection); ``flag`` names the option in the error when even the smallest model does not fit."""
+    if cost_at(1.0) <= budget:
         return 1.0
-    smallest = params_at(_TINY)
+    smallest = cost_at(_TINY)
     if smallest > budget:
         raise ConfigError(
-            f"--params-budget {budget:,}: cannot be met; pruned this way the model keeps at least {smallest:,}"
+            f"{flag}: cannot be met; pruned this way the model keeps at least {smallest:,} {unit} ({budget:,} allowed)"
         )
     low, high = _TINY, 1.0
     for _ in range(40):
         mid = (low + high) / 2
-        low, high = (mid, high) if params_at(mid) <= budget else (low, mid)
+        low, high = (mid, high) if cost_at(mid) <= budget else (low, mid)
     return low
 
 

@@ -50,17 +50,26 @@ def plot_lottery(rounds: Sequence[dict], metric: str, path: str | os.PathLike, t
     _save_atomic(figure, path)
 
 
-def plot_ordering(orders: Sequence[dict], metric: str, path: str | os.PathLike, control: tuple[float, float]) -> None:
-    """Metric (mean ± std over seeds) vs measured speed-up, one point per order, with the equal-budget
-    dense control as a line and band. ``orders``: ``{"order", "mean", "std", "speedup"}``."""
+def plot_ordering(
+    orders: Sequence[dict],
+    metric: str,
+    path: str | os.PathLike,
+    control: tuple[float, float],
+    x: str = "speedup",
+) -> None:
+    """Metric (mean ± std over seeds) vs measured speed-up (or ``x="compression"``: dense parameters over
+    non-zero ones), one point per order, with the equal-budget dense control as a line and band.
+    ``orders``: ``{"order", "mean", "std", x}``."""
     path = Path(path)
     figure, axes = plt.subplots(figsize=(6, 4))
     mean, std = control
     axes.axhline(mean, color="black", linewidth=1, label=f"dense control ({mean:.3f})")
     axes.axhspan(mean - std, mean + std, color="grey", alpha=0.15)
     for row, marker in zip(orders, "osd^v"):
-        axes.errorbar(row["speedup"], row["mean"], yerr=row["std"], fmt=marker, capsize=4, label=row["order"])
-    axes.set_xlabel("speed-up vs dense (latency ratio)")
+        axes.errorbar(row[x], row["mean"], yerr=row["std"], fmt=marker, capsize=4, label=row["order"])
+    axes.set_xlabel(
+        "speed-up vs dense (latency ratio)" if x == "speedup" else "compression (dense / non-zero parameters)"
+    )
     axes.set_ylabel(metric)
     axes.set_title("LoRA and pruning: which order")
     axes.legend(fontsize=8)
