@@ -38,6 +38,12 @@ class AttentionBlock:
     def heads_per_kv_group(self) -> int:
         return self.num_heads // max(self.num_kv_heads, 1)
 
+    @property
+    def head_groups(self) -> int:
+        """How many groups kept query heads are spread over evenly: the KV groups under grouped-query
+        attention, else 1 (any head may go)."""
+        return self.num_kv_heads if self.heads_per_kv_group > 1 else 1
+
 
 @dataclass
 class FeedForwardBlock:

@@ -174,7 +174,7 @@ class AdaptivePruningCallback(TrainerCallback):
 
     @staticmethod
     def _kv_groups(layers) -> list[int]:
-        return [layer.attention.num_kv_heads if layer.attention.heads_per_kv_group > 1 else 1 for layer in layers]
+        return [layer.attention.head_groups for layer in layers]
 
     @torch.no_grad()
     def _prune(self, step: int) -> None:

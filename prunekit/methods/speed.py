@@ -37,7 +37,7 @@ def uniform_copy(model: PreTrainedModel, fraction: float, round_to: int = 32) ->
     layers = adapter.layers()
     heads = [torch.zeros(layer.attention.num_heads) for layer in layers]
     neurons = [torch.zeros(layer.ffn.num_neurons) for layer in layers]
-    groups = [layer.attention.num_kv_heads if layer.attention.heads_per_kv_group > 1 else 1 for layer in layers]
+    groups = [layer.attention.head_groups for layer in layers]
     head_counts = keep_counts(heads, fraction, "uniform", 1, groups)
     neuron_counts = keep_counts(neurons, fraction, "uniform", 1, round_to)
     prune_heads(adapter, dict(enumerate(select_top(heads, head_counts, groups))))
@@ -118,7 +118,7 @@ def width_copy(model: PreTrainedModel, heads: int | None = None, neurons: int | 
     adapter = get_adapter(pruned)
     layers = adapter.layers()
     if heads is not None:
-        groups = [layer.attention.num_kv_heads if layer.attention.heads_per_kv_group > 1 else 1 for layer in layers]
+        groups = [layer.attention.head_groups for layer in layers]
         scores = [torch.zeros(layer.attention.num_heads) for layer in layers]
         prune_heads(adapter, dict(enumerate(select_top(scores, [heads] * len(layers), groups))))
     if neurons is not None:
@@ -140,7 +140,7 @@ def measure_latency_table(
     otherwise chase timer noise."""
     check_single_process("--latency-aware")
     layer = get_adapter(model).layers()[0]
-    group = layer.attention.num_kv_heads if layer.attention.heads_per_kv_group > 1 else 1
+    group = layer.attention.head_groups
     head_counts = list(range(group, layer.attention.num_heads + 1, group))
     widths = sorted({*range(round_to, layer.ffn.num_neurons, round_to), layer.ffn.num_neurons})
     copies = [width_copy(model, heads=h) for h in head_counts] + [width_copy(model, neurons=n) for n in widths]

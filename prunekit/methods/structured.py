@@ -190,7 +190,7 @@ def prune_structured(model: nn.Module, config: StructuredConfig, batches: Sequen
 
 
 def _kv_groups(layers) -> list[int]:
-    return [layer.attention.num_kv_heads if layer.attention.heads_per_kv_group > 1 else 1 for layer in layers]
+    return [layer.attention.head_groups for layer in layers]
 
 
 def _of_current(fractions, original, layers) -> list[float | None]:
