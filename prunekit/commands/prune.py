@@ -6,6 +6,7 @@ and vocabulary entries physically (see ``prunekit.methods.structured``)."""
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from prunekit.commands.common import (
     add_output_arguments,
     add_pruning_target_arguments,
     count,
+    evaluation_fields,
     fraction,
     load_data_for_model,
     magnitude_config,
@@ -31,18 +33,28 @@ from prunekit.errors import ConfigError
 def add_parser(commands) -> None:
     p = commands.add_parser("prune", help="prune a model one-shot; saves it with its masks and summary.json")
     methods = p.add_subparsers(dest="method", required=True, metavar="METHOD")
-    p = methods.add_parser("magnitude", help="unstructured pruning by |W| (or Wanda), global, per layer or N:M")
-    p.add_argument("--model", required=True, help="model folder")
+    p = methods.add_parser(
+        "magnitude", help="unstructured pruning by |W|, Wanda or SparseGPT: global, per layer, per row or N:M"
+    )
+    p.add_argument("--model", required=True, help="model folder, or minilm / smollm2")
     add_output_arguments(p)
     p.add_argument("--sparsity", type=fraction, default=0.5, help="fraction of targeted weights to zero (default 0.5)")
     add_pruning_target_arguments(p)
     p.add_argument(
         "--importance",
-        choices=["magnitude", "wanda"],
+        choices=["magnitude", "wanda", "sparsegpt"],
         default="magnitude",
-        help="wanda: |W|·‖X‖ with calibration batches from --data (default scope: row)",
+        help="wanda: |W|·‖X‖ (default scope: row); sparsegpt: prune and update the kept weights to reconstruct "
+        "each layer's outputs (scope: layer). Both calibrate on --data's training split, layer by layer",
     )
-    add_calibration_arguments(p, 128, "training examples for wanda (default 128)")
+    add_calibration_arguments(p, 128, "calibration examples (text corpus: windows) for wanda / sparsegpt (default 128)")
+    p.add_argument("--block-size", type=positive_int, default=128, help="sparsegpt: columns per block (default 128)")
+    p.add_argument(
+        "--dampening",
+        type=real(0, low_open=True),
+        default=0.01,
+        help="sparsegpt: added to the Hessian diagonal, relative to its mean (default 0.01)",
+    )
     p.add_argument(
         "--save-format",
         choices=["dense", "sparse"],
@@ -54,8 +66,17 @@ def add_parser(commands) -> None:
     add_structured_parser(methods)
 
 
-def add_calibration_arguments(parser, samples: int, help_text: str) -> None:
+CALIBRATION_EXAMPLES, CALIBRATION_WINDOWS = 512, 128  # prune structured's defaults (measured: bench/peer_setting.py)
+
+
+def add_calibration_arguments(parser, samples: int | None, help_text: str) -> None:
     parser.add_argument("--calibration-samples", type=positive_int, default=samples, help=help_text)
+    parser.add_argument(
+        "--calibration-length",
+        type=positive_int,
+        default=512,
+        help="text corpus: tokens per calibration window, drawn at random offsets of the training text (default 512)",
+    )
     parser.add_argument(
         "--calibration-seed",
         type=seed,
@@ -64,13 +85,15 @@ def add_calibration_arguments(parser, samples: int, help_text: str) -> None:
     )
 
 
-def _calibration(args: argparse.Namespace) -> dict:
+def _calibration(args: argparse.Namespace, text: bool = False) -> dict:
     """How the calibration examples were drawn, for summary.json."""
-    return {"calibration": {"samples": args.calibration_samples, "seed": args.calibration_seed}}
+    drawn = {"samples": args.calibration_samples, "seed": args.calibration_seed}
+    return {"calibration": {**drawn, "length": args.calibration_length} if text else drawn}
 
 
 def run_magnitude(args: argparse.Namespace) -> dict:
-    from prunekit.evaluation import make_summary, model_size
+    from prunekit.data.text import calibration_blocks
+    from prunekit.evaluation import make_summary, model_size, peak_memory_mb
     from prunekit.io import atomic_output_dir, write_json_atomic
     from prunekit.methods.magnitude import prune_magnitude
     from prunekit.models import load_model
@@ -79,23 +102,29 @@ def run_magnitude(args: argparse.Namespace) -> dict:
 
     folder = preflight(args, {"--model": args.model})["--model"]
     pruning = magnitude_config(args, args.importance)
-    wanda = args.importance == "wanda"
-    if wanda and not (args.data or args.train_file):
-        raise ConfigError("--importance wanda needs calibration data: pass --data")
+    calibrated = args.importance != "magnitude"
+    if calibrated and not (args.data or args.train_file):
+        raise ConfigError(f"--importance {args.importance} needs calibration data: pass --data")
     data = None
     if args.data or args.eval_file:
-        data = load_data_for_model(
-            args, folder, need_train=wanda, max_train_samples=args.calibration_samples, seed=args.calibration_seed
-        )
-    model, tokenizer = load_model(args.model)
+        data = load_data_for_model(args, folder, need_train=calibrated, text=True,
+                                   max_train_samples=args.calibration_samples, seed=args.calibration_seed)  # fmt: skip
+    text = data is not None and data.task.causal_lm
+    model, tokenizer = load_model(args.model, data.task if text else None)
     calibration = None
-    if wanda:  # one example per batch: no padding tokens in the activation statistics
+    if calibrated and text:
+        calibration = calibration_blocks(
+            tokenizer, data.train, args.calibration_samples, args.calibration_length, args.calibration_seed
+        )
+    elif calibrated:  # one example per batch: no padding tokens in the activation statistics
         pairs = zip(data.train.text_a, data.train.text_b or [None] * len(data.train))
         calibration = (
             tokenizer(a, b, truncation=True, max_length=args.max_length, return_tensors="pt") for a, b in pairs
         )
+    started = time.perf_counter()
     masks = prune_magnitude(model, pruning, calibration, current=MaskSet.load(folder, model))
-    evaluation = _evaluation_fields(model, tokenizer, data, args.max_length)
+    seconds, peak = round(time.perf_counter() - started, 1), peak_memory_mb()  # before evaluation adds its own
+    evaluation = evaluation_fields(args, model, tokenizer, data)
     with atomic_output_dir(args.out, args.overwrite) as tmp:
         if args.save_format == "sparse":
             save_sparse(model, masks, tmp)  # its bitmasks are the masks: no separate masks file
@@ -107,31 +136,26 @@ def run_magnitude(args: argparse.Namespace) -> dict:
             "prune",
             args.model,
             data.task.name if data else task_of(folder),
+            model_path=folder,
             method="magnitude",
             importance=args.importance,
             scope=pruning.scope,
             pattern=pruning.pattern,
-            **(_calibration(args) if wanda else {}),
+            **(_calibration(args, text) if calibrated else {}),
+            **(
+                {"block_size": pruning.block_size, "dampening": pruning.dampening}
+                if args.importance == "sparsegpt"
+                else {}
+            ),
             **evaluation,
             **model_size(model, tmp),
             **masks.report(),
+            prune_seconds=seconds,
+            peak_rss_mb=peak,
         )
         write_json_atomic(Path(tmp) / "summary.json", summary)
     print_result(summary, f"saved to {args.out}")
     return summary
-
-
-def _evaluation_fields(model, tokenizer, data, max_length: int) -> dict:
-    """``metrics``, ``main_metric``, ``eval_samples`` for summary.json, or nothing without eval data."""
-    from prunekit.evaluation import evaluate_model
-
-    if data is None or data.eval is None:
-        return {}
-    return dict(
-        metrics=evaluate_model(model, tokenizer, data.eval, data.task, max_length=max_length),
-        main_metric=data.task.main_metric,
-        eval_samples=len(data.eval),
-    )
 
 
 def add_structured_parser(methods) -> None:
@@ -184,7 +208,11 @@ def add_structured_parser(methods) -> None:
     p.add_argument(
         "--vocab-from", help="keep only tokens used by this corpus: a dataset (its train split) or .txt file"
     )
-    add_calibration_arguments(p, 512, "training examples for importance (default 512)")
+    add_calibration_arguments(
+        p,
+        None,
+        f"training examples for importance (default {CALIBRATION_EXAMPLES}; text: {CALIBRATION_WINDOWS} windows)",
+    )
     p.add_argument("--calibration-batch-size", type=positive_int, default=32)
     p.add_argument("--seed", type=seed, default=0, help="seed for --importance random")
     add_data_arguments(p, with_train=True)
@@ -211,14 +239,29 @@ def _corpus_texts(source: str, encoding: str) -> list:
 
 
 def _calibration_batches(data, tokenizer, args: argparse.Namespace) -> list[dict]:
+    """Labelled batches that score units: the task's examples, or windows of a text corpus with their
+    next-token labels (the language-modelling loss)."""
+    import torch
+
     from prunekit.data import encode_batches
+    from prunekit.data.text import calibration_blocks
 
     if data is None or data.train is None:
         return []
-    return encode_batches(data.train, tokenizer, args.max_length, data.task.is_regression, args.calibration_batch_size)
+    size = args.calibration_batch_size
+    if data.task.causal_lm:
+        blocks = calibration_blocks(
+            tokenizer, data.train, args.calibration_samples, args.calibration_length, args.calibration_seed
+        )
+        batches = [
+            {k: torch.cat([b[k] for b in blocks[i : i + size]]) for k in blocks[0]} for i in range(0, len(blocks), size)
+        ]
+        return [{**batch, "labels": batch["input_ids"]} for batch in batches]
+    return encode_batches(data.train, tokenizer, args.max_length, data.task.is_regression, size)
 
 
 def run_structured(args: argparse.Namespace) -> dict:
+    from prunekit.data.text import is_text_corpus
     from prunekit.evaluation import make_summary, model_size
     from prunekit.importance.structured import NEEDS_DATA
     from prunekit.io import atomic_output_dir, write_json_atomic
@@ -252,12 +295,14 @@ def run_structured(args: argparse.Namespace) -> dict:
     needs_data = (prunes_units and config.importance in NEEDS_DATA) or config.layers is not None
     if needs_data and not (args.data or args.train_file):
         raise ConfigError(f"--importance {config.importance} / --layers need calibration data: pass --data")
+    text = is_text_corpus(args.data, args.train_file, args.eval_file)
+    if args.calibration_samples is None:
+        args.calibration_samples = CALIBRATION_WINDOWS if text else CALIBRATION_EXAMPLES
     data = None
     if args.data or args.eval_file or args.train_file:
-        data = load_data_for_model(
-            args, folder, need_train=needs_data, max_train_samples=args.calibration_samples, seed=args.calibration_seed
-        )
-    model, tokenizer = load_model(args.model)
+        data = load_data_for_model(args, folder, need_train=needs_data, text=True,
+                                   max_train_samples=args.calibration_samples, seed=args.calibration_seed)  # fmt: skip
+    model, tokenizer = load_model(args.model, data.task if text and data else None)
     params_before, _ = count_parameters(model)
     vocabulary = {}
     if args.vocab_from:
@@ -269,7 +314,7 @@ def run_structured(args: argparse.Namespace) -> dict:
     if args.latency_aware:
         config.latency = measure_latency_table(model, (32, args.max_length), config.round_to)
     result = prune_structured(model, config, _calibration_batches(data, tokenizer, args) if needs_data else [])
-    evaluation = _evaluation_fields(model, tokenizer, data, args.max_length)
+    evaluation = evaluation_fields(args, model, tokenizer, data)
     with atomic_output_dir(args.out, args.overwrite) as tmp:
         save_format = save_pruned(model, tmp)
         tokenizer.save_pretrained(tmp)
@@ -277,12 +322,13 @@ def run_structured(args: argparse.Namespace) -> dict:
             "prune",
             args.model,
             data.task.name if data else task_of(folder),
+            model_path=folder,
             method="structured",
             importance=config.importance if prunes_units else None,
             layer_importance=config.layer_importance if config.layers is not None else None,
             scope=config.scope,
             save_format=save_format,
-            **(_calibration(args) if needs_data else {}),
+            **(_calibration(args, text) if needs_data else {}),
             **({"latency_table": asdict(config.latency)} if config.latency else {}),
             **evaluation,
             **model_size(model, tmp),

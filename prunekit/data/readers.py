@@ -70,7 +70,7 @@ class _RawSplit:
 # ---------------------------------------------------------------- reading files
 
 
-def _decode(path: Path, encoding: str) -> str:
+def decode_file(path: Path, encoding: str) -> str:
     """The file's text; a clear error for an unknown encoding or bytes that are not in it."""
     try:
         raw = path.read_bytes()
@@ -98,7 +98,7 @@ def _read_rows(path: Path, has_header: bool, encoding: str) -> tuple[list[str] |
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
         raise DataError(f"{path}: unsupported file type {suffix!r}; expected one of {', '.join(TABLE_SUFFIXES)}")
-    text = _decode(path, encoding)
+    text = decode_file(path, encoding)
     if suffix in (".jsonl", ".json"):
         rows = []
         for line, record_text in enumerate(text.splitlines(), start=1):
@@ -309,6 +309,11 @@ def load_task_data(
     >>> data.task.main_metric, len(data.eval)  # doctest: +SKIP
     ('accuracy', 872)
     """
+    if text_columns is None and is_text_corpus(data, train_file, eval_file):
+        raise ConfigError(
+            f"--data {data or train_file or eval_file}: a plain-text corpus (language modelling); this command "
+            "takes labelled data (GLUE folder, CSV/TSV/JSONL) — evaluate, finetune and prune take text"
+        )
     columns = parse_columns(text_columns)
     if columns is not None and label_column is None:
         raise ConfigError("--text-columns given without --label-column; name the column that holds the labels")
@@ -348,6 +353,17 @@ def load_task_data(
     if evaluation is not None and max_eval_samples is not None:
         evaluation = evaluation.subset(range(min(max_eval_samples, len(evaluation))))
     return TaskData(spec, train, evaluation)
+
+
+def is_text_corpus(data: str | None, train_file: str | None = None, eval_file: str | None = None) -> bool:
+    """Whether the data flags name plain text: a ``.txt`` file, or a folder holding ``train.txt``/``dev.txt``."""
+    given = [Path(p).expanduser() for p in (data, train_file, eval_file) if p is not None]
+    if not given:
+        return False
+    first = given[0]
+    if first.is_dir():
+        return any((first / f"{stem}.txt").is_file() for stem in ("train", *EVAL_STEMS))
+    return first.suffix == ".txt"
 
 
 def _locate(

@@ -21,6 +21,7 @@ class TaskSpec:
     main_metric: str
     has_header: bool = True
     eval_files: tuple[str, ...] = ("dev",)
+    causal_lm: bool = False  # language modelling on plain text (no labels; metric: perplexity)
 
     @property
     def is_regression(self) -> bool:
@@ -57,6 +58,10 @@ GLUE_TASKS: dict[str, TaskSpec] = {
         TaskSpec("wnli", ("sentence1", "sentence2"), "label", _BINARY, ("accuracy",), "accuracy"),
     )
 }
+
+
+#: Language modelling on a plain-text corpus (see prunekit.data.text).
+LM_TASK = TaskSpec("lm", (), "", None, ("perplexity",), "perplexity", causal_lm=True)
 
 
 def normalise_task_name(name: str) -> str:

@@ -2,6 +2,7 @@
 
 from prunekit.evaluation.bench import LatencyStats, count_flops, make_inputs, measure_latency
 from prunekit.evaluation.evaluate import evaluate_model, predict_logits
+from prunekit.evaluation.perplexity import perplexity
 from prunekit.evaluation.summary import make_summary, model_size, peak_memory_mb
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "measure_latency",
     "model_size",
     "peak_memory_mb",
+    "perplexity",
     "predict_logits",
 ]

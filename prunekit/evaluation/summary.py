@@ -27,13 +27,12 @@ def peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
-def make_summary(kind: str, model: str, task: str | None, **fields: Any) -> dict[str, Any]:
-    """A result record: the common header, then ``fields`` in the order given."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "prunekit_version": prunekit.__version__,
-        "kind": kind,
-        "model": model,
-        "task": task,
-        **fields,
-    }
+def make_summary(
+    kind: str, model: str, task: str | None, model_path: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    """A result record: the common header, then ``fields`` in the order given. ``model_path`` is the
+    folder ``model`` resolved to (an alias such as ``smollm2`` names a converted local folder)."""
+    header = {"schema_version": SCHEMA_VERSION, "prunekit_version": prunekit.__version__, "kind": kind, "model": model}
+    if model_path is not None:
+        header["model_path"] = model_path
+    return {**header, "task": task, **fields}

@@ -1,4 +1,7 @@
-"""Unstructured pruning: magnitude (|W|) or Wanda scores -> exact-count masks, one-shot or on a schedule."""
+"""Unstructured pruning: magnitude (|W|), Wanda or SparseGPT -> exact-count masks, one-shot or on a schedule.
+
+Magnitude and global Wanda score the whole model at once; SparseGPT and Wanda per row / matrix / N:M
+prune layer by layer on calibration data (``prunekit.methods.sequential``)."""
 
 from __future__ import annotations
 
@@ -12,10 +15,11 @@ from torch import nn
 from prunekit.adapters import get_adapter
 from prunekit.errors import ConfigError
 from prunekit.importance.weights import input_channel_norms, magnitude_scores, wanda_scores
+from prunekit.methods.sequential import prune_sequentially
 from prunekit.pruning.masks import MaskSet
 from prunekit.pruning.select import (
-    ScoreFn,
     check_sparsity,
+    monotone,
     parse_nm,
     select_global,
     select_layerwise,
@@ -24,8 +28,7 @@ from prunekit.pruning.select import (
 )
 
 SCOPES = ("global", "layer", "row")
-IMPORTANCE = ("magnitude", "wanda")
-_TINY = float(torch.finfo(torch.float32).smallest_normal) * 2**-23  # the smallest positive float32
+IMPORTANCE = ("magnitude", "wanda", "sparsegpt")
 
 
 @dataclass
@@ -37,7 +40,9 @@ class MagnitudeConfig:
     pattern: str | None = None  # "2:4": keep 2 of every 4 consecutive input weights
     targets: str | None = None  # regex over module names; default: every projection inside the layers
     exclude: str | None = None  # regex over module names to leave alone
-    importance: str = "magnitude"  # magnitude | wanda (needs calibration batches)
+    importance: str = "magnitude"  # magnitude | wanda | sparsegpt (the last two need calibration batches)
+    block_size: int = 128  # sparsegpt: columns per mask-selection block
+    dampening: float = 0.01  # sparsegpt: added to the Hessian's diagonal, relative to its mean
 
     def __post_init__(self) -> None:
         check_sparsity(self.sparsity)
@@ -45,6 +50,8 @@ class MagnitudeConfig:
             raise ConfigError(f"--scope {self.scope!r}: expected one of {', '.join(SCOPES)}")
         if self.importance not in IMPORTANCE:
             raise ConfigError(f"--importance {self.importance!r}: expected one of {', '.join(IMPORTANCE)}")
+        if self.importance == "sparsegpt" and self.scope == "global" and self.pattern is None:
+            raise ConfigError("--scope global: sparsegpt prunes each matrix to --sparsity; use --scope layer")
         if self.pattern is not None:
             parse_nm(self.pattern)
         for flag, pattern in (("--targets", self.targets), ("--exclude", self.exclude)):
@@ -53,6 +60,13 @@ class MagnitudeConfig:
                     re.compile(pattern)
                 except re.error as err:
                     raise ConfigError(f"{flag} {pattern!r}: not a valid regular expression ({err})") from None
+
+    @property
+    def layer_by_layer(self) -> bool:
+        """Pruned layer by layer on calibration data: SparseGPT, and Wanda unless ranked globally."""
+        return self.importance == "sparsegpt" or (
+            self.importance == "wanda" and (self.scope != "global" or self.pattern is not None)
+        )
 
 
 def resolve_targets(model: nn.Module, targets: str | None = None, exclude: str | None = None) -> dict[str, nn.Module]:
@@ -80,25 +94,16 @@ def resolve_targets(model: nn.Module, targets: str | None = None, exclude: str |
     return found
 
 
-def _monotone(score_fns: dict[str, ScoreFn], current: MaskSet | None) -> dict[str, ScoreFn]:
-    """Already-pruned weights score 0 and every surviving weight scores > 0, so old cuts are chosen first."""
-    if current is None:
-        return score_fns
-
-    def wrap(name: str, fn: ScoreFn) -> ScoreFn:
-        keep = current.masks[name]
-        return lambda: torch.where(keep, fn().clamp_min(_TINY), torch.zeros((), dtype=torch.float32))
-
-    return {name: wrap(name, fn) if name in current.masks else fn for name, fn in score_fns.items()}
-
-
 def compute_masks(
     model: nn.Module,
     config: MagnitudeConfig,
     calibration: Iterable[dict[str, torch.Tensor]] | None = None,
     current: MaskSet | None = None,
 ) -> MaskSet:
-    """Masks for ``model`` under ``config``; with ``current`` they only prune more (monotone)."""
+    """Masks for ``model`` under ``config``; with ``current`` they only prune more (monotone).
+    Layer-by-layer methods prune as they go: use ``prune_magnitude`` for them."""
+    if config.layer_by_layer:
+        raise ConfigError(f"--importance {config.importance}: one-shot only (prune magnitude), it prunes as it scores")
     modules = resolve_targets(model, config.targets, config.exclude)
     weights = {name: module.weight for name, module in modules.items()}
     if config.importance == "wanda":
@@ -108,7 +113,7 @@ def compute_masks(
         score_fns = wanda_scores(weights, input_channel_norms(model, linears, calibration))
     else:
         score_fns = magnitude_scores(weights)
-    score_fns = _monotone(score_fns, current)
+    score_fns = monotone(score_fns, current.masks if current else None)
 
     if config.pattern is not None:
         n, m = parse_nm(config.pattern)
@@ -135,6 +140,13 @@ def prune_magnitude(
     >>> masks.sparsity()  # doctest: +SKIP
     0.7
     """
+    if config.layer_by_layer:
+        if calibration is None:
+            raise ConfigError(f"--importance {config.importance} needs calibration data: pass --data")
+        targets = resolve_targets(model, config.targets, config.exclude)
+        return prune_sequentially(model, targets, calibration, importance=config.importance, sparsity=config.sparsity,
+                                  scope=config.scope, pattern=config.pattern, block_size=config.block_size,
+                                  dampening=config.dampening, current=current)  # fmt: skip
     masks = compute_masks(model, config, calibration, current)
     masks.apply(model)
     return masks

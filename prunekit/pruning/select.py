@@ -17,6 +17,7 @@ from prunekit.errors import ConfigError
 
 ScoreFn = Callable[[], torch.Tensor]  # computes one matrix's scores on demand
 
+_TINY = float(torch.finfo(torch.float32).smallest_normal) * 2**-23  # the smallest positive float32
 _HIGH_SHIFT = 15  # pass 1 buckets by the top 16 bits of the 31 value bits, pass 2 by the low 15
 _LOW_MASK = (1 << _HIGH_SHIFT) - 1
 
@@ -122,3 +123,15 @@ def select_rows(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     if k:
         keep.scatter_(1, scores.detach().topk(k, dim=1, largest=False).indices, False)
     return keep
+
+
+def monotone(score_fns: Mapping[str, ScoreFn], keep: Mapping[str, torch.Tensor] | None) -> dict[str, ScoreFn]:
+    """Scores under which weights already pruned (``keep`` False) score 0 and every surviving weight
+    scores > 0, so old cuts are chosen first and a new mask only prunes more."""
+    if keep is None:
+        return dict(score_fns)
+
+    def wrap(fn: ScoreFn, kept: torch.Tensor) -> ScoreFn:
+        return lambda: torch.where(kept, fn().clamp_min(_TINY), torch.zeros((), dtype=torch.float32))
+
+    return {name: wrap(fn, keep[name]) if name in keep else fn for name, fn in score_fns.items()}

@@ -15,9 +15,11 @@ from transformers import (
     Trainer,
     TrainerCallback,
     TrainingArguments,
+    default_data_collator,
 )
 
 from prunekit.data import EncodedSplit, Split, TaskSpec, make_collator
+from prunekit.data.text import BlockDataset, TextSplit, packed_blocks
 from prunekit.errors import ConfigError, TrainingError
 
 # `--epochs auto` (bench/defaults.py measured why): small datasets get enough passes for this many
@@ -114,10 +116,20 @@ class CheckedTrainer(Trainer):
         return result
 
 
+def training_data(train, task: TaskSpec, tokenizer: PreTrainedTokenizerBase, max_length: int) -> dict:
+    """The Trainer's ``train_dataset`` and ``data_collator``: labelled examples padded per batch, or a
+    text split (task ``lm``) as packed blocks of ``max_length`` tokens."""
+    if task.causal_lm:
+        return {"train_dataset": BlockDataset(packed_blocks(tokenizer, train, max_length)),
+                "data_collator": default_data_collator}  # fmt: skip
+    return {"train_dataset": EncodedSplit(train, tokenizer, max_length, task.is_regression),
+            "data_collator": make_collator(tokenizer)}  # fmt: skip
+
+
 def finetune(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    train: Split,
+    train: Split | TextSplit,
     task: TaskSpec,
     config: FinetuneConfig,
     work_dir: str | Path,
@@ -127,12 +139,10 @@ def finetune(
 
     >>> trainer = finetune(model, tokenizer, data.train, data.task, FinetuneConfig(), "/tmp/run")  # doctest: +SKIP
     """
-    dataset = EncodedSplit(train, tokenizer, config.max_length, task.is_regression)
     trainer = CheckedTrainer(
         model=model,
         args=training_arguments(config, work_dir),
-        train_dataset=dataset,
-        data_collator=make_collator(tokenizer),
+        **training_data(train, task, tokenizer, config.max_length),
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )

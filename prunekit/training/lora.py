@@ -25,6 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 from prunekit.adapters import get_adapter
 from prunekit.data import Split, TaskSpec
 from prunekit.errors import ConfigError
+from prunekit.models import is_causal_lm
 from prunekit.pruning.masks import MaskSet
 from prunekit.training.finetune import FinetuneConfig, finetune
 
@@ -39,8 +40,8 @@ def lora_config(
     targets: str = "auto",
 ) -> LoraConfig:
     """LoRA on every projection inside the transformer layers (``targets="auto"``, found through the
-    model adapter) or on the Linear layers whose full name matches the regex ``targets``; the
-    classifier trained in full."""
+    model adapter) or on the Linear layers whose full name matches the regex ``targets``; a classifier
+    head trained in full (a causal LM's head is its tied embedding matrix: it stays frozen)."""
     if targets == "auto":
         target_modules: list[str] | str = list(get_adapter(model).prunable_linears())
     else:
@@ -53,7 +54,7 @@ def lora_config(
             raise ConfigError(f"--lora-targets {targets}: matches no Linear layer of the model")
         target_modules = linears
     return LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=TaskType.CAUSAL_LM if is_causal_lm(model.config) else TaskType.SEQ_CLS,
         r=rank,
         lora_alpha=alpha if alpha is not None else 2 * rank,
         lora_dropout=dropout,

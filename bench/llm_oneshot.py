@@ -1,0 +1,101 @@
+"""One-shot LLM pruning of SmolLM2-135M on the Brown corpus: magnitude vs Wanda vs SparseGPT, 50 % and 2:4.
+
+Model: `--model smollm2` (SmolLM2-135M-Instruct dequantized from the packaged 4-bit GGUF; every arm
+loads the same float weights). Targets: every attention and FFN projection of the 30 layers (the tied
+embedding / LM head stays dense). Calibration: 64 windows of 512 tokens drawn from brown/train.txt
+(seed 0), the same for Wanda and SparseGPT, fed layer by layer (each layer sees the outputs of the
+already-pruned layers before it). Evaluation: perplexity on the first 16,384 tokens of brown/dev.txt in
+non-overlapping 512-token windows (16,352 tokens scored), the same tokens for every arm.
+Magnitude is ranked per matrix (`--scope layer`, as in the SparseGPT/Wanda papers), Wanda per output
+row (its default), SparseGPT per block of 128 columns with 1 % dampening (its defaults).
+Each arm is one `prunekit prune magnitude` process: `prune_seconds` and `peak_rss_mb` (the process's
+peak resident memory up to the end of pruning, before evaluation) come from its summary.
+
+Run: python bench/llm_oneshot.py [--eval-tokens 16384] [--calibration 64] -> bench/results/llm-oneshot.{json,md}
+(~45 min on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from harness import prunekit
+
+from prunekit.io import write_json_atomic
+
+HERE = Path(__file__).resolve().parent
+BROWN = HERE.parent.parent / "shared" / "data" / "brown"
+ARMS = {  # arm -> prune magnitude flags
+    "magnitude 50 %": ["--importance", "magnitude", "--scope", "layer", "--sparsity", "0.5"],
+    "wanda 50 %": ["--importance", "wanda", "--sparsity", "0.5"],
+    "sparsegpt 50 %": ["--importance", "sparsegpt", "--sparsity", "0.5"],
+    "magnitude 2:4": ["--importance", "magnitude", "--pattern", "2:4"],
+    "wanda 2:4": ["--importance", "wanda", "--pattern", "2:4"],
+    "sparsegpt 2:4": ["--importance", "sparsegpt", "--pattern", "2:4"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--eval-tokens", type=int, default=16_384)
+    parser.add_argument("--calibration", type=int, default=64, help="calibration windows of 512 tokens")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prunekit-bench-llm"))
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    data = ["--data", str(BROWN), "--max-length", "512", "--max-eval-tokens", str(args.eval_tokens)]
+    calibration = ["--calibration-samples", str(args.calibration), "--calibration-length", "512"]
+    results = {
+        "benchmark": "llm-oneshot",
+        "command": " ".join(["python", "bench/llm_oneshot.py", *sys.argv[1:]]),
+        "eval_tokens": args.eval_tokens,
+        "calibration_windows": args.calibration,
+        "arms": [],
+    }
+    dense = prunekit("evaluate", "--model", "smollm2", *data, "--json", str(work / "dense.json"))
+    results["arms"].append(_row("dense", dense))
+    for arm in args.arms:
+        out = work / arm.replace(" ", "").replace("%", "").replace(":", "-")
+        summary = prunekit("prune", "magnitude", "--model", "smollm2", "--out", str(out), "--calibration-seed", "0",
+                           *ARMS[arm], *calibration, *data)  # fmt: skip
+        results["arms"].append(_row(arm, summary))
+        write_json_atomic(HERE / "results" / "llm-oneshot.json", results)
+    print(write_table(results))
+
+
+def _row(arm: str, summary: dict) -> dict:
+    return {
+        "arm": arm,
+        "perplexity": summary["metrics"]["perplexity"],
+        "tokens_scored": summary["eval_tokens"]["scored"],
+        "sparsity": summary.get("sparsity", 0.0),
+        "params_nonzero": summary["params_nonzero"],
+        "prune_seconds": summary.get("prune_seconds"),
+        "peak_rss_mb": summary.get("peak_rss_mb"),
+    }
+
+
+def write_table(results: dict) -> str:
+    dense = results["arms"][0]["perplexity"]
+    lines = [
+        f"Command: `{results['command']}`",
+        "",
+        "| arm | perplexity (Brown dev) | × dense | sparsity of the projections | prune time (s) | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results["arms"]:
+        seconds = "—" if row["prune_seconds"] is None else f"{row['prune_seconds']:.0f}"
+        peak = "—" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:.0f}"
+        lines.append(f"| {row['arm']} | {row['perplexity']:.2f} | {row['perplexity'] / dense:.3f} "
+                     f"| {row['sparsity']:.3f} | {seconds} | {peak} |")  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    (HERE / "results" / "llm-oneshot.md").write_text(text, encoding="utf-8")
+    return text
+
+
+if __name__ == "__main__":
+    main()

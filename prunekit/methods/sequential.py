@@ -1,0 +1,177 @@
+"""One-shot pruning layer by layer with calibration data (SparseGPT, and Wanda per row / matrix / N:M).
+
+The calibration batches run through the embeddings once and stop at the first transformer layer; from
+then on each layer in turn (1) runs over the captured inputs to gather its projections' input
+statistics, (2) is pruned, (3) runs again to produce the next layer's inputs — so layer i is scored on
+what the already-pruned layers before it produce, and only one layer's statistics are in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from prunekit.adapters import get_adapter
+from prunekit.errors import ConfigError
+from prunekit.importance.weights import wanda_scores
+from prunekit.pruning.masks import MaskSet
+from prunekit.pruning.select import monotone, parse_nm, select_layerwise, select_n_m, select_rows
+from prunekit.pruning.sparsegpt import sparsegpt_prune
+
+Inputs = list[tuple[tuple, dict]]  # per calibration batch: a layer's positional and keyword arguments
+HIDDEN_KEYWORDS = ("hidden_states", "hidden_state", "x")  # where a layer takes its input when not positional
+
+
+class _Captured(Exception):
+    """Raised by the hook on the first layer: the rest of the forward pass is not needed."""
+
+
+@torch.no_grad()
+def first_layer_inputs(model: nn.Module, first_layer: nn.Module, batches: Iterable[dict]) -> Inputs:
+    """The arguments the first transformer layer is called with, for every calibration batch."""
+    captured: Inputs = []
+
+    def grab(_module, args, kwargs):
+        captured.append((args, kwargs))
+        raise _Captured
+
+    handle = first_layer.register_forward_pre_hook(grab, with_kwargs=True)
+    use_cache = getattr(model.config, "use_cache", None)
+    model.config.use_cache = False  # a KV cache passed to every layer would grow on each replay
+    try:
+        for batch in tqdm(batches, desc="calibration inputs", leave=False):
+            try:
+                model(**batch)
+            except _Captured:
+                pass
+    finally:
+        handle.remove()
+        model.config.use_cache = use_cache
+    if not captured:
+        raise ConfigError("--calibration-samples: no calibration batch was given")
+    return captured
+
+
+def _run_layer(layer: nn.Module, inputs: Inputs) -> Inputs:
+    """The next layer's inputs: this layer's output in place of its hidden states, other arguments kept."""
+    result = []
+    for args, kwargs in inputs:
+        output = layer(*args, **kwargs)
+        hidden = output[0] if isinstance(output, tuple) else output
+        if args:
+            result.append(((hidden, *args[1:]), kwargs))
+        else:
+            key = next(k for k in HIDDEN_KEYWORDS if k in kwargs)
+            result.append((args, {**kwargs, key: hidden}))
+    return result
+
+
+class _InputStatistics:
+    """Per Linear: the sum of x xᵀ over calibration tokens (SparseGPT's Hessian, ``full``) or of x²
+    per input channel (Wanda's squared norms)."""
+
+    def __init__(self, linears: dict[str, nn.Linear], full: bool):
+        size = {name: linear.in_features for name, linear in linears.items()}
+        shape = (lambda n: (n, n)) if full else (lambda n: (n,))
+        self.sums = {name: torch.zeros(shape(n), dtype=torch.float64) for name, n in size.items()}
+        self.tokens = dict.fromkeys(linears, 0)
+        self.full = full
+        self.handles = [linear.register_forward_hook(self._hook(name)) for name, linear in linears.items()]
+
+    def _hook(self, name: str):
+        def accumulate(_module, inputs, _output):
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double().cpu()
+            self.sums[name] += x.T @ x if self.full else (x * x).sum(0)
+            self.tokens[name] += x.shape[0]
+
+        return accumulate
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _layer_targets(model: nn.Module, targets: dict[str, nn.Module]) -> list[dict[str, nn.Linear]]:
+    """The targets (``{weight name: module}``) grouped by transformer layer; all must be Linears inside one."""
+    names = {id(module): name for name, module in model.named_modules()}
+    prefixes = [names[id(layer)] + "." for layer in get_adapter(model).layer_list()]
+    groups = [{n: m for n, m in targets.items() if n.startswith(prefix)} for prefix in prefixes]
+    outside = [n for n, m in targets.items() if not isinstance(m, nn.Linear) or not any(n in g for g in groups)]
+    if outside:
+        raise ConfigError(
+            f"--targets: layer-by-layer pruning (sparsegpt, wanda) works on the Linear projections inside the "
+            f"transformer layers; these are not: {', '.join(outside[:4])}"
+        )
+    return groups
+
+
+@torch.no_grad()
+def prune_sequentially(
+    model: nn.Module,
+    targets: dict[str, nn.Module],
+    batches: Iterable[dict],
+    *,
+    importance: str,
+    sparsity: float,
+    scope: str,
+    pattern: str | None,
+    block_size: int = 128,
+    dampening: float = 0.01,
+    current: MaskSet | None = None,
+) -> MaskSet:
+    """Prune ``targets`` of ``model`` in place, layer by layer; returns the masks (merged with ``current``).
+
+    ``importance``: ``sparsegpt`` (weights of each matrix updated to reconstruct its outputs) or
+    ``wanda`` (|W|·‖X‖, selected per row, per matrix or N:M). ``scope`` ``row`` / ``layer``.
+    """
+    nm = parse_nm(pattern) if pattern is not None else None
+    was_training = model.training
+    model.eval()
+    layers = get_adapter(model).layer_list()
+    groups = _layer_targets(model, targets)
+    inputs = first_layer_inputs(model, layers[0], batches)
+    masks: dict[str, torch.Tensor] = {}
+    for layer, group in tqdm(list(zip(layers, groups)), desc=f"{importance} layer by layer", leave=False):
+        if group:
+            linears = {name.removesuffix(".weight"): module for name, module in group.items()}
+            statistics = _InputStatistics(linears, full=importance == "sparsegpt")
+            try:
+                _run_layer(layer, inputs)
+            finally:
+                statistics.close()
+            for name, module in group.items():
+                key = name.removesuffix(".weight")
+                sums, tokens = statistics.sums[key], max(statistics.tokens[key], 1)
+                old = None if current is None else current.masks.get(name)
+                if importance == "sparsegpt":
+                    masks[name] = sparsegpt_prune(module.weight, sums / tokens, sparsity=sparsity, pattern=nm,
+                                                  block_size=block_size, dampening=dampening, keep=old)  # fmt: skip
+                else:
+                    masks[name] = _wanda_mask(name, module.weight, sums.sqrt().float(), sparsity, scope, nm, old)
+                    module.weight.mul_(masks[name])
+        inputs = _run_layer(layer, inputs)
+    model.train(was_training)
+    new = MaskSet(masks)
+    return current.merged_with(new) if current is not None else new
+
+
+def _wanda_mask(
+    name: str,
+    weight: torch.Tensor,
+    norms: torch.Tensor,
+    sparsity: float,
+    scope: str,
+    nm: tuple[int, int] | None,
+    old: torch.Tensor | None,
+) -> torch.Tensor:
+    scores = monotone(wanda_scores({name: weight}, {name: norms}), None if old is None else {name: old})[name]()
+    if nm is not None:
+        keep = select_n_m(scores, *nm, name)
+    elif scope == "row":
+        keep = select_rows(scores, sparsity)
+    else:
+        keep = select_layerwise({name: lambda: scores}, sparsity)[name]
+    return keep if old is None else keep & old

