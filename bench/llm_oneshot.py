@@ -11,13 +11,20 @@ row (its default), SparseGPT per block of 128 columns with 1 % dampening (its de
 Each arm is one `prunekit prune magnitude` process: `prune_seconds` and `peak_rss_mb` (the process's
 peak resident memory up to the end of pruning, before evaluation) come from its summary.
 
-Run: python bench/llm_oneshot.py [--eval-tokens 16384] [--calibration 64] -> bench/results/llm-oneshot.{json,md}
-(~45 min on 2 cores)
+`--peer`: also llmcompressor's SparseGPT and Wanda at 50 % (`bench/llmcompressor_peer.py`, in the venv
+`bench/.venv-llmcompressor` — `python3 -m venv bench/.venv-llmcompressor && bench/.venv-llmcompressor/bin/pip
+install torch==2.13.0 llmcompressor==0.14.0.1`), on the same float model and the same calibration token ids,
+its pruned model evaluated by prunekit on the same tokens.
+
+Run: python bench/llm_oneshot.py [--eval-tokens 16384] [--calibration 64] [--peer]
+  -> bench/results/llm-oneshot.{json,md}  (~35 min on 2 cores; the peer ~10 min an arm)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,6 +43,8 @@ ARMS = {  # arm -> prune magnitude flags
     "wanda 2:4": ["--importance", "wanda", "--pattern", "2:4"],
     "sparsegpt 2:4": ["--importance", "sparsegpt", "--pattern", "2:4"],
 }
+PEER_ARMS = {"llmcompressor sparsegpt 50 %": "sparsegpt", "llmcompressor wanda 50 %": "wanda"}
+PEER_PYTHON = HERE / ".venv-llmcompressor" / "bin" / "python"
 
 
 def main() -> None:
@@ -43,6 +52,7 @@ def main() -> None:
     parser.add_argument("--eval-tokens", type=int, default=16_384)
     parser.add_argument("--calibration", type=int, default=64, help="calibration windows of 512 tokens")
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    parser.add_argument("--peer", action="store_true", help="also run llmcompressor (its own venv, see above)")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prunekit-bench-llm"))
     args = parser.parse_args()
     work = Path(args.work)
@@ -64,7 +74,38 @@ def main() -> None:
                            *ARMS[arm], *calibration, *data)  # fmt: skip
         results["arms"].append(_row(arm, summary))
         write_json_atomic(HERE / "results" / "llm-oneshot.json", results)
+    if args.peer:
+        results["arms"] += run_peer(work, dense["model_path"], args.calibration, data)
+        write_json_atomic(HERE / "results" / "llm-oneshot.json", results)
     print(write_table(results))
+
+
+def run_peer(work: Path, model_path: str, windows: int, data: list[str]) -> list[dict]:
+    """llmcompressor's one-shot pruning on prunekit's calibration token ids, evaluated by prunekit."""
+    import torch
+
+    from prunekit.data.text import calibration_blocks, load_text_corpus
+    from prunekit.models import load_tokenizer
+
+    if not PEER_PYTHON.is_file():
+        raise SystemExit(f"--peer: {PEER_PYTHON} not found; create the venv as the docstring says")
+    corpus = load_text_corpus(str(BROWN), need_eval=False)
+    blocks = calibration_blocks(load_tokenizer(model_path), corpus.train, windows, 512, seed=0)
+    torch.save(torch.cat([b["input_ids"] for b in blocks]), work / "calibration.pt")
+    rows = []
+    for arm, method in PEER_ARMS.items():
+        out = work / f"peer-{method}50"
+        if not (out / "peer.json").is_file():
+            subprocess.run([str(PEER_PYTHON), str(HERE / "llmcompressor_peer.py"), "--model", model_path,
+                            "--calibration", str(work / "calibration.pt"), "--method", method, "--out", str(out)],
+                           check=True)  # fmt: skip
+        config = json.loads((out / "config.json").read_text())
+        if config.pop("quantization_config", None) is not None:  # compressed-tensors' record of the sparsity
+            (out / "config.json").write_text(json.dumps(config, indent=2))
+        summary = prunekit("evaluate", "--model", str(out), *data, "--json", str(out / "eval.json"))
+        summary.update(json.loads((out / "peer.json").read_text()))
+        rows.append(_row(arm, summary))
+    return rows
 
 
 def _row(arm: str, summary: dict) -> dict:
@@ -72,7 +113,7 @@ def _row(arm: str, summary: dict) -> dict:
         "arm": arm,
         "perplexity": summary["metrics"]["perplexity"],
         "tokens_scored": summary["eval_tokens"]["scored"],
-        "sparsity": summary.get("sparsity", 0.0),
+        "sparsity": summary.get("sparsity"),
         "params_nonzero": summary["params_nonzero"],
         "prune_seconds": summary.get("prune_seconds"),
         "peak_rss_mb": summary.get("peak_rss_mb"),
@@ -84,14 +125,14 @@ def write_table(results: dict) -> str:
     lines = [
         f"Command: `{results['command']}`",
         "",
-        "| arm | perplexity (Brown dev) | × dense | sparsity of the projections | prune time (s) | peak RSS (MiB) |",
+        "| arm | perplexity (Brown dev) | × dense | non-zero parameters | prune time (s) | peak RSS (MiB) |",
         "|---|---|---|---|---|---|",
     ]
     for row in results["arms"]:
         seconds = "—" if row["prune_seconds"] is None else f"{row['prune_seconds']:.0f}"
         peak = "—" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:.0f}"
         lines.append(f"| {row['arm']} | {row['perplexity']:.2f} | {row['perplexity'] / dense:.3f} "
-                     f"| {row['sparsity']:.3f} | {seconds} | {peak} |")  # fmt: skip
+                     f"| {row['params_nonzero']:,} | {seconds} | {peak} |")  # fmt: skip
     text = "\n".join(lines) + "\n"
     (HERE / "results" / "llm-oneshot.md").write_text(text, encoding="utf-8")
     return text

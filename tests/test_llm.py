@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from prunekit.adapters import get_adapter
 from prunekit.evaluation.perplexity import perplexity, windows
 from prunekit.importance.weights import input_channel_norms, wanda_scores
 from prunekit.methods.magnitude import MagnitudeConfig, prune_magnitude, resolve_targets
@@ -17,7 +18,7 @@ from prunekit.pruning.masks import MaskSet
 from prunekit.pruning.select import select_layerwise, select_n_m, select_rows
 from prunekit.pruning.sparsegpt import sparsegpt_prune
 from tests.conftest import cli
-from tests.tiny import save_tiny_causal_lm
+from tests.tiny import save_tiny_causal_lm, save_tiny_model
 
 
 def test_windows_score_every_token_once_with_context():
@@ -100,17 +101,10 @@ def _calibration(tokenizer, count: int = 6, length: int = 24) -> list[dict]:
 def test_layer_by_layer_wanda_equals_a_whole_model_pass_per_layer(family, tmp_path):
     """Layer i's masks from the layer-by-layer replay equal those scored by running the whole model
     with layers 0..i-1 pruned by those masks: the replay feeds each layer what the model would."""
-    if family == "llama":
-        folder = save_tiny_causal_lm("llama", tmp_path / "lm")
-    else:
-        from tests.tiny import save_tiny_model
-
-        folder = save_tiny_model("bert", tmp_path / "bert")
+    folder = save_tiny_causal_lm("llama", tmp_path / "lm") if family == "llama" else save_tiny_model("bert", tmp_path)
     model, tokenizer = load_model(str(folder))
     batches = _calibration(tokenizer)
     masks = prune_magnitude(model, MagnitudeConfig(sparsity=0.5, importance="wanda", scope="row"), batches)
-
-    from prunekit.adapters import get_adapter
 
     reference, _ = load_model(str(folder))
     adapter = get_adapter(reference)
@@ -305,3 +299,17 @@ def test_language_model_finetune_full_lora_and_gradual_on_packed_blocks(tiny_lla
     assert masks.sparsity() == pytest.approx(0.5, abs=1e-3)
     for name, module in resolve_targets(model).items():
         assert not module.weight.detach()[~masks.masks[name]].any(), name
+
+
+def test_projections_reading_one_input_share_one_hessian(tiny_llama_lm):
+    from prunekit.methods.sequential import _shared_inputs, first_layer_inputs
+
+    model, tokenizer = load_model(str(tiny_llama_lm))
+    layer = get_adapter(model).layer_list()[0]
+    linears = {name: module for name, module in layer.named_modules() if isinstance(module, nn.Linear)}
+    inputs = first_layer_inputs(model, layer, _calibration(tokenizer, count=1))
+    assert _shared_inputs(layer, linears, *inputs[0]) == {
+        "self_attn.k_proj": "self_attn.q_proj",
+        "self_attn.v_proj": "self_attn.q_proj",
+        "mlp.up_proj": "mlp.gate_proj",
+    }

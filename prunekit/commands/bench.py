@@ -17,7 +17,7 @@ def add_parser(commands) -> None:
     p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per sequence (default 128)")
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--warmup", type=count, default=3)
-    p.add_argument("--repeats", type=positive_int, help="timed runs per model (default 20; --generate: 5)")
+    p.add_argument("--repeats", type=positive_int, help="timed runs per model (default 20; --generate: 10)")
     generation = p.add_argument_group("generation (causal LMs)")
     generation.add_argument(
         "--generate",
@@ -70,8 +70,8 @@ def run_generation(args: argparse.Namespace, models: list, folders: dict[str, st
         if not is_causal_lm(model.config) or not hasattr(model, "generate"):
             raise ConfigError(f"{flag} {getattr(args, flag[2:])}: --generate needs a causal language model")
     stats = measure_generation(models, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
-                               batch_size=args.batch_size or 1, threads=args.threads, warmup=min(args.warmup, 1),
-                               repeats=args.repeats or 5)  # fmt: skip
+                               batch_size=args.batch_size or 1, threads=args.threads, warmup=min(args.warmup, 2),
+                               repeats=args.repeats or 10)  # fmt: skip
 
     def describe(index: int) -> dict:
         folder = folders[("--model", "--vs")[index]]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ from transformers import PreTrainedTokenizerBase
 from prunekit.data.readers import EVAL_STEMS, decode_file, is_text_corpus
 from prunekit.data.tasks import LM_TASK, TaskSpec
 from prunekit.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "BlockDataset",
@@ -55,7 +58,8 @@ def load_text_corpus(
     need_eval: bool = True,
     encoding: str = "utf-8",
 ) -> TextCorpus:
-    """Read a corpus. A single ``.txt`` file is used for what is asked (train and/or evaluation)."""
+    """Read a corpus. A single ``.txt`` file serves for what is asked (train and/or evaluation; both from
+    one file is warned about: the metric is then not held out)."""
     train_path = Path(train_file) if train_file else None
     eval_path = Path(eval_file) if eval_file else None
     if data is not None:
@@ -71,6 +75,9 @@ def load_text_corpus(
         if needed and found is None:
             stems = "train.txt" if flag == "train" else " or ".join(f"{s}.txt" for s in EVAL_STEMS)
             raise DataError(f"--data {data}: no {flag} text; expected {stems} in the folder")
+    if need_train and need_eval and train_path.resolve() == eval_path.resolve():
+        logger.warning("%s serves as training and evaluation text: the perplexity is not on held-out text; "
+                       "pass --eval FILE for a held-out one", train_path)  # fmt: skip
     return TextCorpus(
         train=_read(train_path, encoding) if need_train else None,
         eval=_read(eval_path, encoding) if need_eval else None,
@@ -97,7 +104,8 @@ def _chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
     """``text`` cut into pieces of about ``size`` characters, each cut just before a line break that
     follows a visible character: pre-tokenizers end a word or punctuation run there, so tokenizing the
     pieces gives the tokens of the whole (a cut after line breaks would not: a run of them at the end
-    of a piece becomes one token)."""
+    of a piece becomes one token). Exact for byte-level BPE (SmolLM2, checked on Brown) and WordPiece;
+    a SentencePiece tokenizer with a dummy prefix adds one token per piece (one in ~15,000)."""
     pieces, start = [], 0
     while start < len(text):
         end = start + size

@@ -64,8 +64,8 @@ def measure_generation(
     new_tokens: int = 64,
     batch_size: int = 1,
     threads: int = 2,
-    warmup: int = 1,
-    repeats: int = 5,
+    warmup: int = 2,
+    repeats: int = 10,
 ) -> list[GenerationStats]:
     """Time each model's generation, interleaved A B A B so drift hits every model alike."""
     previous_threads = torch.get_num_threads()

@@ -55,43 +55,76 @@ def first_layer_inputs(model: nn.Module, first_layer: nn.Module, batches: Iterab
     return captured
 
 
-def _run_layer(layer: nn.Module, inputs: Inputs) -> Inputs:
-    """The next layer's inputs: this layer's output in place of its hidden states, other arguments kept."""
-    result = []
-    for args, kwargs in inputs:
+def _run_layer(layer: nn.Module, inputs: Inputs, advance: bool) -> None:
+    """Run ``layer`` over every captured input; with ``advance``, replace each input's hidden states by the
+    layer's output in place (the next layer's inputs; one copy of the activations lives at a time)."""
+    for index, (args, kwargs) in enumerate(inputs):
         output = layer(*args, **kwargs)
+        if not advance:
+            continue
         hidden = output[0] if isinstance(output, tuple) else output
         if args:
-            result.append(((hidden, *args[1:]), kwargs))
+            inputs[index] = ((hidden, *args[1:]), kwargs)
         else:
             key = next(k for k in HIDDEN_KEYWORDS if k in kwargs)
-            result.append((args, {**kwargs, key: hidden}))
-    return result
+            inputs[index] = (args, {**kwargs, key: hidden})
 
 
 class _InputStatistics:
     """Per Linear: the sum of x xᵀ over calibration tokens (SparseGPT's Hessian, ``full``) or of x²
-    per input channel (Wanda's squared norms)."""
+    per input channel (Wanda's squared norms). Linears that read the very same input tensor (Llama's
+    q/k/v, gate/up) share one sum: ``shared`` maps each to the Linear that accumulates for it."""
 
-    def __init__(self, linears: dict[str, nn.Linear], full: bool):
-        size = {name: linear.in_features for name, linear in linears.items()}
+    def __init__(self, linears: dict[str, nn.Linear], full: bool, shared: dict[str, str]):
+        owners = {name: linear for name, linear in linears.items() if name not in shared}
         shape = (lambda n: (n, n)) if full else (lambda n: (n,))
-        self.sums = {name: torch.zeros(shape(n), dtype=torch.float64) for name, n in size.items()}
-        self.tokens = dict.fromkeys(linears, 0)
-        self.full = full
-        self.handles = [linear.register_forward_hook(self._hook(name)) for name, linear in linears.items()]
+        self.sums = {
+            name: torch.zeros(shape(linear.in_features), dtype=torch.float64) for name, linear in owners.items()
+        }
+        self.tokens = dict.fromkeys(owners, 0)
+        self.full, self.shared = full, shared
+        self.handles = [linear.register_forward_hook(self._hook(name)) for name, linear in owners.items()]
 
     def _hook(self, name: str):
         def accumulate(_module, inputs, _output):
-            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double().cpu()
-            self.sums[name] += x.T @ x if self.full else (x * x).sum(0)
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float().cpu()  # float32 product, float64 sum
+            self.sums[name] += (x.T @ x if self.full else (x * x).sum(0)).double()
             self.tokens[name] += x.shape[0]
 
         return accumulate
 
+    def of(self, name: str) -> torch.Tensor:
+        """The mean statistic of Linear ``name`` over the calibration tokens."""
+        owner = self.shared.get(name, name)
+        return self.sums[owner] / max(self.tokens[owner], 1)
+
     def close(self) -> None:
         for handle in self.handles:
             handle.remove()
+
+
+@torch.no_grad()
+def _shared_inputs(layer: nn.Module, linears: dict[str, nn.Linear], args: tuple, kwargs: dict) -> dict[str, str]:
+    """``{linear: the first linear that reads the same input tensor}`` from one call of ``layer``. The
+    tensors are held while the call runs, so an id is never reused by another tensor."""
+    first_reader: dict[int, tuple[torch.Tensor, str]] = {}
+    shared: dict[str, str] = {}
+
+    def record(name: str):
+        def hook(_module, inputs, _output):
+            seen = first_reader.setdefault(id(inputs[0]), (inputs[0], name))
+            if seen[1] != name:
+                shared[name] = seen[1]
+
+        return hook
+
+    handles = [linear.register_forward_hook(record(name)) for name, linear in linears.items()]
+    try:
+        layer(*args, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shared
 
 
 def _layer_targets(model: nn.Module, targets: dict[str, nn.Module]) -> list[dict[str, nn.Linear]]:
@@ -137,22 +170,22 @@ def prune_sequentially(
     for layer, group in tqdm(list(zip(layers, groups)), desc=f"{importance} layer by layer", leave=False):
         if group:
             linears = {name.removesuffix(".weight"): module for name, module in group.items()}
-            statistics = _InputStatistics(linears, full=importance == "sparsegpt")
+            shared = _shared_inputs(layer, linears, *inputs[0])
+            statistics = _InputStatistics(linears, importance == "sparsegpt", shared)
             try:
-                _run_layer(layer, inputs)
+                _run_layer(layer, inputs, advance=False)
             finally:
                 statistics.close()
             for name, module in group.items():
-                key = name.removesuffix(".weight")
-                sums, tokens = statistics.sums[key], max(statistics.tokens[key], 1)
+                mean = statistics.of(name.removesuffix(".weight"))
                 old = None if current is None else current.masks.get(name)
                 if importance == "sparsegpt":
-                    masks[name] = sparsegpt_prune(module.weight, sums / tokens, sparsity=sparsity, pattern=nm,
+                    masks[name] = sparsegpt_prune(module.weight, mean, sparsity=sparsity, pattern=nm,
                                                   block_size=block_size, dampening=dampening, keep=old)  # fmt: skip
-                else:
-                    masks[name] = _wanda_mask(name, module.weight, sums.sqrt().float(), sparsity, scope, nm, old)
+                else:  # Wanda's norms: the scale of a mean does not change any ranking
+                    masks[name] = _wanda_mask(name, module.weight, mean.sqrt().float(), sparsity, scope, nm, old)
                     module.weight.mul_(masks[name])
-        inputs = _run_layer(layer, inputs)
+        _run_layer(layer, inputs, advance=True)
     model.train(was_training)
     new = MaskSet(masks)
     return current.merged_with(new) if current is not None else new
