@@ -313,3 +313,16 @@ def test_projections_reading_one_input_share_one_hessian(tiny_llama_lm):
         "self_attn.v_proj": "self_attn.q_proj",
         "mlp.up_proj": "mlp.gate_proj",
     }
+
+
+def test_packed_blocks_tokenize_a_split_once(monkeypatch):
+    import prunekit.data.text as text_module
+    from tests.tiny import tiny_text, tiny_tokenizer
+
+    calls = []
+    real_stream = text_module.token_stream
+    monkeypatch.setattr(text_module, "token_stream", lambda *a, **k: calls.append(1) or real_stream(*a, **k))
+    split, tokenizer = text_module.TextSplit(tiny_text(40), "x", max_blocks=5), tiny_tokenizer()
+    first = text_module.packed_blocks(tokenizer, split, 16)
+    assert first.shape == (5, 16) and text_module.packed_blocks(tokenizer, split, 16) is first and len(calls) == 1
+    assert text_module.packed_blocks(tokenizer, split, 8).shape == (5, 8) and len(calls) == 2

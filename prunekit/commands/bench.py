@@ -67,7 +67,7 @@ def run_generation(args: argparse.Namespace, models: list, folders: dict[str, st
     from prunekit.models import is_causal_lm
 
     for model, flag in zip(models, ("--model", "--vs")):
-        if not is_causal_lm(model.config) or not hasattr(model, "generate"):
+        if not is_causal_lm(model.config):
             raise ConfigError(f"{flag} {getattr(args, flag[2:])}: --generate needs a causal language model")
     stats = measure_generation(models, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
                                batch_size=args.batch_size or 1, threads=args.threads, warmup=min(args.warmup, 2),

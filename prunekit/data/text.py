@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,6 +38,7 @@ class TextSplit:
     source: str
     max_blocks: int | None = None
     seed: int = 42
+    _blocks: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # packed_blocks' cache
 
 
 @dataclass
@@ -150,7 +151,15 @@ def calibration_blocks(
 
 def packed_blocks(tokenizer: PreTrainedTokenizerBase, split: TextSplit, length: int) -> torch.Tensor:
     """The split's token stream cut into consecutive blocks of ``length`` tokens, shape (blocks, length):
-    causal-LM training data with no padding (the last partial block is dropped)."""
+    causal-LM training data with no padding (the last partial block is dropped). Kept on the split, so
+    counting the blocks (``--epochs auto``) and training tokenize the corpus once."""
+    key = (tokenizer.name_or_path, len(tokenizer), length, split.max_blocks, split.seed)
+    if key not in split._blocks:
+        split._blocks[key] = _pack(tokenizer, split, length)
+    return split._blocks[key]
+
+
+def _pack(tokenizer: PreTrainedTokenizerBase, split: TextSplit, length: int) -> torch.Tensor:
     ids = token_stream(tokenizer, split)
     count = len(ids) // length
     if count == 0:

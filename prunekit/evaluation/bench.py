@@ -12,8 +12,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import PreTrainedModel
 
 
+class TimingRecord:
+    """A dataclass of measurements as summary.json stores them: floats rounded to 4 decimals."""
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {key: round(value, 4) if isinstance(value, float) else value for key, value in asdict(self).items()}
+
+
 @dataclass
-class LatencyStats:
+class LatencyStats(TimingRecord):
     """Milliseconds per forward pass over ``repeats`` timed runs after warm-up."""
 
     median: float
@@ -25,9 +32,6 @@ class LatencyStats:
     batch_size: int
     seq_len: int
     threads: int
-
-    def as_dict(self) -> dict[str, float | int]:
-        return {key: round(value, 4) if isinstance(value, float) else value for key, value in asdict(self).items()}
 
 
 def make_inputs(model: PreTrainedModel, batch_size: int, seq_len: int, seed: int = 0) -> dict[str, torch.Tensor]:

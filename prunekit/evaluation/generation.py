@@ -7,17 +7,17 @@ import inspect
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
 
 from prunekit.adapters import get_adapter
-from prunekit.evaluation.bench import make_inputs
+from prunekit.evaluation.bench import TimingRecord, make_inputs
 
 
 @dataclass
-class GenerationStats:
+class GenerationStats(TimingRecord):
     """Medians over ``repeats`` timed runs: the prompt's forward pass, then ``new_tokens`` greedy steps."""
 
     prefill_ms: float
@@ -29,9 +29,6 @@ class GenerationStats:
     batch_size: int
     repeats: int
     threads: int
-
-    def as_dict(self) -> dict[str, float | int]:
-        return {key: round(value, 4) if isinstance(value, float) else value for key, value in asdict(self).items()}
 
 
 def kv_cache_bytes_per_token(model: PreTrainedModel) -> int:
