@@ -7,11 +7,15 @@ brown/train.txt (seed 0):
 - width: every layer's FFN 1536 -> 1024 neurons (25.0 %), Taylor scores of the language-modelling loss.
 Recovery: `finetune` of every weight on packed 256-token blocks of brown/train.txt (`--max-train-samples`
 blocks, batch 8, lr 1e-4, 10 % warm-up, one pass; the step count and wall time are in the results).
+`--kd A` adds, per arm, the same recovery distilled from the dense model (`--distill-from smollm2
+--alpha-kd A --temperature 1`: per-token KL to the dense model's next-token distribution, weight A,
+plus 1 - A of the language-modelling loss).
 The equal-budget dense control is the dense model trained the same steps on the same blocks.
 Evaluation: perplexity on the first 16,384 tokens of brown/dev.txt in 512-token windows; generation speed
 with `bench --generate --vs` (prompt 128, 64 new tokens, batch 1, interleaved with the dense model).
 
-Run: python bench/llm_structured.py [--train-blocks 480] -> bench/results/llm-structured.{json,md} (~60 min)
+Run: python bench/llm_structured.py [--train-blocks 480] [--arms depth width] [--kd 0.5] [--name NAME]
+  -> bench/results/NAME.{json,md} (default llm-structured; ~60 min at 480 blocks, both arms, no KD)
 """
 
 from __future__ import annotations
@@ -29,23 +33,37 @@ HERE = Path(__file__).resolve().parent
 BROWN = HERE.parent.parent / "shared" / "data" / "brown"
 EVAL = ["--data", str(BROWN), "--max-length", "512", "--max-eval-tokens", "16384"]
 CALIBRATION = ["--calibration-samples", "32", "--calibration-length", "256", "--calibration-seed", "0"]
-ARMS = {  # arm -> prune structured flags
-    "depth: 22 of 30 layers (block influence)": ["--layers", "22", "--layer-importance", "block-influence"],
-    "width: FFN 1024 of 1536 (Taylor)": ["--ffn", "0.6667", "--scope", "uniform", "--round-to", "32"],
+ARMS = {  # --arms name -> (row label, prune structured flags)
+    "depth": ("depth: 22 of 30 layers (block influence)", ["--layers", "22", "--layer-importance", "block-influence"]),
+    "width": ("width: FFN 1024 of 1536 (Taylor)", ["--ffn", "0.6667", "--scope", "uniform", "--round-to", "32"]),
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-blocks", type=int, default=480, help="256-token training blocks (batch 8)")
+    parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=sorted(ARMS))
+    parser.add_argument("--kd", type=float, help="also recover each arm distilled from the dense model, this weight")
+    parser.add_argument("--name", default="llm-structured", help="results file name in bench/results/")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prunekit-bench-llm-structured"))
     args = parser.parse_args()
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work)  # one-shot pruned models here; what depends on the training budget in its own folder
+    trained = work if args.train_blocks == 480 else work / f"blocks-{args.train_blocks}"
+    trained.mkdir(parents=True, exist_ok=True)
     train = ["--data", str(BROWN), "--max-length", "256", "--max-train-samples", str(args.train_blocks),
              "--epochs", "1", "--batch-size", "8", "--lr", "1e-4", "--warmup-ratio", "0.1", "--seed", "0"]  # fmt: skip
+    recoveries = {"": []}
+    if args.kd is not None:
+        recoveries[f" + KD {args.kd:g}"] = [
+            "--distill-from",
+            "smollm2",
+            "--alpha-kd",
+            str(args.kd),
+            "--temperature",
+            "1",
+        ]
     results = {
-        "benchmark": "llm-structured",
+        "benchmark": args.name,
         "command": " ".join(["python", "bench/llm_structured.py", *sys.argv[1:]]),
         "train_blocks": args.train_blocks,
         "arms": [],
@@ -53,21 +71,23 @@ def main() -> None:
     dense_eval = prunekit("evaluate", "--model", "smollm2", *EVAL, "--json", str(work / "dense.json"))
     dense_path = dense_eval["model_path"]
     results["arms"].append(_row("dense", dense_eval, dense_eval, None, None))
-    control = prunekit("finetune", "--model", "smollm2", "--out", str(work / "control"), *train)
-    control_eval = prunekit("evaluate", "--model", str(work / "control"), *EVAL, "--json", str(work / "control.json"))
+    control = prunekit("finetune", "--model", "smollm2", "--out", str(trained / "control"), *train)
+    control_eval = prunekit("evaluate", "--model", str(trained / "control"), *EVAL,
+                            "--json", str(trained / "control.json"))  # fmt: skip
     results["arms"].append(_row("dense control (same training)", control_eval, dense_eval, control, None))
-    for arm, flags in ARMS.items():
-        tag = "depth" if arm.startswith("depth") else "width"
+    for tag in args.arms:
+        arm, flags = ARMS[tag]
         pruned = prunekit("prune", "structured", "--model", "smollm2", "--out", str(work / tag), *flags,
                           *CALIBRATION, *EVAL)  # fmt: skip
         results["arms"].append(_row(f"{arm}, one-shot", pruned, dense_eval, None, None))
-        recovered = prunekit("finetune", "--model", str(work / tag), "--out", str(work / f"{tag}-recovered"), *train)
-        speed = prunekit("bench", "--model", str(work / f"{tag}-recovered"), "--vs", dense_path, "--generate",
-                         "--json", str(work / f"{tag}-generate.json"))  # fmt: skip
-        evaluation = prunekit("evaluate", "--model", str(work / f"{tag}-recovered"), *EVAL,
-                              "--json", str(work / f"{tag}-recovered.json"))  # fmt: skip
-        results["arms"].append(_row(f"{arm} + recovery", evaluation, dense_eval, recovered, speed))
-        write_json_atomic(HERE / "results" / "llm-structured.json", results)
+        for label, extra in recoveries.items():
+            name = trained / f"{tag}-recovered{'-kd' if extra else ''}"
+            recovered = prunekit("finetune", "--model", str(work / tag), "--out", str(name), *train, *extra)
+            speed = prunekit("bench", "--model", str(name), "--vs", dense_path, "--generate",
+                             "--json", f"{name}-generate.json")  # fmt: skip
+            evaluation = prunekit("evaluate", "--model", str(name), *EVAL, "--json", f"{name}.json")
+            results["arms"].append(_row(f"{arm} + recovery{label}", evaluation, dense_eval, recovered, speed))
+            write_json_atomic(HERE / "results" / f"{args.name}.json", results)
     print(write_table(results))
 
 
@@ -106,7 +126,7 @@ def write_table(results: dict) -> str:
             f"| {fmt(row['prefill_speedup'], '{:.2f}×')} | {fmt(row['kv_cache_bytes_per_token'], '{:,}')} |"
         )
     text = "\n".join(lines) + "\n"
-    (HERE / "results" / "llm-structured.md").write_text(text, encoding="utf-8")
+    (HERE / "results" / f"{results['benchmark']}.md").write_text(text, encoding="utf-8")
     return text
 
 

@@ -128,3 +128,16 @@ def test_two_process_language_model_finetune(tiny_llama_lm, text_dir, tmp_path):
     blocks = summary["train"]["samples"]
     assert summary["train"]["world_size"] == 2 and summary["train"]["steps"] == -(-blocks // 8)
     assert summary["task"] == "lm" and summary["metrics"]["perplexity"] > 0
+
+
+@pytest.mark.slow
+def test_two_process_language_model_distillation_with_adaptive_pruning(tiny_llama_lm, text_dir, tmp_path):
+    out = tmp_path / "ddp-lm-kd"
+    summary = finetune_in_two_processes(
+        "torchrun",
+        f"--model {tiny_llama_lm} --data {text_dir} --out {out} --batch-size 4 --max-length 32 --epochs 1 "
+        f"--distill-from {tiny_llama_lm} --prune adaptive --heads 0.5 --round-to 1",
+    )
+    assert summary["train"]["world_size"] == 2 and summary["train"]["distill_from"] == str(tiny_llama_lm)
+    assert sum(layer["heads"] for layer in summary["structure"]) == 8  # half of 2 x 8, in both processes alike
+    assert summary["task"] == "lm" and summary["metrics"]["perplexity"] > 0

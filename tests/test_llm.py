@@ -162,9 +162,11 @@ def test_text_corpus_cli_evaluate_prune_and_reload(tiny_llama_lm, text_dir, tmp_
 @pytest.mark.parametrize(
     ("command", "message"),
     [
-        ("distill --teacher {lm} --student {lm} --data {text} --out {out}", "plain-text corpus"),
-        ("finetune --model {lm} --data {text} --distill-from {lm} --out {out}", "--distill-from: not available"),
-        ("finetune --model {lm} --data {text} --prune adaptive --heads 0.5 --out {out}", "--prune adaptive: not"),
+        ("distill --teacher {lm} --student {lm} --data {text} --cache-teacher --out {out}",
+         "--cache-teacher: not for a text corpus"),
+        ("distill --teacher {bert} --student-layers 1 --data {text} --out {out}", "not a causal language model"),
+        ("finetune --model {lm} --data {text} --distill-from {bert} --out {out}",
+         "not a causal language model; distillation on a text corpus needs one"),
         ("evaluate --model {bert} --data {text}", "not a causal language model"),
         ("evaluate --model {lm} --data {sst2}", "a causal language model; pass a text corpus"),
         ("evaluate --model {lm} --data {text} --max-length 16 --stride 32", "--stride 32"),
@@ -326,3 +328,94 @@ def test_packed_blocks_tokenize_a_split_once(monkeypatch):
     first = text_module.packed_blocks(tokenizer, split, 16)
     assert first.shape == (5, 16) and text_module.packed_blocks(tokenizer, split, 16) is first and len(calls) == 1
     assert text_module.packed_blocks(tokenizer, split, 8).shape == (5, 8) and len(calls) == 2
+
+
+def test_token_level_kd_loss_is_the_mean_kl_over_unmasked_tokens():
+    from prunekit.training.distill import kd_loss
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
+    mask = torch.ones(2, 5)
+    mask[1, 3:] = 0
+    teacher[1, 3:] += 50 * torch.randn(2, 11)  # what the mask hides must not count
+    temperature = 2.0
+    p_teacher = torch.softmax(teacher / temperature, -1)
+    per_token = (p_teacher * (p_teacher.log() - torch.log_softmax(student / temperature, -1))).sum(-1)
+    expected = per_token[mask.bool()].mean() * temperature**2
+    assert kd_loss(student, teacher, temperature, mask).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert kd_loss(student, teacher, temperature).item() == pytest.approx(per_token.mean().item() * 4, rel=1e-5)
+
+
+def test_language_model_distillation_learns_from_the_teacher_alone(tiny_llama_lm, text_dir, tmp_path):
+    """With --alpha-ce 0 the student sees no labels: a lower perplexity can only come from the teacher."""
+    from transformers import AutoModelForCausalLM
+
+    flags = f"--data {text_dir} --max-length 32 --batch-size 4 --lr 1e-3"
+    teacher = tmp_path / "teacher"
+    assert cli(f"finetune --model {tiny_llama_lm} {flags} --epochs 2 --out {teacher}") == 0
+    student = tmp_path / "student"
+    kd_only = "--alpha-ce 0 --alpha-kd 1"
+    assert cli(f"distill --teacher {teacher} --student-layers 1 {flags} --epochs 2 {kd_only} --out {student}") == 0
+    summary = json.loads((student / "summary.json").read_text())
+    assert summary["task"] == "lm" and summary["student_from_teacher_layers"] == [0]
+    before = tmp_path / "before.json"  # the untrained dense model (both layers), the teacher's own start
+    assert cli(f"evaluate --model {tiny_llama_lm} --data {text_dir} --max-length 32 --json {before}") == 0
+    dense = json.loads(before.read_text())["metrics"]["perplexity"]
+    assert summary["teacher_metrics"]["perplexity"] < summary["metrics"]["perplexity"] < 0.7 * dense
+    assert AutoModelForCausalLM.from_pretrained(student).config.num_hidden_layers == 1
+
+    recovered = tmp_path / "recovered"  # finetune --distill-from: the same soft targets while fine-tuning
+    assert cli(f"finetune --model {student} {flags} --epochs 1 --distill-from {teacher} --out {recovered}") == 0
+    summary = json.loads((recovered / "summary.json").read_text())
+    assert summary["train"]["distill_from"] == str(teacher) and summary["metrics"]["perplexity"] > 0
+
+
+def test_adaptive_pruning_of_a_decoder_on_text_keeps_gqa_and_its_metrics(tiny_llama_lm, text_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "adaptive"
+    flags = "--prune adaptive --heads 0.5 --ffn 0.5 --round-to 1 --lora --lora-r 4 --lr 1e-3"
+    assert cli(f"finetune --model {tiny_llama_lm} --data {text_dir} --max-length 32 --batch-size 4 --epochs 2 "
+               f"{flags} --out {out}") == 0  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    for layer in summary["structure"]:  # GQA: query heads spread evenly over the 2 KV groups
+        assert layer["kv_heads"] == 2 and layer["heads"] % 2 == 0
+    assert sum(layer["heads"] for layer in summary["structure"]) == 8  # half of 2 x 8
+    assert summary["params_total"] < summary["params_before"]
+    # the gated network before the merge and the cut-down model after it are the same function
+    assert summary["lora"]["metrics_before_merge"] == pytest.approx(summary["metrics"], rel=1e-4)
+    assert type(AutoModelForCausalLM.from_pretrained(out)).__name__.endswith("ForCausalLM")
+    result = tmp_path / "eval.json"
+    assert cli(f"evaluate --model {out} --data {text_dir} --max-length 32 --json {result}") == 0
+    assert json.loads(result.read_text())["metrics"] == pytest.approx(summary["metrics"], rel=1e-6)
+
+
+def test_compress_and_the_ordering_study_on_a_text_corpus(tiny_llama_lm, text_dir, tmp_path, capsys):
+    """The recommended workflow on a decoder: LoRA teacher -> adaptive pruning with per-token KD -> final
+    fine-tune with KD, scored by perplexity; and every order of the study on the same corpus."""
+    from transformers import AutoModelForCausalLM
+
+    flags = (f"--model {tiny_llama_lm} --data {text_dir} --max-length 32 --stage-steps 4 --batch-size 4 "
+             "--lr 1e-3 --lora-lr 5e-3 --round-to 1 --heads 0.5 --ffn 0.5")  # fmt: skip
+    out = tmp_path / "compressed"
+    assert cli(f"compress {flags} --control --out {out}") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == "lm" and summary["main_metric"] == "perplexity"
+    stages = {row["stage"]: row for row in summary["stages"]}
+    assert list(stages) == ["teacher", "pruned", "final"]
+    structure = stages["final"]["extra"]["structure"]
+    assert sum(layer["heads"] for layer in structure) == 8 and all(layer["heads"] % 2 == 0 for layer in structure)
+    ppl = summary["metrics"]["perplexity"]
+    assert summary["relative"]["control"] == pytest.approx(ppl / summary["control"]["metrics"]["perplexity"], abs=1e-4)
+    assert "final perplexity is" in capsys.readouterr().out
+    assert type(AutoModelForCausalLM.from_pretrained(out / "final")).__name__.endswith("ForCausalLM")
+    result = tmp_path / "eval.json"
+    assert cli(f"evaluate --model {out / 'final'} --data {text_dir} --max-length 32 --json {result}") == 0
+    assert json.loads(result.read_text())["metrics"]["perplexity"] == pytest.approx(ppl, rel=1e-5)
+
+    study = tmp_path / "study"
+    assert cli(f"study ordering {flags} --seeds 1 --out {study}") == 0
+    summary = json.loads((study / "summary.json").read_text())
+    assert [row["order"] for row in summary["orders"]] == ["joint", "lora-prune", "prune-lora"]
+    assert all(row["mean"] > 0 for row in summary["orders"])
+    assert "× equal-budget control" in (study / "study.md").read_text()

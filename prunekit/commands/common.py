@@ -271,9 +271,17 @@ def data_kwargs(args: argparse.Namespace) -> dict:
     )
 
 
-def load_data_for_model(args: argparse.Namespace, folder: str, need_train: bool = False, text: bool = False, **extra):
+def load_data_for_model(
+    args: argparse.Namespace,
+    folder: str,
+    need_train: bool = False,
+    text: bool = False,
+    flag: str = "--model",
+    **extra,
+):
     """Task data read with the model's own label order (and regression flag), checked against its head;
-    with ``text`` (the command handles language modelling) a plain-text corpus for a causal LM."""
+    with ``text`` (the command handles language modelling) a plain-text corpus for a causal LM.
+    ``flag`` names the model in messages."""
     from prunekit.data import load_task_data
     from prunekit.data.text import is_text_corpus, load_text_corpus
     from prunekit.models import is_causal_lm, load_config, task_label_names
@@ -282,8 +290,9 @@ def load_data_for_model(args: argparse.Namespace, folder: str, need_train: bool 
     train_file = getattr(args, "train_file", None)
     if text and is_text_corpus(args.data, train_file, args.eval_file):
         if not is_causal_lm(config):
+            name = getattr(args, flag[2:].replace("-", "_"))
             raise ConfigError(
-                f"--model {args.model}: not a causal language model ({', '.join(config.architectures or [])}); "
+                f"{flag} {name}: not a causal language model ({', '.join(config.architectures or [])}); "
                 "perplexity on a text corpus needs one, e.g. --model smollm2"
             )
         return load_text_corpus(
@@ -304,6 +313,19 @@ def load_data_for_model(args: argparse.Namespace, folder: str, need_train: bool 
             f"needs {data.task.num_labels}; fine-tune it on this task first (prunekit finetune)"
         )
     return data
+
+
+def load_text_training_data(
+    args: argparse.Namespace, folder: str, flag: str = "--model", seed: int | None = None
+) -> tuple:
+    """A text corpus for training the causal LM in ``folder`` and its size in blocks of --max-length
+    tokens (a subset of --max-train-samples of them, drawn with ``seed``, default --seed)."""
+    from prunekit.data.text import packed_blocks
+    from prunekit.models import load_tokenizer
+
+    data = load_data_for_model(args, folder, need_train=True, text=True, flag=flag)
+    data.train.max_blocks, data.train.seed = args.max_train_samples, args.seed if seed is None else seed
+    return data, len(packed_blocks(load_tokenizer(folder), data.train, args.max_length))
 
 
 def add_pruning_target_arguments(parser) -> None:

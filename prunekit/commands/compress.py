@@ -5,7 +5,6 @@ against the dense model. See ``prunekit.methods.workflow``."""
 from __future__ import annotations
 
 import argparse
-from functools import partial
 from pathlib import Path
 
 from prunekit.commands.common import (
@@ -13,6 +12,8 @@ from prunekit.commands.common import (
     add_output_arguments,
     count,
     data_kwargs,
+    evaluation_fields,
+    load_text_training_data,
     param_count,
     positive,
     positive_int,
@@ -198,25 +199,32 @@ def resolve_latency(args: argparse.Namespace, model, config_file: str):
 
 def prepare(args: argparse.Namespace, config_file: str, data_seed: int, command: str) -> tuple:
     """What ``compress`` and ``study`` do before any training: checks, data, the dense model (the
-    timing reference), the target; returns ``data, dense, target, plan, latency, evaluate``."""
+    timing reference), the target; returns ``data, train_size, dense, target, plan, latency, evaluate``
+    (``train_size``: training examples, or blocks of --max-length tokens of a text corpus)."""
     from prunekit.data import load_task_data
-    from prunekit.evaluation import evaluate_model
+    from prunekit.data.text import is_text_corpus
     from prunekit.models import load_model
 
     own_result = args.resume and (Path(args.out) / config_file).is_file()
-    preflight(args, {"--model": args.model}, replaces_out=own_result)
+    folder = preflight(args, {"--model": args.model}, replaces_out=own_result)["--model"]
+    text = is_text_corpus(args.data, args.train_file, args.eval_file)
     if args.speedup is None and all(getattr(args, f) is None for f in TARGET_FLAGS):
         raise ConfigError(
             f"{command}: pass a target: --speedup, --heads/--ffn, --params-budget, --flops-budget or --sparsity"
         )
-    data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=data_seed, **data_kwargs(args))
+    if text:  # a causal LM on a text corpus: packed blocks of --max-length tokens, perplexity
+        data, train_size = load_text_training_data(args, folder, seed=data_seed)
+    else:
+        data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=data_seed, **data_kwargs(args))
+        train_size = len(data.train)
     dense, tokenizer = load_model(args.model, data.task)
     target, plan = resolve_target(args, dense, config_file)
     latency = resolve_latency(args, dense, config_file)
-    evaluate = partial(
-        evaluate_model, tokenizer=tokenizer, split=data.eval, task=data.task, max_length=args.max_length, progress=False
-    )
-    return data, dense, target, plan, latency, evaluate
+
+    def evaluate(model) -> dict:
+        return evaluation_fields(args, model, tokenizer, data)["metrics"]
+
+    return data, train_size, dense, target, plan, latency, evaluate
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -226,8 +234,8 @@ def run(args: argparse.Namespace) -> dict:
     from prunekit.methods.workflow import Workflow, dense_control, time_stages
 
     out = Path(args.out)
-    data, dense, target, plan, latency, evaluate = prepare(args, CONFIG_FILE, args.seed, "compress")
-    config = workflow_config(args, len(data.train), "joint", args.seed, target, latency)
+    data, train_size, dense, target, plan, latency, evaluate = prepare(args, CONFIG_FILE, args.seed, "compress")
+    config = workflow_config(args, train_size, "joint", args.seed, target, latency)
     settings = {"model": args.model, "data": args.data, "max_train_samples": args.max_train_samples, **asdict(config)}
     settings["speedup_plan"] = plan
     staging = staging_dir(out, settings, CONFIG_FILE, args.resume, args.overwrite)
@@ -300,9 +308,14 @@ def _print_table(summary: dict) -> None:
             f"{size:>8} {speed}"
         )
     relative = summary["relative"]
-    line = f"final keeps {relative['teacher']:.1%} of the LoRA-tuned dense teacher"
-    if "control" in relative:
-        line += f" and {relative['control']:.1%} of the equal-budget dense control"
+    if metric == "perplexity":  # lower is better: say it as a ratio
+        line = f"final perplexity is {relative['teacher']:.2f}x the LoRA-tuned dense teacher's"
+        if "control" in relative:
+            line += f" and {relative['control']:.2f}x the equal-budget dense control's"
+    else:
+        line = f"final keeps {relative['teacher']:.1%} of the LoRA-tuned dense teacher"
+        if "control" in relative:
+            line += f" and {relative['control']:.1%} of the equal-budget dense control"
     print(line)
     speedup = summary["speedup"]
     if speedup:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 
 from prunekit.commands.common import (
@@ -13,7 +12,9 @@ from prunekit.commands.common import (
     add_output_arguments,
     add_training_arguments,
     data_kwargs,
+    evaluation_fields,
     finetune_config,
+    load_text_training_data,
     lora_settings,
     non_negative,
     positive,
@@ -52,12 +53,18 @@ def run(args: argparse.Namespace) -> dict:
     from transformers import set_seed
 
     from prunekit.data import load_task_data
-    from prunekit.evaluation import evaluate_model, make_summary, model_size, peak_memory_mb
+    from prunekit.data.text import is_text_corpus
+    from prunekit.evaluation import make_summary, model_size, peak_memory_mb
     from prunekit.io import atomic_output_dir, work_dir, write_json_atomic
     from prunekit.methods.stage import save_stage, train_stage
     from prunekit.models import load_model, task_label_names
     from prunekit.pruning.masks import MaskSet
-    from prunekit.training.distill import DistillConfig, masks_of_kept_layers, student_from_teacher
+    from prunekit.training.distill import (
+        DistillConfig,
+        check_teacher,
+        masks_of_kept_layers,
+        student_from_teacher,
+    )
 
     folders = preflight(args, {"--teacher": args.teacher, "--student": args.student})
     distill_config = DistillConfig(
@@ -71,19 +78,19 @@ def run(args: argparse.Namespace) -> dict:
         cache_teacher=args.cache_teacher,
     )
     teacher, tokenizer = load_model(args.teacher, flag="--teacher")
-    data = load_task_data(
-        args.data,
-        max_train_samples=args.max_train_samples,
-        seed=args.seed,
-        label_names=task_label_names(teacher.config),
-        **{**data_kwargs(args), "regression": args.regression or teacher.config.problem_type == "regression" or None},
-    )
-    if teacher.config.num_labels != data.task.num_labels:
-        raise ConfigError(
-            f"--teacher {args.teacher}: its head has {teacher.config.num_labels} output(s) but the task needs "
-            f"{data.task.num_labels}; fine-tune the teacher on this task first"
+    if is_text_corpus(args.data, args.train_file, args.eval_file):
+        data, train_size = load_text_training_data(args, folders["--teacher"], flag="--teacher")
+    else:
+        regression = args.regression or teacher.config.problem_type == "regression" or None
+        data = load_task_data(
+            args.data,
+            max_train_samples=args.max_train_samples,
+            seed=args.seed,
+            label_names=task_label_names(teacher.config),
+            **{**data_kwargs(args), "regression": regression},
         )
-    config = finetune_config(args, train_size=len(data.train))
+        train_size = len(data.train)
+    config = finetune_config(args, train_size=train_size)
     set_seed(args.seed)
     if args.student_layers:
         student, kept = student_from_teacher(teacher, args.student_layers)
@@ -92,16 +99,18 @@ def run(args: argparse.Namespace) -> dict:
     else:
         student, student_tokenizer = load_model(args.student, flag="--student")
         _check_same_tokenizer(tokenizer, student_tokenizer, args.student)
-        if student.config.num_labels != teacher.config.num_labels:
+        if student.config.num_labels != teacher.config.num_labels and not data.task.causal_lm:
             raise ConfigError(
                 f"--student {args.student}: {student.config.num_labels} labels, the teacher has "
                 f"{teacher.config.num_labels}"
             )
         masks = MaskSet.load(folders["--student"], student)  # a sparse student stays sparse
         origin = {}
-    evaluate = partial(
-        evaluate_model, tokenizer=tokenizer, split=data.eval, task=data.task, max_length=config.max_length
-    )
+    check_teacher(teacher, student, data.task, f"--teacher {args.teacher}")
+
+    def evaluate(model) -> dict:
+        return evaluation_fields(args, model, tokenizer, data)
+
     with work_dir("distill") as scratch:
         result = train_stage(
             student,
@@ -113,22 +122,20 @@ def run(args: argparse.Namespace) -> dict:
             masks=masks,
             teacher=teacher,
             kd=distill_config,
-            evaluate=evaluate,
+            evaluate=lambda model: evaluate(model)["metrics"],
         )
         if not result.is_main:
             return {}
-        teacher_metrics = evaluate(teacher)
+        teacher_metrics = evaluate(teacher)["metrics"]
         with atomic_output_dir(args.out, args.overwrite) as tmp:
             student, masks = result.model, result.masks
-            metrics = evaluate(student)
+            evaluation = evaluate(student)
             save_stage(result, tokenizer, tmp)
             summary = make_summary(
                 "distill",
                 args.student or f"{args.teacher} ({args.student_layers} layers)",
                 data.task.name,
-                metrics=metrics,
-                main_metric=data.task.main_metric,
-                eval_samples=len(data.eval),
+                **evaluation,
                 **model_size(student, tmp),
                 **(masks.report() if masks is not None else {}),
                 teacher=args.teacher,
@@ -137,7 +144,7 @@ def run(args: argparse.Namespace) -> dict:
                 | {"layer_pairs": distill_config.pairs},
                 **origin,
                 train={
-                    "samples": len(data.train),
+                    "samples": train_size,  # text corpus: blocks of max_length tokens
                     **asdict(config),
                     **result.train_record(),
                     "peak_rss_mb": peak_memory_mb(),

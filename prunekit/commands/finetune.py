@@ -17,7 +17,7 @@ from prunekit.commands.common import (
     evaluation_fields,
     finetune_config,
     fraction,
-    load_data_for_model,
+    load_text_training_data,
     lora_settings,
     magnitude_config,
     param_count,
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> dict:
     from prunekit.methods.stage import save_stage, train_stage
     from prunekit.models import load_model
     from prunekit.pruning.masks import MaskSet
-    from prunekit.training.distill import DistillConfig
+    from prunekit.training.distill import DistillConfig, check_teacher
 
     folders = preflight(args, {"--model": args.model, "--distill-from": args.distill_from})
     if args.lora and args.prune == "magnitude":
@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> dict:
     teacher = kd = None
     if args.distill_from:
         teacher, _ = load_model(args.distill_from, flag="--distill-from")
+        check_teacher(teacher, model, data.task, f"--distill-from {args.distill_from}")
         kd = DistillConfig(temperature=args.temperature, alpha_ce=1 - args.alpha_kd, alpha_kd=args.alpha_kd)
 
     def evaluate(trained) -> dict:
@@ -166,21 +167,14 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _training_data(args: argparse.Namespace, folder: str) -> tuple:
-    """The task data and the number of training examples (a text corpus: blocks of --max-length tokens,
-    a seeded subset of --max-train-samples of them)."""
+    """The task data and the number of training examples (a text corpus: blocks of --max-length tokens)."""
     from prunekit.data import load_task_data
-    from prunekit.data.text import is_text_corpus, packed_blocks
-    from prunekit.models import load_tokenizer
+    from prunekit.data.text import is_text_corpus
 
-    if not is_text_corpus(args.data, args.train_file, args.eval_file):
-        data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **data_kwargs(args))
-        return data, len(data.train)
-    for flag, used in (("--distill-from", args.distill_from), ("--prune adaptive", args.prune == "adaptive")):
-        if used:
-            raise ConfigError(f"{flag}: not available for language modelling (a text corpus) yet")
-    data = load_data_for_model(args, folder, need_train=True, text=True)
-    data.train.max_blocks, data.train.seed = args.max_train_samples, args.seed
-    return data, len(packed_blocks(load_tokenizer(folder), data.train, args.max_length))
+    if is_text_corpus(args.data, args.train_file, args.eval_file):
+        return load_text_training_data(args, folder)
+    data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=args.seed, **data_kwargs(args))
+    return data, len(data.train)
 
 
 def _adaptive_config(args: argparse.Namespace, masks, model):

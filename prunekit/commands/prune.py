@@ -241,22 +241,16 @@ def _corpus_texts(source: str, encoding: str) -> list:
 def _calibration_batches(data, tokenizer, args: argparse.Namespace) -> list[dict]:
     """Labelled batches that score units: the task's examples, or windows of a text corpus with their
     next-token labels (the language-modelling loss)."""
-    import torch
-
     from prunekit.data import encode_batches
-    from prunekit.data.text import calibration_blocks
+    from prunekit.data.text import calibration_batches
 
     if data is None or data.train is None:
         return []
     size = args.calibration_batch_size
     if data.task.causal_lm:
-        blocks = calibration_blocks(
-            tokenizer, data.train, args.calibration_samples, args.calibration_length, args.calibration_seed
+        return calibration_batches(
+            tokenizer, data.train, args.calibration_samples, args.calibration_length, args.calibration_seed, size
         )
-        batches = [
-            {k: torch.cat([b[k] for b in blocks[i : i + size]]) for k in blocks[0]} for i in range(0, len(blocks), size)
-        ]
-        return [{**batch, "labels": batch["input_ids"]} for batch in batches]
     return encode_batches(data.train, tokenizer, args.max_length, data.task.is_regression, size)
 
 

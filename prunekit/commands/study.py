@@ -46,8 +46,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
     out = Path(args.out)
     first = args.seeds[0]  # the data subset is drawn once, so seeds vary training only
-    data, dense, target, plan, latency, evaluate = prepare(args, CONFIG_FILE, first, "study ordering")
-    size = len(data.train)
+    data, size, dense, target, plan, latency, evaluate = prepare(args, CONFIG_FILE, first, "study ordering")
     configs = {
         (order, s): workflow_config(args, size, order, s, target, latency) for s in args.seeds for order in args.orders
     }
@@ -158,23 +157,28 @@ def _markdown(summary: dict) -> str:
     metric = summary["main_metric"]
     control = summary["control"]
     shapes = list(summary["orders"][0]["speedups"])
+    ratio = metric == "perplexity"  # lower is better: the share of the control reads as a ratio
+    share_header, control_share = ("× equal-budget control", "1×") if ratio else ("% of equal-budget control", "100 %")
     lines = [
         f"Ordering study: {summary['model']} on {summary['task']}, seeds {', '.join(map(str, summary['seeds']))}, "
         f"{summary['total_steps']} optimizer steps per run (3 stages of {summary['stage_steps']}).",
         "",
-        f"| order | {metric} (mean ± std) | % of equal-budget control | non-zero params | "
+        f"| order | {metric} (mean ± std) | {share_header} | non-zero params | "
         + " | ".join(f"speed-up {s}" for s in shapes)
         + " |",
         "|---|---|---|---|" + "---|" * len(shapes),
-        f"| dense control | {control['mean']:.4f} ± {control['std']:.4f} | 100 % | — | "
+        f"| dense control | {control['mean']:.4f} ± {control['std']:.4f} | {control_share} | — | "
         + " | ".join("1×" for _ in shapes)
         + " |",
     ]
     for row in summary["orders"]:
         share = row["of_control"]
+        if ratio:
+            share_text = f"{share['mean']:.3f} ± {share['std']:.3f}×"
+        else:
+            share_text = f"{100 * share['mean']:.1f} ± {100 * share['std']:.1f} %"
         lines.append(
-            f"| {row['order']} | {row['mean']:.4f} ± {row['std']:.4f} | {100 * share['mean']:.1f} ± "
-            f"{100 * share['std']:.1f} % | {row['params_nonzero']:,} | "
+            f"| {row['order']} | {row['mean']:.4f} ± {row['std']:.4f} | {share_text} | {row['params_nonzero']:,} | "
             + " | ".join(f"{row['speedups'][s]:.2f}×" for s in shapes)
             + " |"
         )

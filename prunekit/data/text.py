@@ -21,6 +21,7 @@ __all__ = [
     "BlockDataset",
     "TextCorpus",
     "TextSplit",
+    "calibration_batches",
     "calibration_blocks",
     "is_text_corpus",
     "load_text_corpus",
@@ -147,6 +148,19 @@ def calibration_blocks(
         {"input_ids": ids[s : s + length][None], "attention_mask": torch.ones(1, length, dtype=torch.long)}
         for s in starts
     ]
+
+
+def calibration_batches(
+    tokenizer: PreTrainedTokenizerBase, split: TextSplit, samples: int, length: int, seed: int, batch_size: int
+) -> list[dict[str, torch.Tensor]]:
+    """The ``calibration_blocks`` windows in batches of ``batch_size``, labelled with their own tokens
+    (the language-modelling loss that gradient-based unit scores need)."""
+    blocks = calibration_blocks(tokenizer, split, samples, length, seed)
+    batches = [
+        {k: torch.cat([b[k] for b in blocks[i : i + batch_size]]) for k in blocks[0]}
+        for i in range(0, len(blocks), batch_size)
+    ]
+    return [{**batch, "labels": batch["input_ids"]} for batch in batches]
 
 
 def packed_blocks(tokenizer: PreTrainedTokenizerBase, split: TextSplit, length: int) -> torch.Tensor:

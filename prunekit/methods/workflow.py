@@ -36,6 +36,7 @@ from transformers import PreTrainedModel, set_seed
 
 from prunekit.adapters import get_adapter
 from prunekit.data import TaskData, encode_batches
+from prunekit.data.text import calibration_batches
 from prunekit.errors import ConfigError
 from prunekit.evaluation import make_summary, model_size
 from prunekit.io import atomic_output_dir, work_dir, write_json_atomic
@@ -319,7 +320,11 @@ class Workflow:
         config = self.config
         structured = StructuredConfig(importance=spec.importance, **self._target_settings())
         batches = []
-        if spec.importance == "taylor":
+        if spec.importance == "taylor" and self.data.task.causal_lm:  # windows of the training text
+            samples = config.calibration_samples
+            batches = calibration_batches(tokenizer, self.data.train, samples, config.max_length, config.seed,
+                                          config.batch_size)  # fmt: skip
+        elif spec.importance == "taylor":
             train = self.data.train
             draw = random.Random(config.seed).sample(range(len(train)), min(config.calibration_samples, len(train)))
             batches = encode_batches(

@@ -9,8 +9,12 @@ Loss = α_ce · task loss (cross-entropy, or MSE for regression)
      + α_attn · attention-map loss (TinyBERT): MSE between head-averaged attention maps of mapped
        layers (averaging over heads lets a pruned student with fewer heads be distilled too).
 
-The teacher runs in eval mode without gradients. With ``cache_teacher`` (soft targets only) its
-logits are computed once per training example before training starts.
+For a causal language model (task ``lm``) the soft-target loss is per token: KL between the two
+next-token distributions at every position of the packed training blocks, averaged over the tokens
+(the logit distillation of Minitron / MiniLLM-style recovery of pruned decoders).
+
+The teacher runs in eval mode without gradients. With ``cache_teacher`` (soft targets only, labelled
+tasks) its logits are computed once per training example before training starts.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 
 from prunekit.adapters import get_adapter
 from prunekit.data import EncodedSplit, Split, TaskSpec, make_collator
+from prunekit.data.text import TextSplit
 from prunekit.errors import ConfigError
 from prunekit.pruning.masks import MaskSet
 from prunekit.pruning.surgery import drop_layers
-from prunekit.training.finetune import CheckedTrainer, FinetuneConfig, training_arguments
+from prunekit.training.finetune import CheckedTrainer, FinetuneConfig, training_arguments, training_data
 
 PROJECTIONS = "prunekit_distill_projections"  # attached to the student while it trains, removed after
 
@@ -85,8 +90,18 @@ def resolve_layer_map(text: str, student_layers: int, teacher_layers: int) -> li
     return pairs
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T² · KL(softmax(teacher / T) ‖ softmax(student / T)), averaged over the batch."""
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """T² · KL(softmax(teacher / T) ‖ softmax(student / T)), averaged over the batch — or, for logits of
+    shape (batch, seq, vocab), over the tokens where ``mask`` (batch, seq) is 1 (all without a mask)."""
+    if student_logits.dim() == 3:
+        keep = mask.reshape(-1).bool() if mask is not None else slice(None)
+        student_logits = student_logits.reshape(-1, student_logits.shape[-1])[keep]
+        teacher_logits = teacher_logits.reshape(-1, teacher_logits.shape[-1])[keep]
     log_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
     return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean") * temperature**2
@@ -160,6 +175,7 @@ class DistillTrainer(CheckedTrainer):
         index = inputs.pop("example_index", None)
         extra = {"output_hidden_states": bool(config.alpha_hidden), "output_attentions": bool(config.alpha_attn)}
         outputs = model(**inputs, **extra)
+        mask = inputs.get("attention_mask")  # packed text blocks have none: every token counts
         loss = config.alpha_ce * outputs.loss if config.alpha_ce else outputs.logits.new_zeros(())
         if self.teacher_logits is not None and index is not None:
             teacher_logits, teacher_out = self.teacher_logits.to(outputs.logits.device)[index], None
@@ -172,10 +188,12 @@ class DistillTrainer(CheckedTrainer):
             if self.regression:
                 soft = F.mse_loss(outputs.logits.float(), teacher_logits.float())
             else:
-                soft = kd_loss(outputs.logits.float(), teacher_logits.float(), config.temperature)
+                soft = kd_loss(outputs.logits.float(), teacher_logits.float(), config.temperature, mask)
             loss = loss + config.alpha_kd * soft
         if config.uses_layers:
-            loss = loss + self._layer_losses(model, outputs, teacher_out, inputs["attention_mask"])
+            if mask is None:
+                mask = torch.ones(inputs["input_ids"].shape, device=outputs.logits.device)
+            loss = loss + self._layer_losses(model, outputs, teacher_out, mask)
         return (loss, outputs) if return_outputs else loss
 
     def _layer_losses(self, model, outputs, teacher_out, mask: torch.Tensor) -> torch.Tensor:
@@ -199,6 +217,26 @@ class DistillTrainer(CheckedTrainer):
                 pair_mask = mask[:, :, None] * mask[:, None, :]
                 total = total + config.alpha_attn * _masked_mean((student_a - teacher_a).pow(2), pair_mask)
         return total
+
+
+def check_teacher(teacher: PreTrainedModel, student: PreTrainedModel, task: TaskSpec, flag: str) -> None:
+    """The teacher's outputs must match the student's: next-token logits over the same vocabulary for a
+    language model, as many outputs as the task's labels for a classifier."""
+    from prunekit.models import is_causal_lm
+
+    if task.causal_lm:
+        if not is_causal_lm(teacher.config):
+            raise ConfigError(f"{flag}: not a causal language model; distillation on a text corpus needs one")
+        sizes = (teacher.get_output_embeddings().out_features, student.get_output_embeddings().out_features)
+        if sizes[0] != sizes[1]:
+            raise ConfigError(
+                f"{flag}: its vocabulary has {sizes[0]} tokens, the student's {sizes[1]}; they need the same one"
+            )
+    elif teacher.config.num_labels != task.num_labels:
+        raise ConfigError(
+            f"{flag}: its head has {teacher.config.num_labels} output(s) but the task needs {task.num_labels}; "
+            "fine-tune the teacher on this task first"
+        )
 
 
 def _hidden_size(model: PreTrainedModel) -> int:
@@ -225,7 +263,7 @@ def distill(
     student: PreTrainedModel,
     teacher: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    train: Split,
+    train: Split | TextSplit,
     task: TaskSpec,
     config: FinetuneConfig,
     distill_config: DistillConfig,
@@ -233,6 +271,8 @@ def distill(
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Trainer:
     """Train ``student`` in place against ``teacher`` on ``train``; returns the Trainer."""
+    if task.causal_lm and distill_config.cache_teacher:
+        raise ConfigError("--cache-teacher: not for a text corpus (a vocabulary of logits for every token)")
     plain = student.get_base_model() if hasattr(student, "get_base_model") else student  # under PEFT's wrapper
     student_layers = len(get_adapter(plain).layer_list())
     teacher_layers = len(get_adapter(teacher).layer_list())
@@ -244,15 +284,20 @@ def distill(
     widths = (_hidden_size(student), _hidden_size(teacher))
     if distill_config.alpha_hidden and widths[0] != widths[1]:
         student.add_module(PROJECTIONS, nn.ModuleList(nn.Linear(*widths) for _ in distill_config.pairs))
-    dataset = EncodedSplit(train, tokenizer, config.max_length, task.is_regression, with_index=True)
-    cached = teacher_logits_for(teacher, dataset, tokenizer) if distill_config.cache_teacher else None
+    cached = None
+    if task.causal_lm:
+        data = training_data(train, task, tokenizer, config.max_length)
+    else:
+        dataset = EncodedSplit(train, tokenizer, config.max_length, task.is_regression, with_index=True)
+        data = {"train_dataset": dataset, "data_collator": make_collator(tokenizer)}
+        if distill_config.cache_teacher:
+            cached = teacher_logits_for(teacher, dataset, tokenizer)
     args = training_arguments(config, work_dir)
     args.remove_unused_columns = False  # keep example_index (not a model input) for the logit cache
     trainer = DistillTrainer(
         model=student,
         args=args,
-        train_dataset=dataset,
-        data_collator=make_collator(tokenizer),
+        **data,
         processing_class=tokenizer,
         callbacks=list(callbacks),
         teacher=teacher,
