@@ -31,3 +31,7 @@ class UnsupportedModelError(ModelError):
 
 class TrainingError(PrunekitError):
     """Training diverged (a NaN/inf loss or weights); nothing is saved."""
+
+
+class ExportError(PrunekitError):
+    """An exported model could not be built, or does not compute what the PyTorch model computes."""

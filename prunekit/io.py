@@ -113,6 +113,21 @@ def check_output_dir(
     return out
 
 
+def check_output_file(out: str | os.PathLike, overwrite: bool, inputs: Iterable[tuple[str, str | os.PathLike]]) -> Path:
+    """An ``--out`` that is one file: not a folder, not inside an input folder, replaced only with
+    ``overwrite``, in a place we can write."""
+    out = Path(out).expanduser()
+    for flag, value in inputs:
+        if value is not None and _overlaps(out.resolve(), Path(value).expanduser().resolve()):
+            raise ConfigError(f"--out {out}: inside {flag} {value}; write the file outside the model folder")
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; expected a file name such as model.onnx")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out {out}: file exists; pass --overwrite to replace it")
+    _writable_parent("--out", out)
+    return out
+
+
 def check_json_path(path: str | os.PathLike | None, flag: str = "--json") -> None:
     """A results file we will be able to write at the end: not a folder, in a writable place."""
     if path is None:
@@ -152,7 +167,10 @@ def recover_output_dir(out: str | os.PathLike) -> list[str]:
                 os.replace(sibling, out)
                 done.append(f"recovered {out} from {sibling.name}, left by a run that was killed while saving")
             else:
-                shutil.rmtree(sibling, ignore_errors=True)
+                if sibling.is_dir():
+                    shutil.rmtree(sibling, ignore_errors=True)
+                else:
+                    sibling.unlink(missing_ok=True)  # a file output's temp file (export)
                 done.append(f"removed {sibling}, left by a killed run")
     for line in done:
         print(f"prunekit: {line}", flush=True)

@@ -1,7 +1,7 @@
 """The CLI's commands: each module adds its parser and runs it (``add_parser``, ``run``)."""
 
-from prunekit.commands import bench, compress, distill, evaluate, finetune, lottery, merge, prune, study
+from prunekit.commands import bench, compress, distill, evaluate, export, finetune, lottery, merge, prune, study
 
-COMMANDS = (compress, study, finetune, prune, lottery, distill, merge, evaluate, bench)
+COMMANDS = (compress, study, finetune, prune, lottery, distill, merge, evaluate, bench, export)
 
 __all__ = ["COMMANDS"]

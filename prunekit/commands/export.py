@@ -1,0 +1,97 @@
+"""``prunekit export onnx``: the model as an ONNX file, checked against PyTorch under ONNX Runtime and
+timed beside it."""
+
+from __future__ import annotations
+
+import argparse
+
+from prunekit.commands.common import positive, positive_int, preflight, print_result, task_of, write_optional_json
+from prunekit.errors import ConfigError, ExportError
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser("export", help="export a model for other runtimes (ONNX), checked and timed")
+    formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    p = formats.add_parser(
+        "onnx", help="ONNX graph of the logits (dynamic batch and length), checked and timed under ONNX Runtime"
+    )
+    p.add_argument("--model", required=True, help="model folder (dense, sparse or pruned), or minilm / smollm2")
+    p.add_argument("--out", dest="out_file", required=True, help="the ONNX file to write, e.g. model.onnx")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset version (default 18)")
+    p.add_argument(
+        "--atol",
+        type=positive,
+        default=1e-4,
+        help="largest difference allowed between ONNX Runtime's and PyTorch's logits (default 1e-4)",
+    )
+    group = p.add_argument_group("timing (ONNX Runtime vs PyTorch, interleaved)")
+    group.add_argument("--batch-size", type=positive_int, default=1, help="sequences per batch (default 1)")
+    group.add_argument("--seq-len", type=positive_int, default=128, help="tokens per sequence (default 128)")
+    group.add_argument("--threads", type=positive_int, default=2)
+    group.add_argument("--repeats", type=positive_int, default=20, help="timed runs of each (default 20)")
+    p.add_argument("--json", help="also write the result to this JSON file")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from prunekit.evaluation import make_summary
+    from prunekit.export import OnnxRunner, export_onnx, max_difference, sample_inputs, time_against_torch
+    from prunekit.io import check_output_file, recover_output_dir
+    from prunekit.models import count_parameters, load_model
+
+    folder = preflight(args, {"--model": args.model}, length_flag="--seq-len")["--model"]
+    recover_output_dir(args.out_file)
+    out = check_output_file(args.out_file, args.overwrite, [("--model", folder)])
+    _check_onnx_installed()
+    model, tokenizer = load_model(args.model)
+    names = export_onnx(model, tokenizer, out, args.opset)
+    runner = OnnxRunner(out, args.threads)
+    difference = max(
+        max_difference(model, runner, sample_inputs(model, names, batch, length, seed))
+        for seed, (batch, length) in enumerate([(2, 16), (args.batch_size, args.seq_len)])
+    )
+    if difference > args.atol:
+        out.unlink()
+        raise ExportError(
+            f"--out {out}: ONNX Runtime's logits differ from PyTorch's by {difference:.3g} (> --atol {args.atol:g}); "
+            "the file was removed"
+        )
+    timing_inputs = sample_inputs(model, names, args.batch_size, args.seq_len)
+    torch_stats, onnx_stats = time_against_torch(model, runner, timing_inputs, args.threads, args.repeats)
+    total, nonzero = count_parameters(model)
+    summary = make_summary(
+        "export",
+        args.model,
+        task_of(folder),
+        model_path=folder,
+        format="onnx",
+        path=str(out),
+        size_bytes=out.stat().st_size,
+        params_total=total,
+        params_nonzero=nonzero,
+        inputs=list(names),
+        opset=args.opset,
+        max_abs_diff=difference,
+        atol=args.atol,
+        onnxruntime_latency_ms=onnx_stats.as_dict(),
+        torch_latency_ms=torch_stats.as_dict(),
+        ratio_vs_torch=round(torch_stats.median / onnx_stats.median, 4),
+    )
+    write_optional_json(args.json, summary)
+    print_result(
+        summary,
+        f"  {'max |ONNX - PyTorch|':<22} {difference:.2e} (--atol {args.atol:g})\n"
+        f"  {'latency (median)':<22} ONNX Runtime {onnx_stats.median:.2f} ms, PyTorch {torch_stats.median:.2f} ms "
+        f"at batch {args.batch_size} x seq {args.seq_len}: {summary['ratio_vs_torch']:.2f}x\n"
+        f"saved to {out}",
+    )
+    return summary
+
+
+def _check_onnx_installed() -> None:
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"export onnx needs {', '.join(missing)}: pip install 'prunekit[export]'")
