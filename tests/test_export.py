@@ -80,6 +80,8 @@ def test_every_model_kind_exports_and_runs_the_same_under_onnx_runtime(
 def test_export_mistakes_get_one_line_errors_and_write_nothing(tiny_bert, tmp_path, capsys):
     existing = tmp_path / "taken.onnx"
     existing.write_bytes(b"keep me")
+    leftover = tmp_path / ".taken.onnx.tmp-999999"  # a killed export's temp file (no such process)
+    leftover.write_bytes(b"half a model")
     before = tree_digest(tiny_bert)
     cases = [
         (f"--model {tiny_bert} --out {existing}", "file exists; pass --overwrite"),
@@ -93,6 +95,7 @@ def test_export_mistakes_get_one_line_errors_and_write_nothing(tiny_bert, tmp_pa
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert existing.read_bytes() == b"keep me" and tree_digest(tiny_bert) == before
+    assert not leftover.exists()  # removed before the first check
     assert not (tmp_path / "m.onnx").exists()
 
 

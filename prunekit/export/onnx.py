@@ -22,12 +22,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from prunekit.errors import ExportError, PrunekitError, first_line
+from prunekit.errors import ExportError, first_line
 from prunekit.evaluation.bench import LatencyStats, measure_latency
 from prunekit.models import is_causal_lm
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # in the graph's order, when the tokenizer has them
-OPSET = 18
 
 
 class LogitsGraph(nn.Module):
@@ -74,7 +73,7 @@ def sample_inputs(
 
 
 def export_onnx(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike, opset: int = OPSET
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike, opset: int
 ) -> tuple[str, ...]:
     """Write ``model`` as an ONNX file at ``path`` (a temp file renamed into place); returns the inputs."""
     names = graph_inputs(model, tokenizer)
@@ -98,8 +97,6 @@ def export_onnx(
             program.save(str(tmp))
         os.replace(tmp, path)
     except Exception as err:  # the exporter's own errors are long; say what failed in one line
-        if isinstance(err, PrunekitError):
-            raise
         raise ExportError(f"torch.onnx could not export the model: {type(err).__name__}: {first_line(err)}") from err
     finally:
         tmp.unlink(missing_ok=True)
