@@ -44,13 +44,17 @@ def _pid_alive(pid: int) -> bool:
 
 def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write ``payload`` as JSON to ``path`` through a temp file and a rename."""
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temp file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=False, default=_json_default)
-            handle.write("\n")
+            handle.write(text)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:

@@ -127,9 +127,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, with_train: bool) -> Non
     )
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+def add_training_arguments(parser: argparse.ArgumentParser, with_max_steps: bool = True) -> None:
     group = parser.add_argument_group("training")
     group.add_argument("--max-train-samples", type=positive_int, help="train on a seeded random subset of N")
+    if with_max_steps:
+        group.add_argument(
+            "--max-steps", type=positive_int, help="stop after N optimizer steps (overrides --epochs' count)"
+        )
     group.add_argument(
         "--epochs",
         type=auto_or(positive),
@@ -239,6 +243,8 @@ def finetune_config(args: argparse.Namespace, train_size: int, max_steps: int | 
     from prunekit.training.finetune import AUTO_WARMUP, auto_passes
 
     epochs, warmup = args.epochs, args.warmup_ratio
+    if max_steps is None:
+        max_steps = getattr(args, "max_steps", None)
     if epochs == "auto":
         epochs = auto_passes(train_size, args.batch_size)
     if warmup == "auto":

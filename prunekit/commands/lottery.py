@@ -47,7 +47,7 @@ def add_parser(commands) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out after its last round")
     add_data_arguments(p, with_train=True)
-    add_training_arguments(p)
+    add_training_arguments(p, with_max_steps=False)  # --steps-per-round
     p.set_defaults(handler=run)
 
 

@@ -47,6 +47,7 @@ class StageResult:
             "world_size": self.trainer.args.world_size,
             "runtime_s": round(state.log_history[-1].get("train_runtime", 0.0), 2) if state.log_history else 0.0,
             "loss": state.log_history[-1].get("train_loss") if state.log_history else None,
+            "loss_curve": [[entry["step"], entry["loss"]] for entry in state.log_history if "loss" in entry],
             "trainable_params": self.trainable_params,
         }
 

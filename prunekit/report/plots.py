@@ -75,3 +75,86 @@ def plot_ordering(
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     _save_atomic(figure, path)
+
+
+def plot_metric_vs_compression(rows: Sequence, parent, path: Path) -> Path | None:
+    """Each stage's metric against its compression (the parent's parameters / its non-zero ones)."""
+    points = [r for r in rows if r.metric is not None and r.summary.get("params_nonzero")]
+    if not points or parent is None or not parent.summary.get("params_total"):
+        return None
+    base = parent.summary["params_total"]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    xs = [base / r.summary["params_nonzero"] for r in points]
+    axis.plot(xs, [r.metric for r in points], "o-", color="tab:blue")
+    for x, r in zip(xs, points):
+        axis.annotate(r.label, (x, r.metric), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axis.set_xlabel("compression (parent params / non-zero params)")
+    axis.set_ylabel(points[0].metric_name)
+    axis.grid(alpha=0.3)
+    _save_atomic(figure, path)
+    return path
+
+
+def plot_layer_heatmaps(rows: Sequence, path: Path) -> Path | None:
+    """Per layer and stage: kept attention heads, kept FFN neurons (vs the widest stage) and the
+    fraction of non-zero weights in the layer's projections."""
+    from prunekit.report.layers import layer_structure
+
+    stages = [(r.label, layer_structure(r.model)) for r in rows if r.model]
+    stages = [(label, layers) for label, layers in stages if layers]
+    if not stages:
+        return None
+    depth = max(len(layers) for _, layers in stages)
+    panels = []
+    for key, title in (("heads", "attention heads kept"), ("ffn", "FFN neurons kept"), ("nonzero", "non-zero weights")):
+        widest = [
+            max((layers[i][key] for _, layers in stages if i < len(layers)), default=1) or 1 for i in range(depth)
+        ]
+        grid = [[layers[i][key] / (1 if key == "nonzero" else widest[i]) if i < len(layers) else float("nan")
+                 for i in range(depth)] for _, layers in stages]  # fmt: skip
+        panels.append((title, grid))
+    figure, axes = plt.subplots(1, 3, figsize=(14, 1.2 + 0.45 * len(stages)), squeeze=False)
+    for index, (axis, (title, grid)) in enumerate(zip(axes[0], panels)):
+        image = axis.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        axis.set_title(title, fontsize=9)
+        axis.set_yticks(range(len(stages)), [label for label, _ in stages] if index == 0 else [], fontsize=8)
+        axis.set_xticks(range(0, depth, max(1, depth // 10)))
+        axis.set_xlabel("layer")
+    figure.colorbar(image, ax=axes[0].tolist(), fraction=0.02)
+    _save_atomic(figure, path)
+    return path
+
+
+def plot_loss_curves(rows: Sequence, path: Path) -> Path | None:
+    """The training loss of every stage that trained, against its optimizer step."""
+    curves = [(r.label, (r.summary.get("train") or {}).get("loss_curve")) for r in rows]
+    curves = [(label, curve) for label, curve in curves if curve]
+    if not curves:
+        return None
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for label, curve in curves:
+        axis.plot([step for step, _ in curve], [loss for _, loss in curve], label=label)
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("training loss")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    _save_atomic(figure, path)
+    return path
+
+
+def plot_pareto(points: Sequence[tuple[float, float, str]], frontier: Sequence[int], key: str, title: str,
+                path: Path) -> Path:  # fmt: skip
+    """Runs as points (x = speed-up or size, y = metric), the Pareto frontier joined and marked."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.scatter([x for x, _, _ in points], [y for _, y, _ in points], color="tab:gray")
+    best = sorted((points[i] for i in frontier), key=lambda p: p[0])
+    axis.plot([x for x, _, _ in best], [y for _, y, _ in best], "o-", color="tab:red", label="Pareto frontier")
+    for x, y, name in points:
+        axis.annotate(Path(name).name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axis.set_xlabel("speed-up vs parent (x)" if key == "speedup" else "size on disk (MB)")
+    axis.set_ylabel("metric")
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    _save_atomic(figure, path)
+    return path

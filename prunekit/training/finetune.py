@@ -48,7 +48,7 @@ class FinetuneConfig:
     seed: int = 42
     weight_decay: float = 0.01
     warmup_ratio: float = 0.0
-    logging_steps: int = 50
+    logging_steps: float = 0.02  # a fraction of the steps: ~50 points of the loss curve
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
 
     def __post_init__(self) -> None:
