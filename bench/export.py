@@ -29,6 +29,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=32, help="the second timed shape's batch (default 32)")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prunekit-bench-export"))
+    parser.add_argument("--rtol", type=float, default=0.0, help="export's --rtol (default 0: --atol 1e-4 alone)")
+    parser.add_argument("--only", help="only the models whose label contains this text, e.g. SmolLM2")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -49,12 +51,20 @@ def main() -> None:
         "SmolLM2-135M dense (causal LM)": "smollm2",
         "SmolLM2-135M, 22 of 30 layers": str(work / "smollm2-22-layers"),
     }
-    results = {"benchmark": "export", "command": " ".join(["python", "bench/export.py", *sys.argv[1:]]), "rows": []}
+    name = f"export-{args.only.lower()}" if args.only else "export"
+    results = {
+        "benchmark": name,
+        "rtol": args.rtol,
+        "command": " ".join(["python", "bench/export.py", *sys.argv[1:]]),
+        "rows": [],
+    }
     for index, (label, model) in enumerate(models.items()):
+        if args.only and args.only not in label:
+            continue
         for batch in (1, args.batch_size):
             summary = prunekit("export", "onnx", "--model", model, "--out", str(work / f"{index}.onnx"), "--overwrite",
                                "--batch-size", str(batch), "--seq-len", "128", "--threads", "2",
-                               "--json", str(work / f"{index}-b{batch}.json"))  # fmt: skip
+                               "--rtol", str(args.rtol), "--json", str(work / f"{index}-b{batch}.json"))  # fmt: skip
             results["rows"].append(
                 {
                     "model": label,
@@ -67,7 +77,7 @@ def main() -> None:
                     "ratio_vs_torch": summary["ratio_vs_torch"],
                 }
             )
-            write_json_atomic(HERE / "results" / "export.json", results)
+            write_json_atomic(HERE / "results" / f"{name}.json", results)
     print(write_table(results))
 
 
@@ -86,7 +96,7 @@ def write_table(results: dict) -> str:
             f"{row['onnxruntime_ms']:.1f} ms | {row['ratio_vs_torch']:.2f}× |"
         )
     text = "\n".join(lines) + "\n"
-    (HERE / "results" / "export.md").write_text(text, encoding="utf-8")
+    (HERE / "results" / f"{results['benchmark']}.md").write_text(text, encoding="utf-8")
     return text
 
 

@@ -141,3 +141,34 @@ def test_two_process_language_model_distillation_with_adaptive_pruning(tiny_llam
     assert summary["train"]["world_size"] == 2 and summary["train"]["distill_from"] == str(tiny_llama_lm)
     assert sum(layer["heads"] for layer in summary["structure"]) == 8  # half of 2 x 8, in both processes alike
     assert summary["task"] == "lm" and summary["metrics"]["perplexity"] > 0
+
+
+@pytest.mark.slow
+def test_two_process_recipe_run_trains_every_stage_in_both_and_writes_once(tiny_bert, sentiment_dir, tmp_path):
+    """`prunekit run` under torchrun: training stages train in both processes (one process group for
+    the run), the one-shot prune runs in the first; masks are held by the next stage; one report."""
+    import yaml
+
+    recipe = tmp_path / "ddp.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "defaults": {"max_steps": 4, "batch_size": 8, "max_length": 16},
+        "stages": [
+            {"name": "ft", "method": "finetune"},
+            {"name": "prune", "method": "prune-magnitude", "sparsity": 0.5},
+            {"name": "recover", "method": "finetune"},
+            {"name": "control", "method": "finetune", "role": "control"},
+        ],
+    }))  # fmt: skip
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    args = [*LAUNCHERS["torchrun"], "-m", "prunekit", "run", str(recipe), "--model", str(tiny_bert), "--data",
+            str(sentiment_dir), "--out", str(out)]  # fmt: skip
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = {
+        name: json.loads((out / name / "summary.json").read_text()) for name in ("01-ft", "03-recover", "04-control")
+    }
+    assert [s["train"]["world_size"] for s in summaries.values()] == [2, 2, 2]
+    assert summaries["03-recover"]["sparsity"] == pytest.approx(0.5)
+    assert summaries["04-control"]["train"]["steps"] == 8
+    assert result.stdout.count("report: ") == 1 and (out / "report.html").is_file()

@@ -100,11 +100,23 @@ def test_export_mistakes_get_one_line_errors_and_write_nothing(tiny_bert, tmp_pa
 
 
 def test_an_export_that_disagrees_with_pytorch_is_refused_and_removed(tiny_bert, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("prunekit.export.max_difference", lambda *args: 0.5)
+    monkeypatch.setattr("prunekit.export.max_difference", lambda *args: (0.5, 0.5))
     path = tmp_path / "m.onnx"
     assert cli(f"{EXPORT} --model {tiny_bert} --out {path}") == 2
     assert "differ from PyTorch's by 0.5" in capsys.readouterr().err
     assert not path.exists() and not list(tmp_path.glob(".m.onnx*"))
+
+
+def test_rtol_allows_a_share_of_each_logit_on_top_of_atol(tiny_bert, tmp_path, capsys):
+    """The tiny model's logits are ~0.1 and its export differs by ~1e-8: an atol of 1e-12 refuses it,
+    the same atol with rtol 1e-3 (1e-4 of room per logit) accepts it and records both bounds."""
+    path = tmp_path / "m.onnx"
+    assert cli(f"{EXPORT} --model {tiny_bert} --out {path} --atol 1e-12") == 2
+    assert "(> --atol 1e-12)" in capsys.readouterr().err and not path.exists()
+    summary = tmp_path / "s.json"
+    assert cli(f"{EXPORT} --model {tiny_bert} --out {path} --atol 1e-12 --rtol 1e-3 --json {summary}") == 0
+    result = json.loads(summary.read_text())
+    assert result["rtol"] == 1e-3 and result["atol"] == 1e-12 and 1e-12 < result["max_abs_diff"] < 1e-4
 
 
 def test_export_without_onnx_says_how_to_install(tiny_bert, tmp_path, monkeypatch, capsys):

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from prunekit.errors import ConfigError
@@ -27,7 +28,7 @@ E2E = {
     "stages": [
         {"name": "finetune", "method": "finetune"},
         {"name": "prune", "method": "prune-structured", "heads": 0.5, "ffn": 0.5, "calibration_samples": 16},
-        {"name": "distill", "method": "distill", "teacher": "@finetune"},
+        {"name": "distill", "method": "distill", "teacher": "@finetune", "max_steps": 300, "checkpoint_every": 100},
         {"name": "control", "method": "finetune", "role": "control"},
         {"name": "speed", "method": "bench", "batch_size": 2, "seq_len": 16, "repeats": 3},
         {"name": "onnx", "method": "export", "format": "onnx", "seq_len": 16, "repeats": 2},
@@ -64,7 +65,7 @@ def test_the_default_recipe_is_the_recommended_workflow_against_a_control():
     recipe = read_recipe("default")
     methods = [stage.method for stage in recipe.stages]
     assert methods[:3] == ["lora", "adaptive", "finetune"]
-    assert recipe.stage("control").method == "finetune"
+    assert [stage.method for stage in recipe.stages if stage.role == "control"] == ["finetune"]
     assert recipe.stages[1].options["distill_from"] == recipe.stages[2].options["distill_from"] == "@lora"
 
 
@@ -213,9 +214,9 @@ def test_a_tiny_recipe_runs_end_to_end_and_chains_its_stages(e2e_run, tiny_bert)
     )
     pruned, distilled = stage_summary(out, "02-prune"), stage_summary(out, "03-distill")
     assert distilled["params_total"] == pruned["params_total"] < stage_summary(out, "01-finetune")["params_total"]
-    # the control: dense, from the input, for the steps of finetune (6) + distill (6)
+    # the control: dense, from the input, for the steps of finetune (6) + distill (300)
     control = stage_summary(out, "04-control")
-    assert records["04-control"]["input"] == str(tiny_bert) and control["train"]["steps"] == 12
+    assert records["04-control"]["input"] == str(tiny_bert) and control["train"]["steps"] == 306
     assert control["params_total"] == stage_summary(out, "01-finetune")["params_total"]
     bench = stage_summary(out, "05-speed")
     assert set(bench["models"]) == {"finetune", "prune", "distill", "control"}
@@ -307,32 +308,38 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_finished_stages(tiny_bert, senti
 
 @pytest.mark.slow
 def test_resume_after_a_sigkill_mid_stage_ends_like_an_uninterrupted_run(e2e_run, tiny_bert, sentiment_dir, tmp_path):
-    """A real SIGKILL of `prunekit run` while stage 3 trains; --resume keeps stages 1-2 and ends with
-    the same metrics in every stage as the uninterrupted run."""
+    """A real SIGKILL of `prunekit run` while stage 3 trains, after its first checkpoint; --resume keeps
+    stages 1-2, continues stage 3 from its checkpoint, and ends with the same metrics in every stage as
+    the uninterrupted run."""
     recipe = write_recipe(tmp_path / "e2e.yaml", E2E)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "prunekit", "run", str(recipe), "--model", str(tiny_bert), "--data",
                str(sentiment_dir), "--out", str(out)]  # fmt: skip
     runner = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = out / ".03-distill.log"
+    checkpoint = out / ".03-distill.checkpoints" / "checkpoint-100"
     deadline = time.time() + 240
-    while not (log.is_file() and "$ prunekit distill" in log.read_text()) and runner.poll() is None:
+    while not (checkpoint / "trainer_state.json").is_file() and runner.poll() is None:
         assert time.time() < deadline
-        time.sleep(0.2)
-    assert runner.poll() is None, "the run ended before stage 3 started"
-    time.sleep(2.0)  # inside the stage (its child loads models and trains)
+        time.sleep(0.05)
     os.kill(runner.pid, signal.SIGKILL)
-    runner.wait()
+    assert runner.wait() == -signal.SIGKILL, "the run ended before stage 3's first checkpoint"
     time.sleep(1.0)  # the stage's child follows its parent (PR_SET_PDEATHSIG)
     assert not (out / "03-distill" / "stage.json").exists() and (out / "02-prune" / "stage.json").is_file()
     kept = (out / "01-finetune" / "model.safetensors").stat().st_mtime_ns
     assert cli(f"run {recipe} --model {tiny_bert} --data {sentiment_dir} --out {out} --resume") == 0
     assert (out / "01-finetune" / "model.safetensors").stat().st_mtime_ns == kept  # not trained again
+    assert "continuing from" in (out / "03-distill" / "log.txt").read_text()
+    from safetensors.torch import load_file
+
     for folder in ("01-finetune", "02-prune", "03-distill", "04-control"):
         assert stage_summary(out, folder)["metrics"] == stage_summary(e2e_run, folder)["metrics"], folder
-        assert stage_summary(out, folder).get("train", {}).get("loss") == stage_summary(e2e_run, folder).get(
-            "train", {}
-        ).get("loss")
+        resumed, straight = (
+            load_file(out / folder / "model.safetensors"),
+            load_file(e2e_run / folder / "model.safetensors"),
+        )
+        assert resumed.keys() == straight.keys()
+        for name, tensor in straight.items():  # the same weights: the checkpoint restored data order and RNG too
+            assert torch.allclose(resumed[name], tensor, atol=1e-6), (folder, name)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
@@ -359,3 +366,56 @@ def test_the_html_report_opens_in_headless_chromium_with_every_image_loaded(e2e_
     pixels = Image.open(shot).convert("L")
     low, high = pixels.getextrema()
     assert high - low > 100  # not a blank page: table text and plots
+
+
+def test_lora_merge_evaluate_and_hf_export_stages_chain(tiny_bert, sentiment_dir, tmp_path):
+    recipe = {
+        "defaults": {**TINY, "max_steps": 3},
+        "stages": [
+            {"name": "lora", "method": "lora", "lr": 1.0e-2},
+            {"name": "merge", "method": "merge"},
+            {"name": "check", "method": "evaluate"},
+            {"name": "hf", "method": "export", "format": "hf"},
+        ],
+    }
+    out = tmp_path / "out"
+    path = write_recipe(tmp_path / "chain.yaml", recipe)
+    assert cli(f"run {path} --model {tiny_bert} --data {sentiment_dir} --out {out}") == 0
+    merge = json.loads((out / "02-merge" / "stage.json").read_text())["argv"]
+    # the adapter of the LoRA stage, merged into the model that stage started from
+    assert merge[merge.index("--adapter") + 1] == str(out / "01-lora" / "adapter")
+    assert merge[merge.index("--model") + 1] == str(tiny_bert)
+    merged, lora = stage_summary(out, "02-merge"), stage_summary(out, "01-lora")
+    assert merged["metrics"] == pytest.approx(lora["metrics"])
+    check = json.loads((out / "03-check" / "stage.json").read_text())
+    assert check["input"] == str(out / "02-merge") and stage_summary(out, "03-check")["metrics"] == pytest.approx(
+        lora["metrics"]
+    )
+    exported = out / "04-hf" / "model"
+    assert (exported / "config.json").is_file() and not (exported / "stage.json").exists()
+    assert cli(f"evaluate --model {exported} --data {sentiment_dir} --max-length 32 --json {tmp_path / 'e.json'}") == 0
+    assert json.loads((tmp_path / "e.json").read_text())["metrics"] == pytest.approx(lora["metrics"])
+
+
+def test_a_killed_lottery_stage_is_continued_with_its_own_resume(tmp_path):
+    from prunekit.recipes.recipe import INPUT
+    from prunekit.recipes.runner import RunState, stage_argv
+
+    recipe = parse_recipe({"stages": [{"name": "ticket", "method": "lottery", "rounds": 2}]}, "r.yaml")
+    state = RunState(tmp_path, "minilm", "data", models={INPUT: "minilm"})
+    folder = tmp_path / "01-ticket"
+    assert "--resume" not in stage_argv(recipe.stages[0], folder, state)
+    assert stage_argv(recipe.stages[0], folder, state, resume_partial=True)[-1] == "--resume"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ("--checkpoint-every 2", "--checkpoint-every: also pass --checkpoint-dir"),
+        ("--checkpoint-every 2 --checkpoint-dir {w}/ck --prune magnitude", "pruning schedule's state is not in"),
+    ],
+)
+def test_checkpoint_flags_are_checked(flags, message, tiny_bert, sentiment_dir, tmp_path, capsys):
+    command = f"finetune --model {tiny_bert} --data {sentiment_dir} --out {tmp_path / 'o'} " + flags.format(w=tmp_path)
+    assert cli(command) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -3,81 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import math
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 from prunekit.errors import ConfigError
-
-
-def _int_at_least(low: int, what: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}")
-        return value
-
-    return parse
-
-
-positive_int = _int_at_least(1, "a positive integer")
-count = _int_at_least(0, "an integer >= 0")
-
-
-def seed(text: str) -> int:
-    value = count(text)
-    if value >= 2**32:  # numpy's seed range
-        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2^32), found {text!r}")
-    return value
-
-
-def real(low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False):
-    """An argparse type for a finite float in a range, e.g. ``real(0, 1, high_open=True)`` for [0, 1)."""
-    if low is not None and high is not None:
-        what = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    elif low is not None:
-        what = f"a number {'>' if low_open else '>='} {low:g}"
-    else:
-        what = "a finite number"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}") from None
-        ok = math.isfinite(value)
-        if ok and low is not None:
-            ok = value > low if low_open else value >= low
-        if ok and high is not None:
-            ok = value < high if high_open else value <= high
-        if not ok:
-            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}")
-        return value
-
-    return parse
-
-
-def param_count(text: str) -> int:
-    """``15000000``, ``15M``, ``1.5e7`` or ``800K`` -> an integer parameter count."""
-    scale = {"K": 10**3, "M": 10**6, "B": 10**9}.get(text[-1:].upper(), 1)
-    try:
-        value = float(text[:-1] if scale > 1 else text) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a parameter count such as 15000000 or 15M, found {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive parameter count, found {text!r}")
-    return int(value)
-
-
-fraction = real(0, 1, high_open=True)  # sparsities, ratios: [0, 1)
-non_negative = real(0)
-positive = real(0, low_open=True)
+from prunekit.options import (  # noqa: F401  (the flag parsers, re-exported for the commands)
+    auto_or,
+    count,
+    fraction,
+    non_negative,
+    param_count,
+    positive,
+    positive_int,
+    real,
+    seed,
+)
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -134,6 +76,13 @@ def add_training_arguments(parser: argparse.ArgumentParser, with_max_steps: bool
         group.add_argument(
             "--max-steps", type=positive_int, help="stop after N optimizer steps (overrides --epochs' count)"
         )
+        group.add_argument(
+            "--checkpoint-every",
+            type=positive_int,
+            help="save a resumable checkpoint (weights, optimizer, data order, RNG) every N optimizer steps into "
+            "--checkpoint-dir; rerunning the command continues from the latest one",
+        )
+        group.add_argument("--checkpoint-dir", help="folder for --checkpoint-every's checkpoints")
     group.add_argument(
         "--epochs",
         type=auto_or(positive),
@@ -226,16 +175,6 @@ INPUT_FLAGS = {
 }
 
 
-def auto_or(parse: Callable[[str], float]) -> Callable[[str], float | str]:
-    """An argparse type accepting ``auto`` besides what ``parse`` accepts."""
-
-    def parse_or_auto(text: str) -> float | str:
-        return "auto" if text == "auto" else parse(text)
-
-    parse_or_auto.__name__ = getattr(parse, "__name__", "value")
-    return parse_or_auto
-
-
 def finetune_config(args: argparse.Namespace, train_size: int, max_steps: int | None = None):
     """The training flags as a ``FinetuneConfig``; ``--epochs auto`` / ``--warmup-ratio auto`` are
     resolved from ``train_size`` (see ``training.finetune.auto_passes``)."""
@@ -249,7 +188,16 @@ def finetune_config(args: argparse.Namespace, train_size: int, max_steps: int | 
         epochs = auto_passes(train_size, args.batch_size)
     if warmup == "auto":
         warmup = AUTO_WARMUP if args.epochs == "auto" and epochs > 1 else 0.0
+    checkpoint_every = getattr(args, "checkpoint_every", None)
+    if checkpoint_every and not args.checkpoint_dir:
+        raise ConfigError("--checkpoint-every: also pass --checkpoint-dir (where the checkpoints go)")
+    if checkpoint_every and getattr(args, "prune", None):
+        raise ConfigError(
+            f"--checkpoint-every with --prune {args.prune}: the pruning schedule's state is not in a Trainer "
+            "checkpoint; leave --checkpoint-every out (a killed run starts the stage again)"
+        )
     return FinetuneConfig(
+        checkpoint_every=checkpoint_every,
         epochs=epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -259,6 +207,20 @@ def finetune_config(args: argparse.Namespace, train_size: int, max_steps: int | 
         warmup_ratio=warmup,
         max_steps=max_steps,
     )
+
+
+@contextlib.contextmanager
+def training_dir(args: argparse.Namespace, kind: str) -> Iterator[str]:
+    """The Trainer's work folder: ``--checkpoint-dir`` when checkpoints are kept (it stays), else a
+    scratch folder removed at the end."""
+    from prunekit.io import work_dir
+
+    if getattr(args, "checkpoint_every", None):
+        Path(args.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        yield args.checkpoint_dir
+        return
+    with work_dir(kind) as folder:
+        yield folder
 
 
 def data_kwargs(args: argparse.Namespace) -> dict:
@@ -350,10 +312,9 @@ def magnitude_config(args: argparse.Namespace, importance: str = "magnitude"):
     magnitude, each output row for Wanda, each matrix for SparseGPT."""
     from prunekit.methods.magnitude import MagnitudeConfig
 
-    default_scope = {"wanda": "row", "sparsegpt": "layer"}.get(importance, "global")
     return MagnitudeConfig(
         sparsity=args.sparsity,
-        scope=args.scope or default_scope,
+        scope=args.scope,
         pattern=args.pattern,
         targets=args.targets,
         exclude=args.exclude,

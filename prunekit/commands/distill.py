@@ -16,13 +16,14 @@ from prunekit.commands.common import (
     finetune_config,
     load_text_training_data,
     lora_settings,
-    non_negative,
-    positive,
     positive_int,
     preflight,
     print_result,
+    training_dir,
 )
 from prunekit.errors import ConfigError
+from prunekit.options import add_config_arguments, config_from_args
+from prunekit.training.distill_config import DistillConfig
 
 
 def add_parser(commands) -> None:
@@ -34,15 +35,7 @@ def add_parser(commands) -> None:
         "--student-layers", type=positive_int, help="build the student from the teacher: keep K evenly spaced layers"
     )
     add_output_arguments(p)
-    group = p.add_argument_group("distillation loss")
-    group.add_argument("--temperature", type=positive, default=2.0, help="softmax temperature T (default 2)")
-    group.add_argument("--alpha-ce", type=non_negative, default=0.5, help="hard-label loss weight (default 0.5)")
-    group.add_argument("--alpha-kd", type=non_negative, default=0.5, help="soft-target loss weight (default 0.5)")
-    group.add_argument("--alpha-hidden", type=non_negative, default=0.0, help="hidden-state loss weight (default 0)")
-    group.add_argument("--alpha-attn", type=non_negative, default=0.0, help="attention-map loss weight (default 0)")
-    group.add_argument("--hidden-loss", choices=["mse", "cosine"], default="mse")
-    group.add_argument("--layer-map", default="auto", help="'auto' or student:teacher layer pairs, e.g. 0:1,1:3,2:5")
-    group.add_argument("--cache-teacher", action="store_true", help="compute teacher logits once per example")
+    add_config_arguments(p.add_argument_group("distillation loss"), DistillConfig)
     add_data_arguments(p, with_train=True)
     add_training_arguments(p)
     add_lora_arguments(p)
@@ -55,28 +48,18 @@ def run(args: argparse.Namespace) -> dict:
     from prunekit.data import load_task_data
     from prunekit.data.text import is_text_corpus
     from prunekit.evaluation import make_summary, model_size, peak_memory_mb
-    from prunekit.io import atomic_output_dir, work_dir, write_json_atomic
+    from prunekit.io import atomic_output_dir, write_json_atomic
     from prunekit.methods.stage import save_stage, train_stage
     from prunekit.models import load_model, task_label_names
     from prunekit.pruning.masks import MaskSet
     from prunekit.training.distill import (
-        DistillConfig,
         check_teacher,
         masks_of_kept_layers,
         student_from_teacher,
     )
 
     folders = preflight(args, {"--teacher": args.teacher, "--student": args.student})
-    distill_config = DistillConfig(
-        temperature=args.temperature,
-        alpha_ce=args.alpha_ce,
-        alpha_kd=args.alpha_kd,
-        alpha_hidden=args.alpha_hidden,
-        alpha_attn=args.alpha_attn,
-        hidden_loss=args.hidden_loss,
-        layer_map=args.layer_map,
-        cache_teacher=args.cache_teacher,
-    )
+    distill_config = config_from_args(DistillConfig, args)
     teacher, tokenizer = load_model(args.teacher, flag="--teacher")
     if is_text_corpus(args.data, args.train_file, args.eval_file):
         data, train_size = load_text_training_data(args, folders["--teacher"], flag="--teacher")
@@ -111,7 +94,7 @@ def run(args: argparse.Namespace) -> dict:
     def evaluate(model) -> dict:
         return evaluation_fields(args, model, tokenizer, data)
 
-    with work_dir("distill") as scratch:
+    with training_dir(args, "distill") as scratch:
         result = train_stage(
             student,
             tokenizer,

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-from prunekit.commands.common import positive, positive_int, preflight, print_result, task_of, write_optional_json
+from prunekit.commands.common import (
+    non_negative,
+    positive,
+    positive_int,
+    preflight,
+    print_result,
+    task_of,
+    write_optional_json,
+)
 from prunekit.errors import ConfigError, ExportError
 
 OPSET = 18  # ONNX opset of the exported graph unless --opset says otherwise
@@ -26,6 +34,13 @@ def add_parser(commands) -> None:
         type=positive,
         default=1e-4,
         help="largest difference allowed between ONNX Runtime's and PyTorch's logits (default 1e-4)",
+    )
+    p.add_argument(
+        "--rtol",
+        type=non_negative,
+        default=0.0,
+        help="also allow this fraction of each logit's size (numpy's allclose rule: |a - b| <= atol + rtol x |b|); "
+        "default 0",
     )
     group = p.add_argument_group("timing (ONNX Runtime vs PyTorch, interleaved)")
     group.add_argument("--batch-size", type=positive_int, default=1, help="sequences per batch (default 1)")
@@ -54,11 +69,13 @@ def run(args: argparse.Namespace) -> dict:
         sample_inputs(model, names, 2, 16, seed=0),
         sample_inputs(model, names, args.batch_size, args.seq_len, seed=1),
     ]
-    difference = max(max_difference(model, runner, batch) for batch in batches)
-    if difference > args.atol:
+    differences = [max_difference(model, runner, batch, args.rtol) for batch in batches]
+    difference, excess = max(d for d, _ in differences), max(e for _, e in differences)
+    if excess > args.atol:
         out.unlink()
+        bound = f"--atol {args.atol:g}" + (f" + --rtol {args.rtol:g} x |logit|" if args.rtol else "")
         raise ExportError(
-            f"--out {out}: ONNX Runtime's logits differ from PyTorch's by {difference:.3g} (> --atol {args.atol:g}); "
+            f"--out {out}: ONNX Runtime's logits differ from PyTorch's by {difference:.3g} (> {bound}); "
             "the file was removed"
         )
     torch_stats, onnx_stats = time_against_torch(model, runner, batches[1], args.threads, args.repeats)
@@ -77,6 +94,7 @@ def run(args: argparse.Namespace) -> dict:
         opset=args.opset,
         max_abs_diff=difference,
         atol=args.atol,
+        rtol=args.rtol,
         onnxruntime_latency_ms=onnx_stats.as_dict(),
         torch_latency_ms=torch_stats.as_dict(),
         ratio_vs_torch=round(torch_stats.median / onnx_stats.median, 4),

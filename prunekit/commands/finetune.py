@@ -26,6 +26,7 @@ from prunekit.commands.common import (
     preflight,
     print_result,
     real,
+    training_dir,
 )
 from prunekit.errors import ConfigError
 
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> dict:
     from transformers import set_seed
 
     from prunekit.evaluation import make_summary, model_size, peak_memory_mb
-    from prunekit.io import atomic_output_dir, work_dir, write_json_atomic
+    from prunekit.io import atomic_output_dir, write_json_atomic
     from prunekit.methods.stage import save_stage, train_stage
     from prunekit.models import load_model
     from prunekit.pruning.masks import MaskSet
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> dict:
     def evaluate(trained) -> dict:
         return evaluation_fields(args, trained, tokenizer, data)["metrics"]
 
-    with work_dir("finetune") as scratch:
+    with training_dir(args, "finetune") as scratch:
         result = train_stage(
             model,
             tokenizer,

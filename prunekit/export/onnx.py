@@ -123,18 +123,23 @@ class OnnxRunner:
         return self.session.run(["logits"], {name: tensor.numpy() for name, tensor in inputs.items()})[0]
 
 
-def max_difference(model: PreTrainedModel, runner: OnnxRunner, inputs: dict[str, torch.Tensor]) -> float:
-    """The largest absolute difference between ONNX Runtime's and PyTorch's logits (padded positions
-    of a causal LM are left out: their logits are not defined by the inputs)."""
+def max_difference(
+    model: PreTrainedModel, runner: OnnxRunner, inputs: dict[str, torch.Tensor], rtol: float = 0.0
+) -> tuple[float, float]:
+    """The largest absolute difference between ONNX Runtime's and PyTorch's logits, and the largest
+    ``|got - expected| - rtol * |expected|`` (numpy's allclose rule: parity holds when it is <= atol).
+    Padded positions of a causal LM are left out: their logits are not defined by the inputs."""
     with torch.inference_mode():
         expected = LogitsGraph(model).eval()(**inputs).float().numpy()
     got = runner(**inputs)
     if got.shape != expected.shape:
         raise ExportError(f"ONNX Runtime returned logits of shape {got.shape}, PyTorch {expected.shape}")
     difference = np.abs(got - expected)
+    excess = difference - rtol * np.abs(expected)
     if difference.ndim == 3:  # (batch, sequence, vocabulary)
-        difference = difference[inputs["attention_mask"].numpy().astype(bool)]
-    return float(difference.max())
+        kept = inputs["attention_mask"].numpy().astype(bool)
+        difference, excess = difference[kept], excess[kept]
+    return float(difference.max()), float(excess.max())
 
 
 def time_against_torch(

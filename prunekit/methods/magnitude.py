@@ -28,6 +28,7 @@ from prunekit.pruning.select import (
 )
 
 SCOPES = ("global", "layer", "row")
+DEFAULT_SCOPE = {"magnitude": "global", "wanda": "row", "sparsegpt": "layer"}
 IMPORTANCE = ("magnitude", "wanda", "sparsegpt")
 
 
@@ -36,7 +37,9 @@ class MagnitudeConfig:
     """What to prune and how. ``pattern`` (N:M) overrides ``sparsity`` and ``scope``."""
 
     sparsity: float = 0.5
-    scope: str = "global"  # global: one ranking over all targets; layer: each matrix; row: each output row
+    # global: one ranking over all targets; layer: each matrix; row: each output row. None: the
+    # importance's own (DEFAULT_SCOPE: magnitude global, Wanda per row, SparseGPT per matrix)
+    scope: str | None = None
     pattern: str | None = None  # "2:4": keep 2 of every 4 consecutive input weights
     targets: str | None = None  # regex over module names; default: every projection inside the layers
     exclude: str | None = None  # regex over module names to leave alone
@@ -46,6 +49,8 @@ class MagnitudeConfig:
 
     def __post_init__(self) -> None:
         check_sparsity(self.sparsity)
+        if self.importance in DEFAULT_SCOPE and self.scope is None:
+            self.scope = DEFAULT_SCOPE[self.importance]
         if self.scope not in SCOPES:
             raise ConfigError(f"--scope {self.scope!r}: expected one of {', '.join(SCOPES)}")
         if self.importance not in IMPORTANCE:

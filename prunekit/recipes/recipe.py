@@ -57,8 +57,10 @@ class Recipe:
     def dump(self) -> str:
         return yaml.safe_dump(self.as_dict(), sort_keys=False, allow_unicode=True)
 
-    def stage(self, role: str) -> Stage | None:
-        return next((stage for stage in self.stages if stage.role == role), None)
+
+def _show(key: Any) -> str:
+    """A key as a message shows it: plain when it is a word, else quoted (no line breaks in errors)."""
+    return key if isinstance(key, str) and re.fullmatch(r"[\w@-]+", key) else repr(key)
 
 
 def builtin_recipes() -> dict[str, Path]:
@@ -90,10 +92,11 @@ def read_recipe(spec: str, overrides: list[str] = ()) -> Recipe:
 
 def apply_override(raw: Any, override: str, origin: str) -> Any:
     """``stages[2].sparsity=0.8`` or ``defaults.seed=1``: the value is read as YAML (``0.8`` is a number)."""
+    shown = override if override.isprintable() else repr(override)
     path, sep, text = override.partition("=")
     match = re.fullmatch(r"(?:stages\[(\d+)\]|(defaults)|(description))(?:\.([A-Za-z_][\w-]*))?", path.strip())
     if not sep or not match or (match.group(3) is None) == (match.group(4) is None):
-        raise ConfigError(f"--set {override}: expected stages[N].KEY=VALUE, defaults.KEY=VALUE or description=TEXT")
+        raise ConfigError(f"--set {shown}: expected stages[N].KEY=VALUE, defaults.KEY=VALUE or description=TEXT")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -106,13 +109,13 @@ def apply_override(raw: Any, override: str, origin: str) -> Any:
         raw["description"] = value
     elif defaults:
         if not isinstance(raw.setdefault("defaults", {}), dict):
-            raise ConfigError(f"--set {override}: {origin}'s defaults is not a mapping")
+            raise ConfigError(f"--set {shown}: {origin}'s defaults is not a mapping")
         raw["defaults"][key] = value
     else:
         stages = raw.get("stages")
         if not isinstance(stages, list) or int(index) >= len(stages) or not isinstance(stages[int(index)], dict):
             count = len(stages) if isinstance(stages, list) else 0
-            raise ConfigError(f"--set {override}: {origin} has {count} stage(s), numbered from 0")
+            raise ConfigError(f"--set {shown}: {origin} has {count} stage(s), numbered from 0")
         stages[int(index)][key] = value
     return raw
 
@@ -125,7 +128,8 @@ def parse_recipe(raw: Any, origin: str) -> Recipe:
         raise fail("", f"expected a mapping with a 'stages' list, got {type(raw).__name__}")
     for key in raw:
         if key not in TOP_KEYS:
-            raise fail(str(key), f"unknown key{did_you_mean(str(key), list(TOP_KEYS))}; expected {', '.join(TOP_KEYS)}")
+            hint = did_you_mean(str(key), list(TOP_KEYS))
+            raise fail(_show(key), f"unknown key{hint}; expected {', '.join(TOP_KEYS)}")
     description = raw.get("description") or ""
     if not isinstance(description, str):
         raise fail("description", f"expected a string, got {description!r}")
@@ -135,7 +139,7 @@ def parse_recipe(raw: Any, origin: str) -> Recipe:
     known = {key for method in METHODS.values() for key in method.options}
     for key, value in defaults.items():
         if str(key) not in known:
-            raise fail(f"defaults.{key}", f"not an option of any method{did_you_mean(str(key), sorted(known))}")
+            raise fail(f"defaults.{_show(key)}", f"not an option of any method{did_you_mean(str(key), sorted(known))}")
         problems = {m.options[key].check(value) for m in METHODS.values() if key in m.options}
         if None not in problems:
             raise fail(f"defaults.{key}", sorted(problems)[0])
@@ -189,7 +193,7 @@ def _parse_stage(entry: Any, where: str, defaults: dict, earlier: list[Stage], f
         key = str(key)
         if key not in method.options:
             hint = did_you_mean(key, [*method.options, *STAGE_KEYS])
-            raise fail(f"{where}.{key}", f"not an option of method {method_name}{hint}")
+            raise fail(f"{where}.{_show(key)}", f"not an option of method {method_name}{hint}")
         if value is None:
             options.pop(key, None)
             continue

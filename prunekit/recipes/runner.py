@@ -4,8 +4,9 @@ Every stage is the prunekit command its method names, run as a child process (it
 own log; under torchrun in the process itself), so a stage does exactly what the same command typed
 by hand does. A stage is finished when
 its ``stage.json`` exists (written last, atomically); ``--resume`` skips finished stages and reruns a
-killed one: a lottery stage continues after its last finished round, a training stage starts again
-from its seeded beginning (so it ends with the same model as an uninterrupted run). A failing stage
+killed one: a training stage with ``checkpoint_every`` continues from its latest Trainer checkpoint, a
+lottery stage after its last finished round, any other stage starts again from its seeded beginning
+(so it ends with the same model as an uninterrupted run). A failing stage
 (a NaN loss, a bad option) stops the run with its error line and leaves the finished stages as they are.
 
 Under ``torchrun`` every process runs the training stages together (in one process group for the
@@ -73,7 +74,7 @@ def prepare_out(out: Path, recipe: Recipe, model: str, data: str | None, resume:
             raise ConfigError(f"--out {out}: a folder that holds something other than a prunekit run; pick a new one")
         if resume:
             saved = json.loads((out / RUN_FILE).read_text())
-            changed = [key for key in settings if saved.get(key) != settings[key]]
+            changed = [key for key in settings if _same_input(saved.get(key)) != _same_input(settings[key])]
             if changed:
                 flags = ", ".join(f"--{key} was {saved.get(key)!r}" for key in changed)
                 raise ConfigError(f"--resume: {out} was started with different inputs ({flags})")
@@ -83,11 +84,18 @@ def prepare_out(out: Path, recipe: Recipe, model: str, data: str | None, resume:
             raise ConfigError(f"--out {out}: holds a run already; pass --resume to continue it or --overwrite")
     elif resume:
         raise ConfigError(f"--resume: {out} holds no run to continue")
+    for index, stage in enumerate(recipe.stages, 1):
+        _finished(stage_folder(out, index, stage), stage)  # a changed recipe is refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
-        out / RUN_FILE, {**settings, "recipe": recipe.origin, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    )
-    write_text_atomic(out / RECIPE_FILE, recipe.dump())
+    if not (out / RUN_FILE).is_file():
+        started = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_json_atomic(out / RUN_FILE, {**settings, "recipe": recipe.origin, "started": started})
+    write_text_atomic(out / RECIPE_FILE, recipe.dump())  # later stages may change on --resume
+
+
+def _same_input(value: str | None) -> str | None:
+    """A model or data path compared by the place it names (an alias such as minilm as given)."""
+    return str(Path(value).resolve()) if value is not None and Path(value).exists() else value
 
 
 def run_recipe(
@@ -102,10 +110,10 @@ def run_recipe(
         record = _finished(folder, stage)
         if record is None:
             print(f"\n== stage {folder.name} ({stage.method})", flush=True)
-            record = _run_stage(recipe, stage, folder, state)
+            record = _run_stage(stage, folder, state)
         else:
             print(f"== stage {folder.name} ({stage.method}): finished earlier, kept", flush=True)
-        _advance(state, stage, folder, record)
+        _advance(state, stage, record)
     return state.records
 
 
@@ -122,7 +130,7 @@ def _finished(folder: Path, stage: Stage) -> dict | None:
     return record
 
 
-def _advance(state: RunState, stage: Stage, folder: Path, record: dict) -> None:
+def _advance(state: RunState, stage: Stage, record: dict) -> None:
     state.records.append(record)
     if record.get("model") is None:
         return
@@ -169,11 +177,18 @@ def stage_argv(stage: Stage, folder: Path, state: RunState, resume_partial: bool
                 f"stage {folder.name}: the control trains as many steps as the model before it took; none did"
             )
         argv += ["--max-steps", str(budget)]
+    if options.get("checkpoint_every"):
+        argv += ["--checkpoint-dir", str(checkpoint_dir(folder))]
     if method.makes_model:
         argv += ["--out", str(folder)]
         if resume_partial:
             argv.append("--resume")
     return argv
+
+
+def checkpoint_dir(folder: Path) -> Path:
+    """Where a stage with ``checkpoint_every`` keeps its Trainer checkpoints until it finishes."""
+    return folder.parent / f".{folder.name}.checkpoints"
 
 
 def _record_input(state: RunState, model: str) -> str:
@@ -182,7 +197,7 @@ def _record_input(state: RunState, model: str) -> str:
     return record["input"] if record else model
 
 
-def _run_stage(recipe: Recipe, stage: Stage, folder: Path, state: RunState) -> dict:
+def _run_stage(stage: Stage, folder: Path, state: RunState) -> dict:
     method = METHODS[stage.method]
     started = time.time()
     record = {"stage": stage.as_dict(), "method": stage.method, "input": _input_of(stage, state)}
@@ -199,6 +214,7 @@ def _run_stage(recipe: Recipe, stage: Stage, folder: Path, state: RunState) -> d
         if not (folder / "summary.json").is_file():  # else: finished, killed before its stage.json
             _run_command(argv, log, folder.name)
         _move_log(log, folder)
+        shutil.rmtree(checkpoint_dir(folder), ignore_errors=True)  # the stage is done: nothing to continue
     else:
         with atomic_output_dir(folder) as tmp:
             argv = _run_in(stage, method, tmp, state)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # flags the runner sets itself (the model chain, the stage folder, resumption); a recipe never names them
-RUNNER_FLAGS = {"--help", "--model", "--student", "--out", "--overwrite", "--json", "--resume"}
+RUNNER_FLAGS = {"--help", "--model", "--student", "--out", "--overwrite", "--json", "--resume", "--checkpoint-dir"}
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def write_comparison(runs: list[str], out: str | os.PathLike) -> tuple[Path, Pat
     """``compare.md`` / ``compare.html`` / ``compare.json`` and the Pareto plots in ``out``."""
     from prunekit.io import write_json_atomic, write_text_atomic
     from prunekit.report.plots import plot_pareto
-    from prunekit.report.run_report import _html
+    from prunekit.report.run_report import html_page
 
     rows = [final_row(run) for run in runs]
     names = {row["metric_name"] for row in rows if row["metric_name"]}
@@ -82,5 +82,7 @@ def write_comparison(runs: list[str], out: str | os.PathLike) -> tuple[Path, Pat
     md = ["# prunekit compare", "", markdown_table(header, body), ""]
     md += [line for title, path in plots for line in (f"## {title}", "", f"![{title}]({path.name})", "")]
     write_text_atomic(out / "compare.md", "\n".join(md))
-    write_text_atomic(out / "compare.html", _html("prunekit compare", f"{len(rows)} runs", header, body, [], [], plots))
+    write_text_atomic(
+        out / "compare.html", html_page("prunekit compare", f"{len(rows)} runs", header, body, [], [], plots)
+    )
     return out / "compare.md", out / "compare.html"

@@ -170,7 +170,7 @@ def write_report(out: str | os.PathLike) -> tuple[Path, Path]:
     for caption, path in plots:
         md += [f"## {caption}", "", f"![{caption}]({PLOTS_DIR}/{path.name})", ""]
     write_text_atomic(out / REPORT_MD, "\n".join(md))
-    write_text_atomic(out / REPORT_HTML, _html(title, intro, header, body, notes, exports, plots))
+    write_text_atomic(out / REPORT_HTML, html_page(title, intro, header, body, notes, exports, plots))
     return out / REPORT_MD, out / REPORT_HTML
 
 
@@ -181,7 +181,7 @@ STYLE = (
 )
 
 
-def _html(title, intro, header, body, notes, exports, plots) -> str:
+def html_page(title, intro, header, body, notes, exports, plots) -> str:
     esc = html.escape
     rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in body)
     parts = [

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,39 +34,10 @@ from prunekit.data.text import TextSplit
 from prunekit.errors import ConfigError
 from prunekit.pruning.masks import MaskSet
 from prunekit.pruning.surgery import drop_layers
+from prunekit.training.distill_config import DistillConfig
 from prunekit.training.finetune import CheckedTrainer, FinetuneConfig, training_arguments, training_data
 
 PROJECTIONS = "prunekit_distill_projections"  # attached to the student while it trains, removed after
-
-
-@dataclass
-class DistillConfig:
-    temperature: float = 2.0
-    alpha_ce: float = 0.5
-    alpha_kd: float = 0.5
-    alpha_hidden: float = 0.0
-    alpha_attn: float = 0.0
-    hidden_loss: str = "mse"  # mse | cosine
-    layer_map: str = "auto"  # "auto" or "s:t,s:t,..." (student layer : teacher layer, 0-based)
-    cache_teacher: bool = False
-    pairs: list[tuple[int, int]] = field(default_factory=list)  # resolved by resolve_layer_map
-
-    def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ConfigError(f"--temperature {self.temperature:g}: expected > 0")
-        for flag in ("alpha_ce", "alpha_kd", "alpha_hidden", "alpha_attn"):
-            if getattr(self, flag) < 0:
-                raise ConfigError(f"--{flag.replace('_', '-')} {getattr(self, flag):g}: expected >= 0")
-        if self.hidden_loss not in ("mse", "cosine"):
-            raise ConfigError(f"--hidden-loss {self.hidden_loss}: expected mse or cosine")
-        if self.cache_teacher and (self.alpha_hidden or self.alpha_attn):
-            raise ConfigError(
-                "--cache-teacher caches logits only; it cannot be combined with --alpha-hidden/--alpha-attn"
-            )
-
-    @property
-    def uses_layers(self) -> bool:
-        return bool(self.alpha_hidden or self.alpha_attn)
 
 
 def resolve_layer_map(text: str, student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:

@@ -17,6 +17,7 @@ from transformers import (
     TrainingArguments,
     default_data_collator,
 )
+from transformers.trainer_utils import get_last_checkpoint
 
 from prunekit.data import EncodedSplit, Split, TaskSpec, make_collator
 from prunekit.data.text import BlockDataset, TextSplit, packed_blocks
@@ -50,6 +51,7 @@ class FinetuneConfig:
     warmup_ratio: float = 0.0
     logging_steps: float = 0.02  # a fraction of the steps: ~50 points of the loss curve
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    checkpoint_every: int | None = None  # optimizer steps between resumable checkpoints in the work folder
 
     def __post_init__(self) -> None:
         checks = {
@@ -78,7 +80,9 @@ def training_arguments(config: FinetuneConfig, work_dir: str | Path) -> Training
         seed=config.seed,
         data_seed=config.seed,
         logging_steps=config.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if config.checkpoint_every else "no",
+        save_steps=config.checkpoint_every or 500,
+        save_total_limit=1,  # the latest checkpoint is enough to continue
         report_to="none",
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -102,6 +106,11 @@ class CheckedTrainer(Trainer):
         return loss
 
     def train(self, *args, **kwargs):
+        if self.args.save_strategy != "no" and "resume_from_checkpoint" not in kwargs:
+            last = get_last_checkpoint(self.args.output_dir) if Path(self.args.output_dir).is_dir() else None
+            if last is not None:  # a killed run's checkpoint: weights, optimizer, schedule, data order, RNG
+                print(f"continuing from {last}", flush=True)
+                kwargs["resume_from_checkpoint"] = last
         try:
             result = super().train(*args, **kwargs)
         except BaseException:
