@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from prunekit.io import write_json_atomic, write_text_atomic
-from prunekit.report.run_report import markdown_table, read_run, table
+from prunekit.report.run_report import export_lines, markdown_table, read_run, table
 
 HERE = Path(__file__).resolve().parent
 SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
@@ -62,6 +62,9 @@ def record(name: str, command: list[str], out: Path) -> None:
     write_json_atomic(HERE / "results" / f"{name}.json", {"benchmark": name, "command": shown, "stages": stages})
     header, body = table(rows)
     text = f"Command: `{shown}`\n\n{markdown_table(header, body)}\n"
+    exports = export_lines(rows)
+    if exports:
+        text += "\n" + "\n".join(exports) + "\n"
     write_text_atomic(HERE / "results" / f"{name}.md", text)
     print(text)
 

@@ -120,7 +120,7 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _exports(rows: list[StageRow]) -> list[str]:
+def export_lines(rows: list[StageRow]) -> list[str]:
     lines = []
     for row in rows:
         s = row.summary
@@ -163,7 +163,7 @@ def write_report(out: str | os.PathLike) -> tuple[Path, Path]:
     )
     title = f"prunekit run: {run.get('recipe')}"
     intro = f"Model `{run.get('model')}`, data `{run.get('data')}`, started {run.get('started')}."
-    exports = _exports(rows)
+    exports = export_lines(rows)
     md = [f"# {title}", "", intro, "", markdown_table(header, body), "", *notes, ""]
     if exports:
         md += ["## Exports", "", *exports, ""]
