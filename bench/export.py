@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prunekit-bench-export"))
     parser.add_argument("--rtol", type=float, default=0.0, help="export's --rtol (default 0: --atol 1e-4 alone)")
     parser.add_argument("--only", help="only the models whose label contains this text, e.g. SmolLM2")
+    parser.add_argument("--reference", choices=["float32", "float64"], default="float32", help="export's --reference")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,8 @@ def main() -> None:
         for batch in (1, args.batch_size):
             summary = prunekit("export", "onnx", "--model", model, "--out", str(work / f"{index}.onnx"), "--overwrite",
                                "--batch-size", str(batch), "--seq-len", "128", "--threads", "2",
-                               "--rtol", str(args.rtol), "--json", str(work / f"{index}-b{batch}.json"))  # fmt: skip
+                               "--rtol", str(args.rtol), "--reference", args.reference,
+                               "--json", str(work / f"{index}-b{batch}.json"))  # fmt: skip
             results["rows"].append(
                 {
                     "model": label,

@@ -119,6 +119,26 @@ def test_rtol_allows_a_share_of_each_logit_on_top_of_atol(tiny_bert, tmp_path, c
     assert result["rtol"] == 1e-3 and result["atol"] == 1e-12 and 1e-12 < result["max_abs_diff"] < 1e-4
 
 
+def test_a_float64_reference_judges_onnx_by_pytorchs_own_rounding(tiny_bert, tmp_path, capsys):
+    """--reference float64: ONNX Runtime may differ from PyTorch float32 by as much as float32 rounding
+    allows (both are compared with the model run in float64); a far-off graph is still refused."""
+    summary, path = tmp_path / "s.json", tmp_path / "m.onnx"
+    assert cli(f"{EXPORT} --model {tiny_bert} --out {path} --reference float64 --atol 1e-6 --json {summary}") == 0
+    result = json.loads(summary.read_text())
+    assert result["reference"] == "float64" and result["beyond_reference"] <= 1e-6
+
+
+def test_a_graph_far_from_float64_is_refused(tiny_bert, tmp_path, monkeypatch, capsys):
+    from prunekit.export import onnx as onnx_module
+
+    run = onnx_module.OnnxRunner.__call__
+    monkeypatch.setattr(onnx_module.OnnxRunner, "__call__", lambda self, **inputs: run(self, **inputs) + 0.01)
+    path = tmp_path / "m.onnx"
+    assert cli(f"{EXPORT} --model {tiny_bert} --out {path} --reference float64") == 2
+    assert "further from float64 than PyTorch float32 is, > --atol 0.0001" in capsys.readouterr().err
+    assert not path.exists()
+
+
 def test_export_without_onnx_says_how_to_install(tiny_bert, tmp_path, monkeypatch, capsys):
     import importlib.util
 
