@@ -91,6 +91,7 @@ def test_help_lists_the_same_options_and_defaults_as_the_recipe_schema(name, cap
     flags = {a.option_strings[-1] for a in _parser(method.command)._actions if a.option_strings}
     keys = {o.flag for o in method.options.values() if o.flag}
     from prunekit.recipes.schema import RUNNER_FLAGS as runner_owned
+
     fixed = {word for words in method.fixed.values() for word in words if word.startswith("--")}
     omitted = {"--" + key.replace("_", "-") for key in method.omit}
     assert flags - keys <= runner_owned | fixed | omitted | set(required)
