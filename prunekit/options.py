@@ -118,11 +118,11 @@ def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-def add_config_arguments(group: argparse._ActionsContainer, config: type, skip: Iterable[str] = ()) -> None:
-    """Add a flag for every ``option`` field of the dataclass ``config`` (but those in ``skip``)."""
+def add_config_arguments(group: argparse._ActionsContainer, config: type) -> None:
+    """Add a flag for every ``option`` field of the dataclass ``config``."""
     for field in dataclasses.fields(config):
         spec = field.metadata.get(FLAG)
-        if spec is None or field.name in skip:
+        if spec is None:
             continue
         if spec["switch"]:
             group.add_argument(flag_name(field.name), action="store_true", help=spec["help"])

@@ -286,6 +286,14 @@ def test_resume_refuses_a_changed_recipe_or_input(e2e_run, tiny_bert, sentiment_
     assert "different inputs" in capsys.readouterr().err
 
 
+def test_resume_accepts_the_same_data_spelled_another_way(e2e_run, tiny_bert, sentiment_dir, tmp_path, capsys):
+    run = shutil.copytree(e2e_run, tmp_path / "run")
+    recipe = write_recipe(tmp_path / "e2e.yaml", E2E)
+    spelled = f"{sentiment_dir.parent}/./{sentiment_dir.name}"
+    assert cli(f"run {recipe} --model {tiny_bert} --data {spelled} --out {run} --resume") == 0
+    assert capsys.readouterr().out.count("finished earlier, kept") == len(E2E["stages"])
+
+
 def test_a_nan_loss_stops_the_run_and_keeps_the_finished_stages(tiny_bert, sentiment_dir, tmp_path, capsys):
     recipe = {
         "defaults": {**TINY, "max_steps": 4},

@@ -65,6 +65,12 @@ class TransformerLayer:
     attention: AttentionBlock
     ffn: FeedForwardBlock
 
+    def linears(self) -> list[nn.Linear]:
+        """The layer's projections: attention q, k, v, output, then FFN gate (if any), up, down."""
+        attn, ffn = self.attention, self.ffn
+        found = (attn.query, attn.key, attn.value, attn.output, ffn.gate, ffn.up, ffn.down)
+        return [linear for linear in found if linear is not None]
+
 
 class ModelAdapter(ABC):
     """Base class: subclasses name their ``model_types`` and locate the blocks."""
@@ -114,10 +120,8 @@ class ModelAdapter(ABC):
         names = {id(module): name for name, module in self.model.named_modules()}
         found: dict[str, nn.Linear] = {}
         for layer in self.layers():
-            attn, ffn = layer.attention, layer.ffn
-            for linear in (attn.query, attn.key, attn.value, attn.output, ffn.gate, ffn.up, ffn.down):
-                if linear is not None:
-                    found[names[id(linear)]] = linear
+            for linear in layer.linears():
+                found[names[id(linear)]] = linear
         return found
 
     def describe(self) -> list[dict[str, int]]:

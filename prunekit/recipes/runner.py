@@ -157,19 +157,18 @@ def stage_argv(stage: Stage, folder: Path, state: RunState, resume_partial: bool
     model = _input_of(stage, state)
     if stage.role == "control":
         options.pop("max_steps", None)  # its budget is the chain's
+    if stage.method == "merge":  # the previous stage's adapter, merged into the model that stage started from
+        options.setdefault("adapter", str(Path(model) / "adapter"))
+        model = _record_input(state, model)
     argv = list(method.command)
     if method.chain_flag and not (stage.method == "distill" and "student_layers" in options):
         argv += [method.chain_flag, model]
     for words in method.fixed.values():
         argv += words
-    if stage.method == "merge":
-        options.setdefault("adapter", str(Path(model) / "adapter"))
-        argv[argv.index("--model") + 1] = _record_input(state, model)
     if "data" in method.options and "data" not in options and state.data is not None:
         argv += ["--data", state.data]
     for key, value in options.items():
-        if key != "format":
-            argv += method.options[key].argv(state.resolve(value))
+        argv += method.options[key].argv(state.resolve(value))
     if stage.role == "control":
         budget = state.steps[state.current]
         if budget < 1:

@@ -53,7 +53,9 @@ class Option:
         return "a string" if self.parse is None else "a number"
 
     def argv(self, value: Any) -> list[str]:
-        """The command-line words for ``value`` (a switch set to false adds none)."""
+        """The command-line words for ``value`` (a switch set to false adds none, a key without flag none)."""
+        if not self.flag:
+            return []
         if self.switch:
             return [self.flag] if value else []
         return [self.flag, str(value)]

@@ -18,8 +18,10 @@ def bench_stage(state: RunState, options: dict, path: Path) -> dict:
     write ``{"models": {stage: {latency_ms, flops, ratio_vs_parent, ratio_vs_control}}, ...}``."""
     from prunekit.evaluation import count_flops, make_inputs, make_summary, measure_latency
     from prunekit.models import load_model
+    from prunekit.recipes.schema import METHODS
 
-    batch, seq_len = options.get("batch_size") or 32, options.get("seq_len", 128)
+    options = {key: option.default for key, option in METHODS["bench"].options.items()} | options
+    batch, seq_len = options["batch_size"] or 32, options["seq_len"]  # bench's batch default: 32 (1 with --generate)
     names = [name for name in state.models if name != INPUT]
     parent = _reference(state, "parent") or (names[0] if names else None)
     control = _reference(state, "control")
@@ -29,9 +31,9 @@ def bench_stage(state: RunState, options: dict, path: Path) -> dict:
     stats = measure_latency(
         models,
         inputs,
-        threads=options.get("threads", 2),
-        warmup=options.get("warmup", 3),
-        repeats=options.get("repeats") or 20,
+        threads=options["threads"],
+        warmup=options["warmup"],
+        repeats=options["repeats"] or 20,  # bench's default (10 with --generate)
     )
     median = {name: s.median for name, s in zip(names, stats)}
     rows = {}

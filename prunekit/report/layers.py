@@ -16,11 +16,14 @@ def layer_structure(folder: str) -> list[dict[str, float]]:
         return []
     rows = []
     for layer in adapter.layers():
-        attn, ffn = layer.attention, layer.ffn
-        linears = [
-            m for m in (attn.query, attn.key, attn.value, attn.output, ffn.gate, ffn.up, ffn.down) if m is not None
-        ]
+        linears = layer.linears()
         total = sum(m.weight.numel() for m in linears)
         nonzero = sum(int(m.weight.count_nonzero()) for m in linears)
-        rows.append({"heads": attn.num_heads, "ffn": ffn.num_neurons, "nonzero": nonzero / total if total else 1.0})
+        rows.append(
+            {
+                "heads": layer.attention.num_heads,
+                "ffn": layer.ffn.num_neurons,
+                "nonzero": nonzero / total if total else 1.0,
+            }
+        )
     return rows
