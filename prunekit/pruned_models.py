@@ -63,12 +63,7 @@ def apply_structure(model: PreTrainedModel, structure: list[dict[str, int]]) -> 
         raise ValueError(f"{STRUCTURE_KEY} describes {len(structure)} layers, the config builds {len(layers)}")
     heads, neurons = {}, {}
     for index, (layer, kept) in enumerate(zip(layers, structure)):
-        group_size = layer.attention.heads_per_kv_group
-        per_group = kept["heads"] // kept["kv_heads"] if kept["kv_heads"] else 0
-        if group_size == 1:
-            heads[index] = range(kept["heads"])
-        else:
-            heads[index] = [g * group_size + j for g in range(kept["kv_heads"]) for j in range(per_group)]
+        heads[index] = layer.attention.head_layout(kept["heads"], kept["kv_heads"])
         neurons[index] = range(kept["ffn"])
     prune_heads(adapter, heads)
     prune_neurons(adapter, neurons)

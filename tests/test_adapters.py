@@ -65,6 +65,28 @@ def test_head_count_follows_pruned_shapes(family_model):
     assert adapter.layers()[1].attention.num_heads == EXPECTED[family][1]
 
 
+def test_kv_head_arithmetic(family_model):
+    """The one place grouped-query arithmetic lives: K/V heads kept, KV groups of kept heads, saved layouts."""
+    family, model = family_model
+    _, heads, kv_heads, *_ = EXPECTED[family]
+    attention = get_adapter(model).layers()[0].attention
+    assert attention.grouped == (kv_heads < heads)
+    assert attention.head_groups == (kv_heads if kv_heads < heads else 1)
+    assert attention.kv_heads_kept(0) == 0
+    assert attention.kv_heads_kept(heads // 2) == (kv_heads if kv_heads < heads else heads // 2)
+    group = heads // kv_heads
+    one_per_group = [g * group for g in range(kv_heads)]
+    assert attention.kv_groups_of(one_per_group) == (list(range(kv_heads)), 1)
+    layout = attention.head_layout(len(one_per_group), kv_heads)
+    assert attention.kv_groups_of(layout) == (list(range(kv_heads)), 1)
+    if attention.grouped:
+        assert layout == one_per_group
+        with pytest.raises(ValueError, match="spread evenly"):
+            attention.kv_groups_of([0, 1, group])  # two heads of group 0, one of group 1
+    else:
+        assert layout == list(range(kv_heads))
+
+
 def test_unsupported_architecture_lists_supported_ones():
     model = AutoModelForSequenceClassification.from_config(
         GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=50, pad_token_id=0)

@@ -9,6 +9,8 @@ Head counts are read from the live weight shapes, so they stay right after pruni
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -39,10 +41,36 @@ class AttentionBlock:
         return self.num_heads // max(self.num_kv_heads, 1)
 
     @property
+    def grouped(self) -> bool:
+        """Grouped-query attention: several query heads share one K/V head (else K/V go with their head)."""
+        return self.heads_per_kv_group > 1
+
+    @property
     def head_groups(self) -> int:
         """How many groups kept query heads are spread over evenly: the KV groups under grouped-query
         attention, else 1 (any head may go)."""
-        return self.num_kv_heads if self.heads_per_kv_group > 1 else 1
+        return self.num_kv_heads if self.grouped else 1
+
+    def kv_heads_kept(self, heads: int) -> int:
+        """K/V heads left when ``heads`` query heads stay, spread evenly over the KV groups."""
+        return (self.num_kv_heads if heads else 0) if self.grouped else heads
+
+    def kv_groups_of(self, heads: Sequence[int]) -> tuple[list[int], int]:
+        """The KV heads serving the query heads ``heads`` and how many query heads each serves; raises
+        unless every kept group serves the same number (so the model's ``repeat_kv`` stays valid)."""
+        counts = Counter(head // self.heads_per_kv_group for head in heads)
+        if len(set(counts.values())) > 1:
+            raise ValueError("kept query heads must be spread evenly over KV groups (grouped-query attention)")
+        groups = sorted(counts)
+        return groups, (len(heads) // len(groups) if groups else 0)
+
+    def head_layout(self, heads: int, kv_heads: int) -> list[int]:
+        """Which of this layer's heads a saved structure of ``heads`` query / ``kv_heads`` K/V heads keeps:
+        the first ones, taking the first ``heads / kv_heads`` of each of the first ``kv_heads`` groups."""
+        if not self.grouped:
+            return list(range(heads))
+        per_group = heads // kv_heads if kv_heads else 0
+        return [g * self.heads_per_kv_group + j for g in range(kv_heads) for j in range(per_group)]
 
 
 @dataclass
@@ -114,6 +142,10 @@ class ModelAdapter(ABC):
             TransformerLayer(i, layer, self.attention(layer), self.ffn(layer))
             for i, layer in enumerate(self.layer_list())
         ]
+
+    def head_groups(self) -> list[int]:
+        """Per layer, how many groups its kept query heads are spread over (``AttentionBlock.head_groups``)."""
+        return [layer.attention.head_groups for layer in self.layers()]
 
     def prunable_linears(self) -> dict[str, nn.Linear]:
         """Qualified name -> Linear for every projection inside the transformer layers."""

@@ -85,7 +85,7 @@ def magnitude(adapter: ModelAdapter, batches: Sequence[Batch] = (), seed: int = 
         hidden = attn.query.in_features
         sq = attn.query.weight.view(n, d, hidden).square().sum((1, 2))
         sq += attn.output.weight.view(hidden, n, d).square().sum((0, 2))
-        if attn.num_kv_heads == n:  # K/V are per head only without grouped-query attention
+        if not attn.grouped:  # K/V are per head only without grouped-query attention
             sq += attn.key.weight.view(n, d, hidden).square().sum((1, 2))
             sq += attn.value.weight.view(n, d, hidden).square().sum((1, 2))
         heads.append(sq.sqrt().float().cpu())

@@ -169,22 +169,17 @@ class AdaptivePruningCallback(TrainerCallback):
     def _counts(self, heads: float | None, ffn: float | None) -> tuple[list[int], list[int]]:
         head_scores = self._alive_scores(self.state.head_scores, self.gates.heads)
         neuron_scores = self._alive_scores(self.state.neuron_scores, self.gates.neurons)
-        groups = self._kv_groups(self.adapter.layers())
+        groups = self.adapter.head_groups()
         return allocate(head_scores, neuron_scores, heads, ffn, self.config, groups, exact=True)
-
-    @staticmethod
-    def _kv_groups(layers) -> list[int]:
-        return [layer.attention.head_groups for layer in layers]
 
     @torch.no_grad()
     def _prune(self, step: int) -> None:
         progress = self.schedule.progress_at(step)
         head_counts, neuron_counts = self._counts(*self._targets(progress))
-        layers = self.adapter.layers()
         head_scores = self._alive_scores(self.state.head_scores, self.gates.heads)
         neuron_scores = self._alive_scores(self.state.neuron_scores, self.gates.neurons)
         for gates, kept in (
-            (self.gates.heads, select_top(head_scores, head_counts, self._kv_groups(layers))),
+            (self.gates.heads, select_top(head_scores, head_counts, self.adapter.head_groups())),
             (self.gates.neurons, select_top(neuron_scores, neuron_counts)),
         ):
             for gate, keep in zip(gates, kept):
@@ -254,7 +249,7 @@ def lora_unit_scores(adapter) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         n, d = attn.num_heads, attn.head_dim
         head = torch.zeros(n)
         sources = [(attn.query, 1), (attn.output, 0)]
-        if attn.num_kv_heads == n:
+        if not attn.grouped:
             sources += [(attn.key, 1), (attn.value, 1)]
         for linear, reduce_dim in sources:
             value = lora_weight_importance(linear) if isinstance(linear, LoraLayer) else None

@@ -37,7 +37,7 @@ def uniform_copy(model: PreTrainedModel, fraction: float, round_to: int = 32) ->
     layers = adapter.layers()
     heads = [torch.zeros(layer.attention.num_heads) for layer in layers]
     neurons = [torch.zeros(layer.ffn.num_neurons) for layer in layers]
-    groups = [layer.attention.head_groups for layer in layers]
+    groups = adapter.head_groups()
     head_counts = keep_counts(heads, fraction, "uniform", 1, groups)
     neuron_counts = keep_counts(neurons, fraction, "uniform", 1, round_to)
     prune_heads(adapter, dict(enumerate(select_top(heads, head_counts, groups))))
@@ -118,7 +118,7 @@ def width_copy(model: PreTrainedModel, heads: int | None = None, neurons: int | 
     adapter = get_adapter(pruned)
     layers = adapter.layers()
     if heads is not None:
-        groups = [layer.attention.head_groups for layer in layers]
+        groups = adapter.head_groups()
         scores = [torch.zeros(layer.attention.num_heads) for layer in layers]
         prune_heads(adapter, dict(enumerate(select_top(scores, [heads] * len(layers), groups))))
     if neurons is not None:

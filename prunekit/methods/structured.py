@@ -93,7 +93,7 @@ def params_after(adapter: ModelAdapter, head_counts: Sequence[int], neuron_count
     total = sum(p.numel() for p in {id(p): p for p in adapter.model.parameters()}.values())  # tied: once
     for layer, heads, neurons in zip(adapter.layers(), head_counts, neuron_counts):
         attn, ffn = layer.attention, layer.ffn
-        kv_heads = heads if attn.heads_per_kv_group == 1 else (attn.num_kv_heads if heads else 0)
+        kv_heads = attn.kv_heads_kept(heads)
         hidden, d = attn.query.in_features, attn.head_dim
         linears = [attn.query, attn.key, attn.value, attn.output, ffn.up, ffn.down] + ([ffn.gate] if ffn.gate else [])
         total -= sum(p.numel() for linear in linears for p in linear.parameters())
@@ -112,7 +112,7 @@ def flops_after(adapter: ModelAdapter, head_counts: Sequence[int], neuron_counts
     total = 0
     for layer, heads, neurons in zip(adapter.layers(), head_counts, neuron_counts):
         attn, ffn = layer.attention, layer.ffn
-        kv_heads = heads if attn.heads_per_kv_group == 1 else (attn.num_kv_heads if heads else 0)
+        kv_heads = attn.kv_heads_kept(heads)
         hidden, d = attn.query.in_features, attn.head_dim
         projections = hidden * d * (2 * heads + 2 * kv_heads) + hidden * neurons * (3 if ffn.gate else 2)
         total += 2 * seq_len * projections + 4 * seq_len * seq_len * heads * d
@@ -181,16 +181,12 @@ def prune_structured(model: nn.Module, config: StructuredConfig, batches: Sequen
             progress = step / config.iterations
             now = [None if t is None else 1 - progress * (1 - t) for t in (heads, ffn)]
             head_counts, neuron_counts = _counts(adapter, config, scores, *_of_current(now, original, layers))
-            prune_heads(adapter, dict(enumerate(select_top(scores.heads, head_counts, _kv_groups(layers)))))
+            prune_heads(adapter, dict(enumerate(select_top(scores.heads, head_counts, adapter.head_groups()))))
             prune_neurons(adapter, dict(enumerate(select_top(scores.neurons, neuron_counts))))
             layers = adapter.layers()
         if config.iterations > 1:
             report["iterations"] = config.iterations
     return {"kept_layers": kept_layers, "structure": adapter.describe(), **report}
-
-
-def _kv_groups(layers) -> list[int]:
-    return [layer.attention.head_groups for layer in layers]
 
 
 def _of_current(fractions, original, layers) -> list[float | None]:
@@ -207,10 +203,9 @@ def _counts(adapter, config: StructuredConfig, scores, heads: float | None, ffn:
     those unset, as the parameter-budget search needs). Iterative pruning meets totals exactly at every
     step, so rounding does not accumulate (one-shot keeps its recorded behaviour)."""
     exact = config.iterations > 1
-    layers = adapter.layers()
     heads = heads if heads is not None else fallback
     ffn = ffn if ffn is not None else fallback
-    return allocate(scores.heads, scores.neurons, heads, ffn, config, _kv_groups(layers), exact)
+    return allocate(scores.heads, scores.neurons, heads, ffn, config, adapter.head_groups(), exact)
 
 
 def allocate(

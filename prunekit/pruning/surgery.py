@@ -11,7 +11,6 @@ stays valid. A KV group whose query heads are all removed is removed with them.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -81,14 +80,10 @@ def prune_heads(adapter: ModelAdapter, keep: dict[int, Sequence[int]]) -> None:
             raise ConfigError(f"layer {index}: head index out of range 0..{attn.num_heads - 1}")
         if len(heads) == attn.num_heads:
             continue
-        group_size = attn.heads_per_kv_group
-        per_group_counts = Counter(h // group_size for h in heads)
-        groups = sorted(per_group_counts)
-        per_group = len(heads) // len(groups) if groups else 0
-        if len(set(per_group_counts.values())) > 1:
-            raise ConfigError(
-                f"layer {index}: kept query heads must be spread evenly over KV groups (grouped-query attention)"
-            )
+        try:
+            groups, per_group = attn.kv_groups_of(heads)
+        except ValueError as error:
+            raise ConfigError(f"layer {index}: {error}") from None
         device = attn.query.weight.device
         rows = _head_rows(heads, attn.head_dim, device)
         kv_rows = _head_rows(groups, attn.head_dim, device)
