@@ -19,46 +19,38 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-import tempfile
 from pathlib import Path
 
-from harness import prunekit, time_together
+from harness import SST2, markdown_table, mean_std, time_together, trained, write_results
 
-from prunekit.io import write_json_atomic
-
-HERE = Path(__file__).resolve().parent
-SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
-DATA = ["--data", str(SST2), "--max-length", "64"]
+DATA = ["--data", SST2, "--max-length", "64"]
 CONTROL = "dense (control)"
 
 
 ARMS = ("adaptive-global", "adaptive-uniform", "oneshot-global", "oneshot-uniform")
 
 
-def run_seed(seed: int, budgets: list[float], train_samples: int, work: Path, arms: list[str]) -> list[dict]:
+def run_seed(seed: int, budgets: list[float], train_samples: int, arms: list[str]) -> list[dict]:
     train = [*DATA, "--max-train-samples", str(train_samples), "--batch-size", "32", "--lr", "1e-4"]
     train += ["--warmup-ratio", "0.1", "--seed", str(seed)]
-    dense, parent = work / f"dense-{seed}", work / f"parent-{seed}"
-    control = prunekit("finetune", "--out", str(dense), "--epochs", "2", *train)
-    parent_steps = prunekit("finetune", "--out", str(parent), "--epochs", "1", *train)["train"]["steps"]
+    dense, control = trained("finetune", "--epochs", "2", *train)
+    parent, parent_summary = trained("finetune", "--epochs", "1", *train)
+    parent_steps = parent_summary["train"]["steps"]
     rows = [_row(CONTROL, seed, None, control, control["train"]["steps"], None)]
     for budget in budgets:
         target = ["--heads", str(budget), "--ffn", str(budget)]
         for scope, name in (("global", "adaptive global"), ("layer", "adaptive uniform")):
             if name.replace(" ", "-") not in arms:
                 continue
-            folder = work / f"adaptive-{scope}-{budget}-{seed}"
             adaptive = ["--prune", "adaptive", *target, "--scope", scope]
-            summary = prunekit("finetune", "--out", str(folder), "--epochs", "2", *train, *adaptive)
+            folder, summary = trained("finetune", "--epochs", "2", *train, *adaptive)
             rows.append(_row(name, seed, budget, summary, summary["train"]["steps"], folder))
         for scope in ("global", "uniform"):
             if f"oneshot-{scope}" not in arms:
                 continue
-            pruned, folder = work / f"oneshot-{scope}-{budget}-{seed}", work / f"recovered-{scope}-{budget}-{seed}"
-            prunekit("prune", "structured", "--model", str(parent), "--out", str(pruned), *target, "--scope", scope,
-                     "--round-to", "32", *DATA)  # fmt: skip
-            summary = prunekit("finetune", "--model", str(pruned), "--out", str(folder), "--epochs", "1", *train)
+            pruned, _ = trained("prune", "structured", "--model", parent, *target, "--scope", scope, "--round-to", "32",
+                                *DATA)  # fmt: skip
+            folder, summary = trained("finetune", "--model", pruned, "--epochs", "1", *train)
             rows.append(_row(f"one-shot {scope} + recovery", seed, budget, summary,
                              parent_steps + summary["train"]["steps"], folder))  # fmt: skip
     pruned = [r for r in rows if r["folder"] is not None]
@@ -82,31 +74,22 @@ def _row(arm: str, seed: int, budget: float | None, summary: dict, steps: int, f
     }
 
 
-def write_table(results: dict, out: Path, name: str) -> str:
+def table(results: dict) -> str:
     arms = results["arms"]
     controls = {a["seed"]: a["accuracy"] for a in arms if a["arm"] == CONTROL}
-    lines = [
-        f"Command: `{results['command']}`",
-        "",
-        "| kept (heads, FFN) | arm | seeds | accuracy (mean ± std) | % of dense control | params "
-        "| speed-up vs dense (batch 32 × 64) | steps |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    groups = dict.fromkeys((a["budget"], a["arm"]) for a in arms)
-    for budget, arm in groups:
+    header = ["kept (heads, FFN)", "arm", "seeds", "accuracy (mean ± std)", "% of dense control", "params",
+              "speed-up vs dense (batch 32 × 64)", "steps"]  # fmt: skip
+    body = []
+    for budget, arm in dict.fromkeys((a["budget"], a["arm"]) for a in arms):
         group = [a for a in arms if a["arm"] == arm and a["budget"] == budget]
-        accuracy = [a["accuracy"] for a in group]
         share = statistics.mean(a["accuracy"] / controls[a["seed"]] for a in group)
-        std = statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
         speedup = statistics.mean(a["speedup_vs_dense"] for a in group)
-        lines.append(
-            f"| {'—' if budget is None else f'{budget:.0%}'} | {arm} | {', '.join(str(a['seed']) for a in group)} "
-            f"| {statistics.mean(accuracy):.4f} ± {std:.4f} | {100 * share:.1f} % | {group[0]['params_total']:,} "
-            f"| {speedup:.2f}× | {group[0]['steps']} |"
-        )
-    text = "\n".join(lines) + "\n"
-    (out / f"{name}.md").write_text(text, encoding="utf-8")
-    return text
+        body.append([
+            "—" if budget is None else f"{budget:.0%}", arm, ", ".join(str(a["seed"]) for a in group),
+            mean_std([a["accuracy"] for a in group]), f"{100 * share:.1f} %", f"{group[0]['params_total']:,}",
+            f"{speedup:.2f}×", str(group[0]["steps"]),
+        ])  # fmt: skip
+    return markdown_table(header, body)
 
 
 def main() -> None:
@@ -116,21 +99,12 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=8000)
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--name", default="adaptive", help="results file name under bench/results/")
-    parser.add_argument(
-        "--work",
-        default=str(Path(tempfile.gettempdir()) / "prunekit-bench-adaptive"),
-        help="model folders; kept, so an interrupted run resumes (delete it to start over)",
-    )
     args = parser.parse_args()
-    command = " ".join(["python", "bench/adaptive.py", *sys.argv[1:]])
-    results = {"benchmark": "adaptive", "command": command, "train_samples": args.train_samples, "arms": []}
-    work = Path(args.work) / f"n{args.train_samples}"
-    work.mkdir(parents=True, exist_ok=True)
-    out = HERE / "results"
+    results = {"train_samples": args.train_samples, "arms": []}
     for seed in args.seeds:
-        results["arms"] += run_seed(seed, args.budgets, args.train_samples, work, args.arms)
-        write_json_atomic(out / f"{args.name}.json", results)  # a partial result survives an interruption
-        print(write_table(results, out, args.name), flush=True)
+        results["arms"] += run_seed(seed, args.budgets, args.train_samples, args.arms)
+        write_results(args.name, results, table(results))  # a partial result survives an interruption
+    print(table(results))
 
 
 if __name__ == "__main__":

@@ -13,18 +13,12 @@ Run: OMP_NUM_THREADS=1 python bench/defaults.py [--seeds 42] -> bench/results/de
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
-from prunekit.io import write_json_atomic
+from harness import GLUE, markdown_table, trained, write_results
 
-HERE = Path(__file__).resolve().parent
-GLUE = HERE.parent.parent / "shared" / "data" / "glue"
 TASKS = {
     "MRPC": {"data": GLUE / "MRPC", "samples": None, "arms": {"1 pass": 1, "3 passes": 3}},
     "SST-2 (2.5k)": {"data": GLUE / "SST-2", "samples": 2500, "arms": {"1 pass": 1, "4 passes": 4, "8 passes": 8}},
@@ -38,48 +32,37 @@ def majority_rate(dev: Path) -> float:
     return max(counts.values()) / sum(counts.values())
 
 
-def finetune(out: Path, task: dict, passes: int, seed: int) -> dict:
-    summary = out / "summary.json"
-    if not summary.is_file():  # reuse an arm an interrupted run of this bench finished
-        flags = ["--data", str(task["data"]), "--epochs", str(passes), "--seed", str(seed)]
-        flags += ["--warmup-ratio", "0.1"] if passes > 1 else []
-        flags += ["--max-train-samples", str(task["samples"])] if task["samples"] else []
-        subprocess.run([sys.executable, "-m", "prunekit", "finetune", "--out", str(out), *flags], check=True)
-    return json.loads(summary.read_text())
+def finetune(task: dict, passes: int, seed: int) -> dict:
+    flags = ["--data", task["data"], "--epochs", str(passes), "--seed", str(seed)]
+    flags += ["--warmup-ratio", "0.1"] if passes > 1 else []
+    flags += ["--max-train-samples", str(task["samples"])] if task["samples"] else []
+    return trained("finetune", *flags)[1]
 
 
-def write_tables(rows: list[dict], command: str) -> None:
-    results = HERE / "results"
-    write_json_atomic(results / "defaults.json", {"command": command, "rows": rows})
-    lines = [
-        "| task | arm | train examples | steps | warm-up | seeds | main metric (mean) | majority class |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+def table(rows: list[dict]) -> str:
+    header = ["task", "arm", "train examples", "steps", "warm-up", "seeds", "main metric (mean)", "majority class"]
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["task"], row["arm"]), []).append(row)
+    body = []
     for (task, arm), group in groups.items():
         first = group[0]
         mean = statistics.fmean(r["metric"] for r in group)
-        lines.append(
-            f"| {task} | {arm} | {first['samples']:,} | {first['steps']} | {first['warmup']} | "
-            f"{', '.join(str(r['seed']) for r in group)} | {first['main_metric']} {mean:.4f} | "
-            f"{first['majority']:.4f} |"
-        )
-    (results / "defaults.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        body.append([task, arm, f"{first['samples']:,}", str(first["steps"]), first["warmup"],
+                     ", ".join(str(r["seed"]) for r in group), f"{first['main_metric']} {mean:.4f}",
+                     f"{first['majority']:.4f}"])  # fmt: skip
+    return markdown_table(header, body)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
-    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prunekit-bench-defaults"))
     args = parser.parse_args()
-    command = "python bench/defaults.py --seeds " + " ".join(map(str, args.seeds))
-    work, rows = Path(args.work), []
+    rows = []
     for seed in args.seeds:
         for name, task in TASKS.items():
             for arm, passes in task["arms"].items():
-                summary = finetune(work / f"{name.split()[0]}-{passes}-{seed}", task, passes, seed)
+                summary = finetune(task, passes, seed)
                 rows.append(
                     {
                         "task": name,
@@ -94,7 +77,7 @@ def main() -> None:
                         "majority": majority_rate(task["data"] / "dev.tsv"),
                     }
                 )
-                write_tables(rows, command)  # after every arm: an interrupted run keeps what it measured
+                write_results("defaults", {"rows": rows}, table(rows))  # an interrupted run keeps what it measured
 
 
 if __name__ == "__main__":

@@ -28,25 +28,19 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
-import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 from statistics import mean
 
-from transformers import set_seed
+from harness import SST2, STSB, markdown_table, sst2_parent, trained, work_dir, write_results
 
 from prunekit.data import encode_batches, load_task_data
 from prunekit.evaluation import evaluate_model, make_inputs, measure_latency
-from prunekit.io import write_json_atomic
 from prunekit.methods.structured import StructuredConfig, prune_structured
 from prunekit.models import count_parameters, load_model
 from prunekit.training import FinetuneConfig, finetune
 from prunekit.training.distill import DistillConfig, distill, student_from_teacher
 
-HERE = Path(__file__).resolve().parent
-GLUE = HERE.parent.parent / "shared" / "data" / "glue"
 KD = dict(temperature=2.0, alpha_ce=0.5, alpha_kd=0.5, alpha_hidden=1.0, hidden_loss="cosine")
 # name -> (label, how the student is made from the teacher): a layer count (every k-th layer copied)
 # or a structured pruning (Taylor importance on 256 training sentences, the same fraction per layer)
@@ -86,14 +80,11 @@ DEFAULT_STUDENTS = ["layers3", "heads50-ffn50", "layers3-heads50-ffn50", "layers
 class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.out = Path(args.out)
-        self.work = Path(tempfile.mkdtemp(prefix="prunekit-bench-distill-"))
+        self.work = work_dir("distill")
         self.control: float | None = None  # dense control's accuracy, with --passes
         # without a hidden-state loss only the teacher's logits are needed: compute them once
         self.kd = {**KD, "alpha_hidden": args.alpha_hidden, "cache_teacher": not args.alpha_hidden}
         self.results: dict = {
-            "benchmark": "distill",
-            "command": " ".join(["python", "bench/distill.py", *sys.argv[1:]]),
             "setup": {
                 "model": "all-MiniLM-L6-v2",
                 "kd_loss": self.kd,
@@ -108,7 +99,7 @@ class Bench:
 
     def record(self, **arm) -> None:
         self.results["arms"].append(arm)
-        write_json_atomic(self.out / f"{self.args.name}.json", self.results)
+        write_results(self.args.name, self.results)
         print(json.dumps(arm), flush=True)
 
     def train(self, model, tokenizer, data, config, teacher=None, **kd) -> float:
@@ -132,17 +123,18 @@ class Bench:
             speed[f"batch{batch}"] = round(stats[1].median / stats[0].median, 3)
         return speed
 
-    def teacher(self, data, config: FinetuneConfig):
-        """MiniLM fine-tuned on ``data`` in this run: (model in eval mode, tokenizer, seconds)."""
-        set_seed(42)
-        teacher, tokenizer = load_model("minilm", data.task)
-        seconds = self.train(teacher, tokenizer, data, config)
-        return teacher.eval(), tokenizer, seconds
+    @staticmethod
+    def teacher(folder, data):
+        """The fine-tuned MiniLM in ``folder`` (a cached bench model): (model in eval mode, tokenizer)."""
+        teacher, tokenizer = load_model(str(folder), data.task)
+        return teacher.eval(), tokenizer
 
     def sst2(self) -> None:
-        data = load_task_data(str(GLUE / "SST-2"), max_train_samples=self.args.train_samples, seed=42)
-        config = FinetuneConfig(max_length=64, logging_steps=1000)
-        teacher, tokenizer, seconds = self.teacher(data, replace(config, epochs=self.args.teacher_passes))
+        data = load_task_data(str(SST2), max_train_samples=self.args.train_samples, seed=42)
+        config = FinetuneConfig(epochs=1.0, max_length=64, logging_steps=1000)
+        folder, summary = sst2_parent(self.args.train_samples, 64, passes=self.args.teacher_passes)
+        teacher, tokenizer = self.teacher(folder, data)
+        seconds = summary["train"]["runtime_s"]
         dense = self.score(teacher, tokenizer, data, 64)
         self.record(
             task="sst2",
@@ -153,16 +145,16 @@ class Bench:
             train_samples=len(data.train),
         )
         if self.args.passes != 1:
-            control = copy.deepcopy(teacher)
-            control_config = replace(config, epochs=self.args.passes)
-            seconds = self.train(control, tokenizer, data, control_config)
-            self.control = self.score(control.eval(), tokenizer, data, 64)
+            more = ["--data", SST2, "--max-train-samples", str(self.args.train_samples), "--max-length", "64",
+                    "--epochs", f"{self.args.passes:g}"]  # fmt: skip
+            _, control = trained("finetune", "--model", folder, *more)
+            self.control = control["metrics"]["accuracy"]
             self.record(
                 task="sst2",
                 arm=f"dense control: teacher + {self.args.passes:g} more passes",
                 accuracy=self.control,
                 percent_of_teacher=round(100 * self.control / dense, 2),
-                train_s=seconds,
+                train_s=control["train"]["runtime_s"],
             )
         batches = encode_batches(data.train.subset(range(min(256, len(data.train)))), tokenizer, 64, regression=False)
         student_config = replace(config, epochs=self.args.passes)
@@ -203,14 +195,17 @@ class Bench:
         return {"percent_of_control": round(100 * accuracy / self.control, 2)} if self.control else {}
 
     def stsb(self) -> None:
-        data = load_task_data(str(GLUE / "STS-B"), max_train_samples=self.args.stsb_samples, seed=42)
-        config = FinetuneConfig(max_length=128, logging_steps=1000)
-        teacher, tokenizer, seconds = self.teacher(data, config)
+        data = load_task_data(str(STSB), max_train_samples=self.args.stsb_samples, seed=42)
+        config = FinetuneConfig(epochs=1.0, max_length=128, logging_steps=1000)
+        subset = ["--max-train-samples", str(self.args.stsb_samples)] if self.args.stsb_samples else []
+        folder, summary = trained("finetune", "--model", "minilm", "--data", STSB, *subset, "--max-length", "128",
+                                  "--epochs", "1")  # fmt: skip
+        teacher, tokenizer = self.teacher(folder, data)
         self.record(
             task="stsb",
             arm="teacher (6 layers)",
             pearson=self.score(teacher, tokenizer, data, 128),
-            train_s=seconds,
+            train_s=summary["train"]["runtime_s"],
             train_samples=len(data.train),
         )
         student, kept = student_from_teacher(teacher, 3)
@@ -223,19 +218,18 @@ class Bench:
             train_samples=len(data.train),
         )
 
-    def write_table(self) -> None:
-        rows = [
+    def table(self) -> str:
+        intro = (
             f"Students trained {self.args.passes:g} pass(es) over {self.args.train_samples} SST-2 sentences; "
             f"the teacher {self.args.teacher_passes:g} pass(es). KD loss: {self.kd['alpha_ce']} CE + "
             f"{self.kd['alpha_kd']} KL at T = {self.kd['temperature']:g} + {self.args.alpha_hidden:g} cosine "
-            "hidden-state loss.",
-            "",
-            "| task | arm | metric | % of teacher | % of dense control | speed-up b32×128 / b1×128 |",
-            "|---|---|---|---|---|---|",
-        ]
+            "hidden-state loss."
+        )
+        header = ["task", "arm", "metric", "% of teacher", "% of dense control", "speed-up b32×128 / b1×128"]
         groups: dict[tuple[str, str], list[dict]] = {}  # one row per arm; seeds of an arm are averaged
         for arm in self.results["arms"]:
             groups.setdefault((arm["task"], arm["arm"]), []).append(arm)
+        body = []
         for (task, label), arms in groups.items():
             values = [arm.get("accuracy", arm.get("pearson")) for arm in arms]
             value = f"{mean(values):.4f}"
@@ -247,14 +241,12 @@ class Bench:
             )
             speed = arms[0].get("speedup_vs_teacher")
             speed = f"{speed['batch32']:.2f}× / {speed['batch1']:.2f}×" if speed else "—"
-            rows.append(f"| {task} | {label} | {value} | {percent} | {control} | {speed} |")
-        (self.out / f"{self.args.name}.md").write_text("\n".join(rows) + "\n")
-        print("\n".join(rows))
+            body.append([task, label, value, percent, control, speed])
+        return f"{intro}\n\n{markdown_table(header, body)}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--train-samples", type=int, default=8000, help="SST-2 training sentences")
     parser.add_argument("--stsb-samples", type=int, help="STS-B training pairs (default: all 5,749)")
     parser.add_argument("--skip-stsb", action="store_true")
@@ -266,13 +258,14 @@ def main() -> None:
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[42], help="training seeds per student arm (the table shows the mean)"
     )
-    parser.add_argument("--name", default="distill", help="result files: <out>/<name>.json and .md")
+    parser.add_argument("--name", default="distill", help="result files: bench/results/NAME.json and .md")
     args = parser.parse_args()
     bench = Bench(args)
     bench.sst2()
     if not args.skip_stsb:
         bench.stsb()
-    bench.write_table()
+    write_results(args.name, bench.results, bench.table())
+    print(bench.table())
 
 
 if __name__ == "__main__":

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from harness import markdown_table, write_results
 
 from prunekit.export.onnx import LogitsGraph, OnnxRunner, export_onnx, sample_inputs
-from prunekit.io import write_json_atomic, write_text_atomic
 from prunekit.models import load_model
-
-HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
@@ -37,8 +35,6 @@ def main() -> None:
         exact = LogitsGraph(model.double()).eval()(**inputs).numpy()
     diff = np.abs(got - float32)
     result = {
-        "benchmark": "export-precision",
-        "command": f"python bench/export_precision.py --model {args.model}",
         "model": args.model,
         "shape": [args.batch_size, args.seq_len],
         "onnx_vs_torch": float(diff.max()),
@@ -47,18 +43,18 @@ def main() -> None:
         "max_abs_logit": float(np.abs(float32).max()),
         "relative_at_max": float(diff.max() / abs(float32.flat[diff.argmax()])),
     }
-    name = f"export-precision-{args.model}"
-    write_json_atomic(HERE / "results" / f"{name}.json", result)
+    rows = [
+        ["ONNX Runtime vs PyTorch (float32)", f"{result['onnx_vs_torch']:.3g}"],
+        ["PyTorch float32 vs the same model in float64", f"{result['torch_float32_vs_float64']:.3g}"],
+        ["ONNX Runtime vs float64", f"{result['onnx_vs_float64']:.3g}"],
+    ]
+    header = ["comparison", "max \\|difference\\| of the logits"]
     text = (
-        f"Command: `{result['command']}` (batch {args.batch_size} x {args.seq_len}, one random batch)\n\n"
-        "| comparison | max \\|difference\\| of the logits |\n|---|---|\n"
-        f"| ONNX Runtime vs PyTorch (float32) | {result['onnx_vs_torch']:.3g} |\n"
-        f"| PyTorch float32 vs the same model in float64 | {result['torch_float32_vs_float64']:.3g} |\n"
-        f"| ONNX Runtime vs float64 | {result['onnx_vs_float64']:.3g} |\n\n"
+        f"Batch {args.batch_size} x {args.seq_len}, one random batch.\n\n{markdown_table(header, rows)}\n\n"
         f"Largest |logit| {result['max_abs_logit']:.1f}; at the largest ONNX-PyTorch difference it is "
-        f"{result['relative_at_max']:.1e} of the logit.\n"
+        f"{result['relative_at_max']:.1e} of the logit."
     )
-    write_text_atomic(HERE / "results" / f"{name}.md", text)
+    write_results(f"export-precision-{args.model}", result, text)
     print(text)
 
 

@@ -4,13 +4,13 @@ all-MiniLM-L6-v2 fine-tuned on 8,000 SST-2 training sentences (seeded subset, ba
 64) while pruning on the cubic schedule (Zhu & Gupta) from step ``--start`` to ``--end`` (fractions
 of training), every ``--every`` steps; optional soft-target distillation from a fine-tuned teacher
 (``--kd`` is the KL weight, the task loss gets the rest; logits cached once per example).
-Dev: all 872 sentences. Each arm is appended to ``<out>/gradual.json`` and the table
-``<out>/gradual.md`` is rewritten, so arms from several invocations build one comparison; the
-reference is ``--dense-accuracy`` (the dense parent trained one pass in bench/magnitude.py).
+Dev: all 872 sentences. Each arm is appended to ``bench/results/gradual.json`` and the table
+``gradual.md`` is rewritten, so arms from several invocations build one comparison; the reference is
+the dense parent (one pass over the same sentences, the harness's cached ``sst2_parent``), which is
+also the default ``--teacher``.
 
-Run, e.g.: python bench/gradual.py --sparsity 0.7 --passes 5 --kd 0.5 --teacher PARENT_DIR --scope layer \
-    --lr 1e-4 --warmup 0.1 --seed 42
-(≈ 27 min at one thread for 5 passes; PARENT_DIR from `prunekit finetune --max-train-samples 8000`).
+Run, e.g.: python bench/gradual.py --sparsity 0.7 --passes 5 --kd 0.5 --scope layer --lr 1e-4 --warmup 0.1 --seed 42
+(≈ 27 min at one thread for 5 passes).
 ``--sparsity 0`` trains the dense arm of the same recipe; the table then also gives each pruned arm's
 accuracy as a share of it (same start, passes, rate, distillation and seed).
 """
@@ -19,32 +19,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
-from pathlib import Path
 
+from harness import RESULTS, SST2, command_line, markdown_table, sst2_parent, write_results
 from transformers import set_seed
 
 from prunekit.data import load_task_data
 from prunekit.evaluation import evaluate_model
-from prunekit.io import write_json_atomic
+from prunekit.methods.gradual import SparsityCallback
 from prunekit.methods.magnitude import MagnitudeConfig
 from prunekit.models import load_model
 from prunekit.pruning.schedules import CubicSchedule
 from prunekit.training import FinetuneConfig, finetune
-from prunekit.training.callbacks import SparsityCallback
 from prunekit.training.distill import DistillConfig, distill
 
-HERE = Path(__file__).resolve().parent
-SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
 TRAIN_SAMPLES = 8000
 
 
 def train_arm(args: argparse.Namespace) -> dict:
     data = load_task_data(str(SST2), max_train_samples=TRAIN_SAMPLES, seed=42)
     set_seed(args.seed)
-    model, tokenizer = load_model(args.init, data.task)
+    init = sst2_parent(TRAIN_SAMPLES)[0] if args.init == "parent" else args.init
+    model, tokenizer = load_model(str(init), data.task)
     steps = int(TRAIN_SAMPLES / 32 * args.passes)
     schedule = CubicSchedule(args.sparsity, int(steps * args.start), int(steps * args.end), args.every)
     callbacks = []  # --sparsity 0: the dense arm of the same recipe
@@ -57,7 +54,7 @@ def train_arm(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="prunekit-bench-gradual-") as work:
         if args.kd:
-            teacher, _ = load_model(args.teacher)
+            teacher, _ = load_model(str(args.teacher or sst2_parent(TRAIN_SAMPLES)[0]))
             kd = DistillConfig(temperature=args.temperature, alpha_ce=1 - args.kd, alpha_kd=args.kd, cache_teacher=True)
             distill(model, teacher, tokenizer, data.train, data.task, config, kd, work, callbacks)
         else:
@@ -65,9 +62,9 @@ def train_arm(args: argparse.Namespace) -> dict:
     seconds = round(time.perf_counter() - start)
     accuracy = evaluate_model(model, tokenizer, data.eval, data.task, max_length=64, progress=False)["accuracy"]
     return {
-        "command": " ".join(["python", "bench/gradual.py", *sys.argv[1:]]),
+        "command": command_line(),
         "sparsity": callbacks[0].masks.sparsity() if callbacks else 0.0,
-        "init": "pretrained" if args.init == "minilm" else "fine-tuned parent",
+        "init": "pretrained" if args.init == "minilm" else "fine-tuned parent",  # parent, or a folder like it
         "scope": args.scope,
         "seed": args.seed,
         "passes": args.passes,
@@ -93,14 +90,10 @@ def same_recipe_dense(arm: dict, arms: list[dict]) -> float | None:
     return None
 
 
-def write_table(results: dict, out: Path) -> None:
-    rows = [
-        f"Dense parent (one pass over {TRAIN_SAMPLES} sentences): {results['dense_accuracy']:.4f}.",
-        "",
-        "| start | sparsity | scope | passes | schedule (steps) | lr | warm-up | KD α (T) | seed "
-        "| accuracy | % of dense | % of same-recipe dense |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+def table(results: dict) -> str:
+    header = ["start", "sparsity", "scope", "passes", "schedule (steps)", "lr", "warm-up", "KD α (T)", "seed",
+              "accuracy", "% of dense", "% of same-recipe dense"]  # fmt: skip
+    body = []
     for arm in results["arms"]:
         schedule = arm["schedule"]
         kd = f"{arm['kd_alpha']} ({arm['temperature']:g})" if arm["kd_alpha"] else "—"
@@ -111,13 +104,11 @@ def write_table(results: dict, out: Path) -> None:
             scope, when = "—", f"no pruning, {schedule['steps']} steps"
         dense = same_recipe_dense(arm, results["arms"])
         of_dense = f"{100 * arm['accuracy'] / dense:.1f} %" if dense else "not run"
-        rows.append(
-            f"| {arm['init']} | {100 * arm['sparsity']:.0f} % | {scope} | {arm['passes']:g} | "
-            f"{when} | {arm['lr']:g} | {arm['warmup_ratio']:g} | {kd} | {arm['seed']} | "
-            f"{arm['accuracy']:.4f} | {arm['percent_of_dense']:.1f} % | {of_dense} |"
-        )
-    (out / "gradual.md").write_text("\n".join(rows) + "\n")
-    print("\n".join(rows))
+        body.append([arm["init"], f"{100 * arm['sparsity']:.0f} %", scope, f"{arm['passes']:g}", when,
+                     f"{arm['lr']:g}", f"{arm['warmup_ratio']:g}", kd, str(arm["seed"]), f"{arm['accuracy']:.4f}",
+                     f"{arm['percent_of_dense']:.1f} %", of_dense])  # fmt: skip
+    intro = f"Dense parent (one pass over {TRAIN_SAMPLES} sentences): {results['dense_accuracy']:.4f}."
+    return f"{intro}\n\n{markdown_table(header, body)}"
 
 
 def main() -> None:
@@ -125,7 +116,9 @@ def main() -> None:
     parser.add_argument("--sparsity", type=float, required=True)
     parser.add_argument("--passes", type=float, default=1.0)
     parser.add_argument("--scope", default="global", choices=["global", "layer"])
-    parser.add_argument("--init", default="minilm", help="start model: minilm (pretrained) or a fine-tuned folder")
+    parser.add_argument(
+        "--init", default="minilm", help="start model: minilm (pretrained), parent (the cached dense parent), a folder"
+    )
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--warmup", type=float, default=0.0, help="warm-up fraction of the steps")
     parser.add_argument("--start", type=float, default=0.0, help="first pruning step, as a fraction of training")
@@ -134,21 +127,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="head initialisation, data order and dropout")
     parser.add_argument("--kd", type=float, default=0.0, help="soft-target weight (needs --teacher)")
     parser.add_argument("--temperature", type=float, default=2.0)
-    parser.add_argument("--teacher", help="fine-tuned dense model folder")
-    parser.add_argument("--dense-accuracy", type=float, default=0.8337, help="reference accuracy (bench/magnitude.py)")
-    parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--teacher", help="fine-tuned dense model folder (default: the cached dense parent)")
+    parser.add_argument("--dense-accuracy", type=float, help="reference accuracy (default: the dense parent's)")
     args = parser.parse_args()
-    if args.kd and not args.teacher:
-        parser.error("--kd needs --teacher")
+    if args.dense_accuracy is None:
+        args.dense_accuracy = sst2_parent(TRAIN_SAMPLES)[1]["metrics"]["accuracy"]
     arm = train_arm(args)
     print(json.dumps(arm), flush=True)
-    out = Path(args.out)
-    path = out / "gradual.json"  # read only now: arms from runs that finished meanwhile are kept
-    results = json.loads(path.read_text()) if path.exists() else {"benchmark": "gradual", "arms": []}
+    path = RESULTS / "gradual.json"  # read only now: arms from runs that finished meanwhile are kept
+    results = json.loads(path.read_text()) if path.exists() else {"arms": []}
     results["dense_accuracy"] = args.dense_accuracy
     results["arms"].append(arm)
-    write_json_atomic(path, results)
-    write_table(results, out)
+    write_results("gradual", results, table(results))
+    print(table(results))
 
 
 if __name__ == "__main__":

@@ -25,16 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
-from harness import prunekit
-
-from prunekit.io import write_json_atomic
+from harness import BROWN, markdown_table, measured, prunekit, trained, work_dir, write_results
 
 HERE = Path(__file__).resolve().parent
-BROWN = HERE.parent.parent / "shared" / "data" / "brown"
 ARMS = {  # arm -> prune magnitude flags
     "magnitude 50 %": ["--importance", "magnitude", "--scope", "layer", "--sparsity", "0.5"],
     "wanda 50 %": ["--importance", "wanda", "--sparsity", "0.5"],
@@ -53,31 +48,21 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=64, help="calibration windows of 512 tokens")
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     parser.add_argument("--peer", action="store_true", help="also run llmcompressor (its own venv, see above)")
-    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prunekit-bench-llm"))
     args = parser.parse_args()
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    data = ["--data", str(BROWN), "--max-length", "512", "--max-eval-tokens", str(args.eval_tokens)]
+    data = ["--data", BROWN, "--max-length", "512", "--max-eval-tokens", str(args.eval_tokens)]
     calibration = ["--calibration-samples", str(args.calibration), "--calibration-length", "512"]
-    results = {
-        "benchmark": "llm-oneshot",
-        "command": " ".join(["python", "bench/llm_oneshot.py", *sys.argv[1:]]),
-        "eval_tokens": args.eval_tokens,
-        "calibration_windows": args.calibration,
-        "arms": [],
-    }
-    dense = prunekit("evaluate", "--model", "smollm2", *data, "--json", str(work / "dense.json"))
+    results = {"eval_tokens": args.eval_tokens, "calibration_windows": args.calibration, "arms": []}
+    dense = measured("evaluate", "--model", "smollm2", *data)
     results["arms"].append(_row("dense", dense))
     for arm in args.arms:
-        out = work / arm.replace(" ", "").replace("%", "").replace(":", "-")
-        summary = prunekit("prune", "magnitude", "--model", "smollm2", "--out", str(out), "--calibration-seed", "0",
-                           *ARMS[arm], *calibration, *data)  # fmt: skip
+        _, summary = trained("prune", "magnitude", "--model", "smollm2", "--calibration-seed", "0", *ARMS[arm],
+                             *calibration, *data)  # fmt: skip
         results["arms"].append(_row(arm, summary))
-        write_json_atomic(HERE / "results" / "llm-oneshot.json", results)
+        write_results("llm-oneshot", results, table(results))
     if args.peer:
-        results["arms"] += run_peer(work, dense["model_path"], args.calibration, data)
-        write_json_atomic(HERE / "results" / "llm-oneshot.json", results)
-    print(write_table(results))
+        results["arms"] += run_peer(work_dir("llm-oneshot"), dense["model_path"], args.calibration, data)
+        write_results("llm-oneshot", results, table(results))
+    print(table(results))
 
 
 def run_peer(work: Path, model_path: str, windows: int, data: list[str]) -> list[dict]:
@@ -120,22 +105,16 @@ def _row(arm: str, summary: dict) -> dict:
     }
 
 
-def write_table(results: dict) -> str:
+def table(results: dict) -> str:
     dense = results["arms"][0]["perplexity"]
-    lines = [
-        f"Command: `{results['command']}`",
-        "",
-        "| arm | perplexity (Brown dev) | × dense | non-zero parameters | prune time (s) | peak RSS (MiB) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in results["arms"]:
-        seconds = "—" if row["prune_seconds"] is None else f"{row['prune_seconds']:.0f}"
-        peak = "—" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:.0f}"
-        lines.append(f"| {row['arm']} | {row['perplexity']:.2f} | {row['perplexity'] / dense:.3f} "
-                     f"| {row['params_nonzero']:,} | {seconds} | {peak} |")  # fmt: skip
-    text = "\n".join(lines) + "\n"
-    (HERE / "results" / "llm-oneshot.md").write_text(text, encoding="utf-8")
-    return text
+    header = ["arm", "perplexity (Brown dev)", "× dense", "non-zero parameters", "prune time (s)", "peak RSS (MiB)"]
+    body = [
+        [row["arm"], f"{row['perplexity']:.2f}", f"{row['perplexity'] / dense:.3f}", f"{row['params_nonzero']:,}",
+         "—" if row["prune_seconds"] is None else f"{row['prune_seconds']:.0f}",
+         "—" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:.0f}"]
+        for row in results["arms"]
+    ]  # fmt: skip
+    return markdown_table(header, body)
 
 
 if __name__ == "__main__":

@@ -21,17 +21,10 @@ Run: python bench/llm_structured.py [--train-blocks 480] [--arms depth width] [-
 from __future__ import annotations
 
 import argparse
-import sys
-import tempfile
-from pathlib import Path
 
-from harness import prunekit
+from harness import BROWN, markdown_table, measured, prunekit, trained, write_results
 
-from prunekit.io import write_json_atomic
-
-HERE = Path(__file__).resolve().parent
-BROWN = HERE.parent.parent / "shared" / "data" / "brown"
-EVAL = ["--data", str(BROWN), "--max-length", "512", "--max-eval-tokens", "16384"]
+EVAL = ["--data", BROWN, "--max-length", "512", "--max-eval-tokens", "16384"]
 CALIBRATION = ["--calibration-samples", "32", "--calibration-length", "256", "--calibration-seed", "0"]
 ARMS = {  # --arms name -> (row label, prune structured flags)
     "depth": ("depth: 22 of 30 layers (block influence)", ["--layers", "22", "--layer-importance", "block-influence"]),
@@ -45,50 +38,32 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=sorted(ARMS))
     parser.add_argument("--kd", type=float, help="also recover each arm distilled from the dense model, this weight")
     parser.add_argument("--name", default="llm-structured", help="results file name in bench/results/")
-    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prunekit-bench-llm-structured"))
     args = parser.parse_args()
-    work = Path(args.work)  # one-shot pruned models here; what depends on the training budget in its own folder
-    trained = work if args.train_blocks == 480 else work / f"blocks-{args.train_blocks}"
-    trained.mkdir(parents=True, exist_ok=True)
-    train = ["--data", str(BROWN), "--max-length", "256", "--max-train-samples", str(args.train_blocks),
+    train = ["--data", BROWN, "--max-length", "256", "--max-train-samples", str(args.train_blocks),
              "--epochs", "1", "--batch-size", "8", "--lr", "1e-4", "--warmup-ratio", "0.1", "--seed", "0"]  # fmt: skip
     recoveries = {"": []}
     if args.kd is not None:
-        recoveries[f" + KD {args.kd:g}"] = [
-            "--distill-from",
-            "smollm2",
-            "--alpha-kd",
-            str(args.kd),
-            "--temperature",
-            "1",
-        ]
-    results = {
-        "benchmark": args.name,
-        "command": " ".join(["python", "bench/llm_structured.py", *sys.argv[1:]]),
-        "train_blocks": args.train_blocks,
-        "arms": [],
-    }
-    dense_eval = prunekit("evaluate", "--model", "smollm2", *EVAL, "--json", str(work / "dense.json"))
+        kd = ["--distill-from", "smollm2", "--alpha-kd", str(args.kd), "--temperature", "1"]
+        recoveries[f" + KD {args.kd:g}"] = kd
+    results = {"train_blocks": args.train_blocks, "arms": []}
+    dense_eval = measured("evaluate", "--model", "smollm2", *EVAL)
     dense_path = dense_eval["model_path"]
     results["arms"].append(_row("dense", dense_eval, dense_eval, None, None))
-    control = prunekit("finetune", "--model", "smollm2", "--out", str(trained / "control"), *train)
-    control_eval = prunekit("evaluate", "--model", str(trained / "control"), *EVAL,
-                            "--json", str(trained / "control.json"))  # fmt: skip
+    control_folder, control = trained("finetune", "--model", "smollm2", *train)
+    control_eval = measured("evaluate", "--model", control_folder, *EVAL)
     results["arms"].append(_row("dense control (same training)", control_eval, dense_eval, control, None))
     for tag in args.arms:
         arm, flags = ARMS[tag]
-        pruned = prunekit("prune", "structured", "--model", "smollm2", "--out", str(work / tag), *flags,
-                          *CALIBRATION, *EVAL)  # fmt: skip
+        pruned_folder, pruned = trained("prune", "structured", "--model", "smollm2", *flags, *CALIBRATION, *EVAL)
         results["arms"].append(_row(f"{arm}, one-shot", pruned, dense_eval, None, None))
         for label, extra in recoveries.items():
-            name = trained / f"{tag}-recovered{'-kd' if extra else ''}"
-            recovered = prunekit("finetune", "--model", str(work / tag), "--out", str(name), *train, *extra)
-            speed = prunekit("bench", "--model", str(name), "--vs", dense_path, "--generate",
-                             "--json", f"{name}-generate.json")  # fmt: skip
-            evaluation = prunekit("evaluate", "--model", str(name), *EVAL, "--json", f"{name}.json")
+            folder, recovered = trained("finetune", "--model", pruned_folder, *train, *extra)
+            speed = prunekit("bench", "--model", folder, "--vs", dense_path, "--generate",
+                             "--json", folder.parent / f"{folder.name}-generate.json")  # fmt: skip
+            evaluation = measured("evaluate", "--model", folder, *EVAL)
             results["arms"].append(_row(f"{arm} + recovery{label}", evaluation, dense_eval, recovered, speed))
-            write_json_atomic(HERE / "results" / f"{args.name}.json", results)
-    print(write_table(results))
+            write_results(args.name, results, table(results))
+    print(table(results))
 
 
 def _row(arm: str, evaluation: dict, dense: dict, trained: dict | None, speed: dict | None) -> dict:
@@ -107,27 +82,21 @@ def _row(arm: str, evaluation: dict, dense: dict, trained: dict | None, speed: d
     }
 
 
-def write_table(results: dict) -> str:
+def table(results: dict) -> str:
     def fmt(value, pattern: str) -> str:
         return "—" if value is None else pattern.format(value)
 
-    lines = [
-        f"Command: `{results['command']}`",
-        "",
-        "| arm | perplexity | × dense | non-embedding params kept | training (steps, s) | decode speed-up "
-        "(batch 1) | prefill speed-up | KV cache (B/token) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in results["arms"]:
-        training = "—" if row["train_steps"] is None else f"{row['train_steps']}, {row['train_seconds']:.0f}"
-        lines.append(
-            f"| {row['arm']} | {row['perplexity']:.2f} | {row['perplexity_vs_dense']:.3f} "
-            f"| {row['non_embedding_kept']:.1%} | {training} | {fmt(row['decode_speedup'], '{:.2f}×')} "
-            f"| {fmt(row['prefill_speedup'], '{:.2f}×')} | {fmt(row['kv_cache_bytes_per_token'], '{:,}')} |"
-        )
-    text = "\n".join(lines) + "\n"
-    (HERE / "results" / f"{results['benchmark']}.md").write_text(text, encoding="utf-8")
-    return text
+    header = ["arm", "perplexity", "× dense", "non-embedding params kept", "training (steps, s)",
+              "decode speed-up (batch 1)", "prefill speed-up", "KV cache (B/token)"]  # fmt: skip
+    body = [
+        [row["arm"], f"{row['perplexity']:.2f}", f"{row['perplexity_vs_dense']:.3f}",
+         f"{row['non_embedding_kept']:.1%}",
+         "—" if row["train_steps"] is None else f"{row['train_steps']}, {row['train_seconds']:.0f}",
+         fmt(row["decode_speedup"], "{:.2f}×"), fmt(row["prefill_speedup"], "{:.2f}×"),
+         fmt(row["kv_cache_bytes_per_token"], "{:,}")]
+        for row in results["arms"]
+    ]  # fmt: skip
+    return markdown_table(header, body)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
-from prunekit.io import write_json_atomic
+from harness import SST2, markdown_table, mean_std, trained, write_results
 
-HERE = Path(__file__).resolve().parent
-SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
-COMMON = ["--data", str(SST2), "--max-train-samples", "8000", "--max-length", "64", "--batch-size", "32"]
+COMMON = ["--data", SST2, "--max-train-samples", "8000", "--max-length", "64", "--batch-size", "32"]
 COMMON += ["--epochs", "1"]  # one pass for every arm
 ARMS = {
     "full": ["--lr", "5e-5"],
@@ -35,19 +29,9 @@ ARMS = {
 }
 
 
-def prunekit(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "prunekit", *args], check=True, stdout=subprocess.DEVNULL)
-
-
-def run_arm(name: str, seed: int, work: Path) -> dict:
-    model = "minilm"
-    if "sparse" in name:
-        model = str(work / "sparse70")
-        if not Path(model).is_dir():
-            prunekit("prune", "magnitude", "--model", "minilm", "--sparsity", "0.7", "--out", model)
-    out = work / f"{name}-{seed}"
-    prunekit("finetune", "--model", model, "--out", str(out), "--seed", str(seed), *COMMON, *ARMS[name])
-    summary = json.loads((out / "summary.json").read_text())
+def run_arm(name: str, seed: int) -> dict:
+    model = trained("prune", "magnitude", "--model", "minilm", "--sparsity", "0.7")[0] if "sparse" in name else "minilm"
+    _, summary = trained("finetune", "--model", model, "--seed", str(seed), *COMMON, *ARMS[name])
     train = summary["train"]
     arm = {
         "arm": name,
@@ -67,44 +51,36 @@ def run_arm(name: str, seed: int, work: Path) -> dict:
     return arm
 
 
-def write_table(results: dict, out: Path) -> None:
+def table(results: dict) -> str:
     arms = results["arms"]
     full_rss = statistics.mean(a["peak_rss_mb"] for a in arms if a["arm"] == "full")
-    rows = [
-        "| arm | seeds | accuracy (mean ± std) | before merge | trainable params | peak RSS (MiB) | vs full | "
-        "train time (s) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["arm", "seeds", "accuracy (mean ± std)", "before merge", "trainable params", "peak RSS (MiB)",
+              "vs full", "train time (s)"]  # fmt: skip
+    body = []
     for name in ARMS:
         group = [a for a in arms if a["arm"] == name]
-        accuracy = [a["accuracy"] for a in group]
-        spread = statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
         before = [a["accuracy_before_merge"] for a in group if "accuracy_before_merge" in a]
         rss = statistics.mean(a["peak_rss_mb"] for a in group)
-        rows.append(
-            f"| {name} | {', '.join(str(a['seed']) for a in group)} | {statistics.mean(accuracy):.4f} ± {spread:.4f} "
-            f"| {f'{statistics.mean(before):.4f}' if before else '—'} | {group[0]['trainable_params']:,} "
-            f"of {group[0]['params_total']:,} | {rss:.0f} | {rss / full_rss:.2f}× "
-            f"| {statistics.mean(a['train_runtime_s'] for a in group):.0f} |"
-        )
-    (out / "lora.md").write_text("\n".join(rows) + "\n")
-    print("\n".join(rows))
+        body.append([
+            name, ", ".join(str(a["seed"]) for a in group), mean_std([a["accuracy"] for a in group]),
+            f"{statistics.mean(before):.4f}" if before else "—",
+            f"{group[0]['trainable_params']:,} of {group[0]['params_total']:,}", f"{rss:.0f}",
+            f"{rss / full_rss:.2f}×", f"{statistics.mean(a['train_runtime_s'] for a in group):.0f}",
+        ])  # fmt: skip
+    return markdown_table(header, body)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
-    parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
-    results = {"benchmark": "lora", "command": " ".join(sys.argv), "arms": []}
-    with tempfile.TemporaryDirectory(prefix="prunekit-bench-lora-") as work:
-        for seed in args.seeds:
-            for name in ARMS:
-                results["arms"].append(run_arm(name, seed, Path(work)))
-                print(json.dumps(results["arms"][-1]), flush=True)
-    out = Path(args.out)
-    write_json_atomic(out / "lora.json", results)
-    write_table(results, out)
+    results = {"arms": []}
+    for seed in args.seeds:
+        for name in ARMS:
+            results["arms"].append(run_arm(name, seed))
+            print(json.dumps(results["arms"][-1]), flush=True)
+    write_results("lora", results, table(results))
+    print(table(results))
 
 
 if __name__ == "__main__":

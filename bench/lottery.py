@@ -16,18 +16,10 @@ Layer-wise ranking: python bench/lottery.py --scope layer --name lottery-layer
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import sys
-import tempfile
-import time
 from pathlib import Path
 
-from prunekit.cli import main as prunekit
-from prunekit.io import write_json_atomic
-
-HERE = Path(__file__).resolve().parent
-SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
+from harness import RESULTS, SST2, markdown_table, shown, trained, write_results
 
 
 def main() -> None:
@@ -38,61 +30,45 @@ def main() -> None:
     parser.add_argument("--rewind", default="init", help="init (θ0) or step:K")
     parser.add_argument("--scope", default="global", choices=["global", "layer"], help="magnitude ranking scope")
     parser.add_argument("--seed", type=int, default=42, help="subset, initialisation and data-order seed")
-    parser.add_argument("--out", default=str(HERE / "results"))
-    parser.add_argument("--name", default="lottery", help="result files: <out>/<name>.json, .md and .png")
+    parser.add_argument("--name", default="lottery", help="result files: bench/results/NAME.json, .md and .png")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="prunekit-bench-lottery-")) / "run"
-    command = (
-        f"lottery --model minilm --data {SST2} --max-train-samples {args.train_samples} --max-length 64 "
-        f"--rounds {args.rounds} --prune-per-round {args.prune_per_round} --rewind {args.rewind} "
-        f"--scope {args.scope} --seed {args.seed} --out {work}"
-    )
-    start = time.perf_counter()
-    if prunekit(command.split()) != 0:
-        raise SystemExit("prunekit lottery failed")
-    minutes = round((time.perf_counter() - start) / 60, 1)
-    write_results(work, command, minutes, Path(args.out), args.name)
+    command = ["lottery", "--model", "minilm", "--data", SST2, "--max-train-samples", str(args.train_samples),
+               "--max-length", "64", "--rounds", str(args.rounds), "--prune-per-round", str(args.prune_per_round),
+               "--rewind", args.rewind, "--scope", args.scope, "--seed", str(args.seed)]  # fmt: skip
+    run, summary = trained(*command)
+    record(run, summary, shown([*command, "--out", "DIR"]), args.name)
 
 
-def write_results(work: Path, command: str, minutes: float, out: Path, name: str) -> None:
-    """JSON, markdown table and plot of the finished run in ``work``."""
-    summary = json.loads((work / "summary.json").read_text())
+def record(run: Path, summary: dict, command: str, name: str) -> None:
+    """JSON, markdown table and plot of the finished lottery run in ``run``."""
+    minutes = round(summary["search_seconds"] / 60, 1)
     results = {
-        "benchmark": "lottery",
-        "command": " ".join(["python", "bench/lottery.py", *sys.argv[1:]]),
-        "prunekit_command": "prunekit "
-        + command.replace(str(SST2), "../shared/data/glue/SST-2").replace(str(work), "RUN_DIR"),
+        "prunekit_command": command,
         "wall_minutes": minutes,
         **{key: summary[key] for key in ("main_metric", "dense", "rounds", "winning_ticket", "config", "train")},
     }
-    write_json_atomic(out / f"{name}.json", results)
-    shutil.copyfile(work / "lottery.png", out / f"{name}.png")
     rewind = summary["config"]["rewind"]
     rewound_to = "θ0" if rewind == "init" else f"θ{rewind.split(':')[1]}"
     dense = summary["dense"]
-    rows = [
+    header = ["round", "sparsity", f"ticket (rewound to {rewound_to})", "random mask (rewound)",
+              "one-shot + fine-tune", "ticket − dense"]  # fmt: skip
+    body = [
+        [str(r["round"]), f"{100 * r['sparsity']:.1f} %", f"{r['ticket']:.4f}", f"{r['random_mask']:.4f}",
+         f"{r['one_shot']:.4f}", f"{100 * (r['ticket'] - dense):+.1f} pt"]
+        for r in summary["rounds"][1:]
+    ]  # fmt: skip
+    ticket = summary["winning_ticket"]
+    text = "\n\n".join([
         f"Dense (round 0): {dense:.4f} accuracy. Each row: three models trained with the same budget "
         f"({summary['train']['samples']} sentences, one pass); {summary['config']['scope']} magnitude ranking. "
         f"Wall time {minutes} min.",
-        "",
-        f"| round | sparsity | ticket (rewound to {rewound_to}) | random mask (rewound) | one-shot + fine-tune "
-        "| ticket − dense |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in summary["rounds"][1:]:
-        rows.append(
-            f"| {r['round']} | {100 * r['sparsity']:.1f} % | {r['ticket']:.4f} | {r['random_mask']:.4f} | "
-            f"{r['one_shot']:.4f} | {100 * (r['ticket'] - dense):+.1f} pt |"
-        )
-    ticket = summary["winning_ticket"]
-    rows += [
-        "",
+        markdown_table(header, body),
         f"Winning ticket (within 1 point of dense): round {ticket['round']}, {100 * ticket['sparsity']:.1f} % sparse."
-        if ticket
-        else "No round within 1 point of dense.",
-    ]
-    (out / f"{name}.md").write_text("\n".join(rows) + "\n")
-    print("\n".join(rows))
+        if ticket else "No round within 1 point of dense.",
+    ])  # fmt: skip
+    write_results(name, results, text)
+    shutil.copyfile(run / "lottery.png", RESULTS / f"{name}.png")
+    print(text)
 
 
 if __name__ == "__main__":

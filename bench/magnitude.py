@@ -19,42 +19,35 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import tempfile
 import time
-from pathlib import Path
 
 import torch
+from harness import SST2, markdown_table, sst2_parent, work_dir, write_results
 from transformers import set_seed
 
 from prunekit.data import load_task_data
 from prunekit.evaluation import count_flops, evaluate_model, make_inputs, measure_latency
-from prunekit.io import write_json_atomic
+from prunekit.methods.gradual import SparsityCallback
 from prunekit.methods.magnitude import MagnitudeConfig, prune_magnitude
 from prunekit.models import load_model
 from prunekit.pruning.schedules import CubicSchedule
 from prunekit.pruning.sparse_format import SPARSE_FILE, save_sparse
 from prunekit.training import FinetuneConfig, finetune
-from prunekit.training.callbacks import SparsityCallback
 
-HERE = Path(__file__).resolve().parent
-SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
 MAX_LENGTH = 64
 
 
 class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.out = Path(args.out)
         self.main = load_task_data(str(SST2), max_train_samples=args.train_samples, seed=42)
         recovery = load_task_data(str(SST2), max_train_samples=args.train_samples + args.recovery_samples, seed=42)
         seen = set(self.main.train.text_a)
         fresh = [i for i, text in enumerate(recovery.train.text_a) if text not in seen][: args.recovery_samples]
         self.recovery = recovery.train.subset(fresh)
         self.calibration = self.main.train.subset(range(128))
-        self.work = Path(tempfile.mkdtemp(prefix="prunekit-bench-"))
+        self.work = work_dir("magnitude")
         self.results: dict = {
-            "benchmark": "magnitude",
-            "command": "python bench/magnitude.py",
             "setup": {
                 "model": "all-MiniLM-L6-v2",
                 "task": "sst2",
@@ -90,13 +83,13 @@ class Bench:
 
     def record(self, **arm) -> None:
         self.results["arms"].append(arm)
-        write_json_atomic(self.out / "magnitude.json", self.results)  # partial results survive an interruption
+        write_results("magnitude", self.results)  # partial results survive an interruption
         print(json.dumps(arm), flush=True)
 
     def run(self) -> None:
-        set_seed(42)
-        model, tokenizer = load_model("minilm", self.main.task)
-        seconds = self.train(model, tokenizer, self.main.train)
+        parent, summary = sst2_parent(self.args.train_samples, MAX_LENGTH)
+        model, tokenizer = load_model(str(parent), self.main.task)
+        seconds = summary["train"]["runtime_s"]
         dense_accuracy = self.accuracy(model, tokenizer)
         self.dense, self.tokenizer = model, tokenizer
         self.record(
@@ -123,8 +116,8 @@ class Bench:
         for sparsity, epochs in ((0.7, 1.0), (0.9, 1.0), (0.9, 3.0)):
             self.gradual(sparsity, epochs)
         self.speed_and_size()
-        write_json_atomic(self.out / "magnitude.json", self.results)
-        self.write_table()
+        write_results("magnitude", self.results, self.table())
+        print(self.table())
 
     def one_shot(self, name: str, config: MagnitudeConfig, recover: bool) -> None:
         model = copy.deepcopy(self.dense)
@@ -202,35 +195,33 @@ class Bench:
         self.results["speed"] = speed
         self.results["size"] = sizes
 
-    def write_table(self) -> None:
+    def table(self) -> str:
         dense = self.results["arms"][0]["accuracy"]
-        rows = [
-            "| arm | sparsity | accuracy right after pruning | after recovery / training | % of dense |",
-            "|---|---|---|---|---|",
-        ]
+        body = []
         for arm in self.results["arms"]:
-            pruned = f"{arm['accuracy_pruned']:.4f}" if "accuracy_pruned" in arm else "—"
             final = arm.get("accuracy")
-            rows.append(
-                f"| {arm['arm']} | "
-                f"{arm.get('pattern') or format(arm['sparsity'], '.2f')} | {pruned} | "
-                f"{'—' if final is None else format(final, '.4f')} | "
-                f"{100 * (final if final is not None else arm['accuracy_pruned']) / dense:.1f} % |"
-            )
-        speed = self.results["speed"]
-        rows += ["", "| 90 % sparse vs dense (same run) | speed-up |", "|---|---|"]
-        rows += [f"| {shape} | {v['ratio_vs_dense']:.3f}× |" for shape, v in speed.items()]
-        rows += ["", "| sparse format | file size vs dense |", "|---|---|"]
-        rows += [f"| {k.replace('_', ' ')} % | {v['ratio']:.3f} |" for k, v in self.results["size"].items()]
-        (self.out / "magnitude.md").write_text("\n".join(rows) + "\n")
-        print("\n".join(rows))
+            body.append([
+                arm["arm"], arm.get("pattern") or format(arm["sparsity"], ".2f"),
+                f"{arm['accuracy_pruned']:.4f}" if "accuracy_pruned" in arm else "—",
+                "—" if final is None else format(final, ".4f"),
+                f"{100 * (final if final is not None else arm['accuracy_pruned']) / dense:.1f} %",
+            ])  # fmt: skip
+        arms = markdown_table(
+            ["arm", "sparsity", "accuracy right after pruning", "after recovery / training", "% of dense"], body
+        )
+        speed = [[shape, f"{v['ratio_vs_dense']:.3f}×"] for shape, v in self.results["speed"].items()]
+        size = [[f"{k.replace('_', ' ')} %", f"{v['ratio']:.3f}"] for k, v in self.results["size"].items()]
+        return "\n\n".join([
+            arms,
+            markdown_table(["90 % sparse vs dense (same run)", "speed-up"], speed),
+            markdown_table(["sparse format", "file size vs dense"], size),
+        ])  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--train-samples", type=int, default=8000)
     parser.add_argument("--recovery-samples", type=int, default=2000)
-    parser.add_argument("--out", default=str(HERE / "results"))
     Bench(parser.parse_args()).run()
 
 

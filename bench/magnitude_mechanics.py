@@ -22,8 +22,6 @@ import torch
 from torch.nn.utils import prune as torch_prune
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-HERE = Path(__file__).resolve().parent
-
 
 def _step_time(models: dict, batch: dict, steps: int, warmup: int = 2) -> dict[str, float]:
     """Median seconds per forward+backward+AdamW step, the variants interleaved step by step."""
@@ -149,34 +147,29 @@ def main() -> None:
     parser.add_argument("--child")
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=str(HERE / "results" / "magnitude_mechanics.json"))
     args = parser.parse_args()
     if args.child:
         _global_prune_child(args.child)
         return
-    from prunekit.io import write_json_atomic
+    from harness import markdown_table, write_results  # not in the --child processes: they measure memory
 
     result = {
-        "benchmark": "magnitude_mechanics",
-        "command": "python bench/magnitude_mechanics.py",
         "training_step": step_time_benchmark(args.steps),
         "global_pruning": global_prune_benchmark(args.repeats),
     }
-    write_json_atomic(args.out, result)
     step, prune = result["training_step"], result["global_pruning"]
-    table = [
-        "| mechanic | prunekit | torch.nn.utils.prune | ratio prunekit / torch |",
-        "|---|---|---|---|",
-        f"| training step vs dense step (MiniLM, 70 % sparse) | {step['prunekit_vs_dense']:.3f}× | "
-        f"{step['torch_prune_vs_dense']:.3f}× | {step['prunekit_vs_torch_prune']:.3f} |",
-        f"| global 50 % pruning of BERT-base ({prune['params'] / 1e6:.0f} M params): wall time | "
-        f"{prune['prunekit']['seconds']:.2f} s | {prune['torch_prune']['seconds']:.2f} s | "
-        f"{prune['time_ratio_prunekit_vs_torch']:.3f} |",
-        f"| same: peak extra memory | {prune['prunekit']['peak_extra_mb']:.0f} MB | "
-        f"{prune['torch_prune']['peak_extra_mb']:.0f} MB | {prune['memory_ratio_prunekit_vs_torch']:.3f} |",
-    ]
-    Path(args.out).with_suffix(".md").write_text("\n".join(table) + "\n")
-    print("\n".join(table))
+    header = ["mechanic", "prunekit", "torch.nn.utils.prune", "ratio prunekit / torch"]
+    body = [
+        ["training step vs dense step (MiniLM, 70 % sparse)", f"{step['prunekit_vs_dense']:.3f}×",
+         f"{step['torch_prune_vs_dense']:.3f}×", f"{step['prunekit_vs_torch_prune']:.3f}"],
+        [f"global 50 % pruning of BERT-base ({prune['params'] / 1e6:.0f} M params): wall time",
+         f"{prune['prunekit']['seconds']:.2f} s", f"{prune['torch_prune']['seconds']:.2f} s",
+         f"{prune['time_ratio_prunekit_vs_torch']:.3f}"],
+        ["same: peak extra memory", f"{prune['prunekit']['peak_extra_mb']:.0f} MB",
+         f"{prune['torch_prune']['peak_extra_mb']:.0f} MB", f"{prune['memory_ratio_prunekit_vs_torch']:.3f}"],
+    ]  # fmt: skip
+    write_results("magnitude_mechanics", result, markdown_table(header, body))
+    print(markdown_table(header, body))
 
 
 if __name__ == "__main__":

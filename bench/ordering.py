@@ -21,13 +21,9 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-from prunekit.io import write_json_atomic
+from harness import GLUE, RESULTS, shown, work_dir, write_results
 
-HERE = Path(__file__).resolve().parent
-GLUE = HERE.parent.parent / "shared" / "data" / "glue"
 TASKS = {"sst2": "SST-2", "mrpc": "MRPC"}  # --task -> GLUE folder
 FLAGS = ["--max-length", "64", "--max-train-samples", "4800", "--stage-steps", "150"]
 TARGETS = {"structured": ["--heads", "0.5", "--ffn", "0.5"], "unstructured": ["--sparsity", "0.7"]}
@@ -38,24 +34,18 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", default=["1", "2", "3"])
     parser.add_argument("--target", choices=sorted(TARGETS), default="structured")
     parser.add_argument("--task", choices=sorted(TASKS), default="sst2")
-    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prunekit-bench-ordering"))
     args = parser.parse_args()
     suffix = "".join(f"-{part}" for part in (args.target, args.task) if part not in ("structured", "sst2"))
-    name, out = f"ordering{suffix}", Path(args.work) / f"study{suffix}"
+    name, out = f"ordering{suffix}", work_dir("ordering") / f"study{suffix}"
     data = GLUE / TASKS[args.task]
-    command = ["prunekit", "study", "ordering", "--out", str(out), "--data", str(data), *FLAGS,
+    command = ["study", "ordering", "--out", str(out), "--data", str(data), *FLAGS,
                *TARGETS[args.target], "--seeds", *args.seeds]  # fmt: skip
     # --resume: a killed run continues after its last finished stage
-    subprocess.run([sys.executable, "-m", *command, "--resume"], check=True)
-    results = HERE / "results"
+    subprocess.run([sys.executable, "-m", "prunekit", *command, "--resume"], check=True)
     summary = json.loads((out / "summary.json").read_text())
     # recorded with paths as seen from the repository root, not this machine's
-    shown = " ".join(command).replace(str(out), f"$TMPDIR/prunekit-bench-ordering/{out.name}")
-    shown = shown.replace(str(data), f"../shared/data/glue/{TASKS[args.task]}")
-    write_json_atomic(results / f"{name}.json", {"command": shown, **summary})
-    header = f"Command: `{shown}`\n\n"
-    (results / f"{name}.md").write_text(header + (out / "study.md").read_text(), encoding="utf-8")
-    shutil.copyfile(out / "ordering.png", results / f"{name}.png")
+    write_results(name, {**summary, "command": shown(command, out)}, (out / "study.md").read_text())
+    shutil.copyfile(out / "ordering.png", RESULTS / f"{name}.png")
 
 
 if __name__ == "__main__":

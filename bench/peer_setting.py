@@ -22,18 +22,12 @@ import argparse
 import json
 import random
 import statistics
-import sys
-import tempfile
 from pathlib import Path
 
-from harness import prunekit, time_together
+from harness import SST2, markdown_table, mean_std, time_together, trained, work_dir, write_results
 
-from prunekit.io import write_json_atomic
-
-HERE = Path(__file__).resolve().parent
-SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
 TRAIN_SIZE, RECOVERY_SIZE = 12_000, 2_000
-COMMON = ["--data", str(SST2), "--max-length", "64"]
+COMMON = ["--data", SST2, "--max-length", "64"]
 PASS = ["--epochs", "1", "--lr", "5e-5", "--warmup-ratio", "0", "--batch-size", "32"]
 SMALL = ["--heads", "0.33334", "--ffn", "0.25"]  # 4 of 12 heads, 384 of 1,536 neurons
 ONE_SHOT = {  # arm -> prune structured flags (Taylor importance, the same widths in every layer)
@@ -60,11 +54,13 @@ def split_training_data(work: Path) -> tuple[Path, Path]:
     return files
 
 
-def time_seed(rows: list[dict], parent: Path, work: Path) -> None:
+def time_seed(rows: list[dict], parent: Path) -> None:
     """Every pruned model of one seed timed with the dense parent, interleaved (batch 32 x 64, 20 rounds)."""
     pruned = [r for r in rows if r["folder"] is not None]
-    for r, ratio in zip(pruned, time_together(parent, [work / r["folder"] for r in pruned])):
+    for r, ratio in zip(pruned, time_together(parent, [r["folder"] for r in pruned])):
         r["speedup_vs_parent"] = ratio
+    for r in rows:
+        del r["folder"]
 
 
 def row(arm: str, seed: int, summary: dict, folder: Path | None, after_pruning: float | None = None) -> dict:
@@ -74,85 +70,62 @@ def row(arm: str, seed: int, summary: dict, folder: Path | None, after_pruning: 
         "accuracy": summary["metrics"]["accuracy"],
         "accuracy_after_pruning": after_pruning,
         "params_total": summary["params_total"],
-        "folder": folder.name if folder else None,  # in the work folder
+        "folder": folder,
     }
 
 
-def run_seed(seed: int, parent: Path, recovery: Path, work: Path) -> list[dict]:
-    recover = [*COMMON, "--train", str(recovery), *PASS, "--seed", str(seed)]
-    control = prunekit("finetune", "--model", str(parent), "--out", str(work / f"control-{seed}"), *recover)
+def run_seed(seed: int, parent: Path, train: Path, recovery: Path) -> list[dict]:
+    recover = [*COMMON, "--train", recovery, *PASS, "--seed", str(seed)]
+    _, control = trained("finetune", "--model", parent, *recover)
     rows = [row("dense control (parent + the recovery pass)", seed, control, None)]
     for arm, flags in ONE_SHOT.items():
-        tag = f"{len(rows)}-{seed}"
-        pruned = work / f"oneshot-{tag}"
-        calibration = [*COMMON, "--train", str(work / "train-12k.tsv"), "--calibration-seed", str(seed)]
-        prune = prunekit("prune", "structured", "--model", str(parent), "--out", str(pruned), "--scope", "uniform",
-                         *flags, *calibration)  # fmt: skip
-        out = work / f"recovered-{tag}"
-        rows.append(row(arm, seed, prunekit("finetune", "--model", str(pruned), "--out", str(out), *recover),
-                        out, prune["metrics"]["accuracy"]))  # fmt: skip
+        calibration = [*COMMON, "--train", train, "--calibration-seed", str(seed)]
+        pruned, prune = trained("prune", "structured", "--model", parent, "--scope", "uniform", *flags, *calibration)
+        out, summary = trained("finetune", "--model", pruned, *recover)
+        rows.append(row(arm, seed, summary, out, prune["metrics"]["accuracy"]))
     for arm, flags in ADAPTIVE.items():
-        out = work / f"adaptive-{len(rows)}-{seed}"
-        rows.append(row(arm, seed, prunekit("finetune", "--model", str(parent), "--out", str(out), *recover,
-                                            "--prune", "adaptive", *SMALL, *flags), out))  # fmt: skip
-    time_seed(rows, parent, work)
+        out, summary = trained("finetune", "--model", parent, *recover, "--prune", "adaptive", *SMALL, *flags)
+        rows.append(row(arm, seed, summary, out))
+    time_seed(rows, parent)
     return rows
 
 
-def write_table(results: dict, out: Path) -> str:
+def table(results: dict) -> str:
     arms, parent = results["arms"], results["parent_accuracy"]
     control = statistics.mean(a["accuracy"] for a in arms if a["arm"].startswith("dense control"))
-    lines = [
-        f"Dense parent accuracy {parent:.4f}; dense control {control:.4f}. Seeds: {results['seeds']}.",
-        "",
-        "| arm | acc. after pruning | accuracy (mean ± std) | % of parent | % of control | speed-up b32×64 |",
-        "|---|---|---|---|---|---|",
-    ]
+    header = ["arm", "acc. after pruning", "accuracy (mean ± std)", "% of parent", "% of control", "speed-up b32×64"]
+    body = []
     for name in dict.fromkeys(a["arm"] for a in arms):
         group = [a for a in arms if a["arm"] == name]
-        accuracy = [a["accuracy"] for a in group]
-        mean, std = statistics.mean(accuracy), statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
+        mean = statistics.mean(a["accuracy"] for a in group)
         before = [a["accuracy_after_pruning"] for a in group if a["accuracy_after_pruning"] is not None]
         speed = [a["speedup_vs_parent"] for a in group if "speedup_vs_parent" in a]
-        lines.append(
-            f"| {name} | {f'{statistics.mean(before):.4f}' if before else '—'} | {mean:.4f} ± {std:.4f} "
-            f"| {100 * mean / parent:.1f} % | {100 * mean / control:.1f} % "
-            f"| {f'{statistics.mean(speed):.2f}×' if speed else '1×'} |"
-        )
-    text = "\n".join(lines) + "\n"
-    (out / "peer-setting.md").write_text(f"Command: `{results['command']}`\n\n{text}", encoding="utf-8")
-    return text
+        body.append([
+            name, f"{statistics.mean(before):.4f}" if before else "—", mean_std([a["accuracy"] for a in group]),
+            f"{100 * mean / parent:.1f} %", f"{100 * mean / control:.1f} %",
+            f"{statistics.mean(speed):.2f}×" if speed else "1×",
+        ])  # fmt: skip
+    intro = f"Dense parent accuracy {parent:.4f}; dense control {control:.4f}. Seeds: {results['seeds']}."
+    return f"{intro}\n\n{markdown_table(header, body)}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument(
-        "--work",
-        default=str(Path(tempfile.gettempdir()) / "prunekit-bench-peer-setting"),
-        help="model folders; kept, so an interrupted run resumes (delete it to start over)",
-    )
     args = parser.parse_args()
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    train, recovery = split_training_data(work)
-    parent = work / "parent"
-    parent_summary = prunekit("finetune", "--model", "minilm", "--out", str(parent), *COMMON, "--train", str(train),
-                              *PASS, "--seed", "0")  # fmt: skip
+    train, recovery = split_training_data(work_dir("peer-setting"))
+    parent, parent_summary = trained("finetune", "--model", "minilm", *COMMON, "--train", train, *PASS, "--seed", "0")
     results = {
-        "benchmark": "peer-setting",
-        "command": " ".join(["python", "bench/peer_setting.py", *sys.argv[1:]]),
         "seeds": args.seeds,
         "parent_accuracy": parent_summary["metrics"]["accuracy"],
         "parent_params": parent_summary["params_total"],
         "arms": [],
     }
     for seed in args.seeds:
-        results["arms"] += run_seed(seed, parent, recovery, work)
+        results["arms"] += run_seed(seed, parent, train, recovery)
         print(json.dumps(results["arms"][-1]), flush=True)
-    out = HERE / "results"
-    write_json_atomic(out / "peer-setting.json", results)
-    print(write_table(results, out))
+        write_results("peer-setting", results, table(results))
+    print(table(results))
 
 
 if __name__ == "__main__":

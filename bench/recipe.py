@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from prunekit.io import write_json_atomic, write_text_atomic
-from prunekit.report.run_report import export_lines, markdown_table, read_run, table
+from harness import SST2, markdown_table, shown, work_dir, write_results
 
-HERE = Path(__file__).resolve().parent
-SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
+from prunekit.report.run_report import export_lines, read_run, table
+
 BUDGET = ["defaults.max_train_samples=4800", "defaults.max_steps=300"]
 
 
@@ -31,11 +29,11 @@ def main() -> None:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--data", default=str(SST2))
     parser.add_argument("--set", dest="overrides", action="append", default=None, help=f"default: {BUDGET}")
-    parser.add_argument("--out", help="the run folder (default $TMPDIR/prunekit-bench-recipe/RECIPE)")
+    parser.add_argument("--out", help="the run folder (default: RECIPE in the bench cache)")
     parser.add_argument("--name", help="results name (default recipe-RECIPE)")
     args = parser.parse_args()
     overrides = BUDGET if args.overrides is None else args.overrides
-    out = Path(args.out or Path(tempfile.gettempdir()) / "prunekit-bench-recipe" / args.recipe)
+    out = Path(args.out or work_dir("recipe") / args.recipe)
     command = ["run", args.recipe, "--model", args.model, "--data", args.data, "--out", str(out)]
     command += [word for override in overrides for word in ("--set", override)]
     resume = ["--resume"] if (out / "run.json").is_file() else []
@@ -58,14 +56,11 @@ def record(name: str, command: list[str], out: Path) -> None:
             **({"export": {k: s[k] for k in ("max_abs_diff", "atol", "ratio_vs_torch")}} if row.method == "export"
                and s.get("format") == "onnx" else {}),
         })  # fmt: skip
-    shown = " ".join(["prunekit", *command]).replace(str(out), "DIR").replace(str(SST2), "../shared/data/glue/SST-2")
-    write_json_atomic(HERE / "results" / f"{name}.json", {"benchmark": name, "command": shown, "stages": stages})
-    header, body = table(rows)
-    text = f"Command: `{shown}`\n\n{markdown_table(header, body)}\n"
+    text = markdown_table(*table(rows))
     exports = export_lines(rows)
     if exports:
-        text += "\n" + "\n".join(exports) + "\n"
-    write_text_atomic(HERE / "results" / f"{name}.md", text)
+        text += "\n\n" + "\n".join(exports)
+    write_results(name, {"command": shown(command, out), "stages": stages}, text)
     print(text)
 
 

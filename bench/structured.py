@@ -22,23 +22,18 @@ import argparse
 import copy
 import json
 import re
-import tempfile
 import time
-from pathlib import Path
 
-from transformers import set_seed
+from harness import SST2, markdown_table, sst2_parent, trained, work_dir, write_results
 
 from prunekit.data import encode_batches, load_task_data
 from prunekit.evaluation import count_flops, evaluate_model, make_inputs, measure_latency
-from prunekit.io import write_json_atomic
 from prunekit.methods.structured import StructuredConfig, prune_structured
 from prunekit.models import count_parameters, load_model
 from prunekit.pruned_models import load_pruned, save_pruned
 from prunekit.pruning.vocabulary import corpus_token_ids, prune_vocabulary
 from prunekit.training import FinetuneConfig, finetune
 
-HERE = Path(__file__).resolve().parent
-SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
 MAX_LENGTH = 64
 
 ARMS = [  # (name, config); Taylor importance and global ranking unless the name says otherwise
@@ -62,14 +57,11 @@ ARMS = [  # (name, config); Taylor importance and global ranking unless the name
 class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.out = Path(args.out)
         self.data = load_task_data(str(SST2), max_train_samples=args.train_samples, seed=42)
-        self.work = Path(tempfile.mkdtemp(prefix="prunekit-bench-structured-"))
-        self.train_config = FinetuneConfig(epochs=1.0, max_length=MAX_LENGTH, logging_steps=1000)
+        self.work = work_dir("structured")
+        # recovery: one more pass over the same sentences (the dense control gets it too)
         self.recovery_config = FinetuneConfig(epochs=1.0, max_length=MAX_LENGTH, logging_steps=1000, warmup_ratio=0.1)
         self.results: dict = {
-            "benchmark": "structured",
-            "command": "python bench/structured.py",
             "setup": {
                 "model": "all-MiniLM-L6-v2",
                 "task": "sst2",
@@ -77,8 +69,8 @@ class Bench:
                 "recovery": "one more pass over the same training sentences, lr 5e-5 with 10 % warm-up",
                 "eval_samples": len(self.data.eval),
                 "max_length": MAX_LENGTH,
-                "batch_size": self.train_config.batch_size,
-                "lr": self.train_config.lr,
+                "batch_size": self.recovery_config.batch_size,
+                "lr": self.recovery_config.lr,
                 "calibration_samples": args.calibration_samples,
                 "threads": 2,
                 "latency_shapes": ["batch 32 x seq 128", "batch 1 x seq 128"],
@@ -92,10 +84,9 @@ class Bench:
         )
         return metrics["accuracy"]
 
-    def train(self, model, tokenizer, recovery: bool = True) -> float:
+    def train(self, model, tokenizer) -> float:
         start = time.perf_counter()
-        config = self.recovery_config if recovery else self.train_config
-        finetune(model, tokenizer, self.data.train, self.data.task, config, self.work / "trainer")
+        finetune(model, tokenizer, self.data.train, self.data.task, self.recovery_config, self.work / "trainer")
         return round(time.perf_counter() - start, 1)
 
     def speed(self, model) -> dict:
@@ -115,7 +106,7 @@ class Bench:
 
     def record(self, **arm) -> None:
         self.results["arms"].append(arm)
-        write_json_atomic(self.out / "structured.json", self.results)  # partial results survive an interruption
+        write_results("structured", self.results)  # partial results survive an interruption
         print(json.dumps(arm), flush=True)
 
     def calibration(self, tokenizer) -> list[dict]:
@@ -123,35 +114,34 @@ class Bench:
         return encode_batches(split, tokenizer, MAX_LENGTH, regression=False)
 
     def run(self) -> None:
-        set_seed(42)
-        self.dense, self.tokenizer = load_model("minilm", self.data.task)
-        seconds = self.train(self.dense, self.tokenizer, recovery=False)
+        parent, summary = sst2_parent(self.args.train_samples, MAX_LENGTH)
+        self.dense, self.tokenizer = load_model(str(parent), self.data.task)
         self.dense.eval()
         self.dense_params = count_parameters(self.dense)[0]
         self.record(
             arm="dense parent",
-            accuracy=self.accuracy(self.dense, self.tokenizer),
+            accuracy=summary["metrics"]["accuracy"],
             params=self.dense_params,
-            train_s=seconds,
+            train_s=summary["train"]["runtime_s"],
             train_passes=1,
         )
-        control = copy.deepcopy(self.dense)
-        seconds = self.train(control, self.tokenizer)
+        recovery = ["--data", SST2, "--max-train-samples", str(self.args.train_samples), "--max-length",
+                    str(MAX_LENGTH), "--epochs", "1", "--warmup-ratio", "0.1"]  # fmt: skip
+        _, control = trained("finetune", "--model", parent, *recovery)  # the recovery pass every pruned arm gets
         self.record(
             arm="dense + recovery pass (control)",
-            accuracy=self.accuracy(control, self.tokenizer),
+            accuracy=control["metrics"]["accuracy"],
             params=self.dense_params,
-            train_s=seconds,
+            train_s=control["train"]["runtime_s"],
             train_passes=2,
         )
-        del control
         batches = self.calibration(self.tokenizer)
         for name, config in ARMS:
             if re.search(self.args.only, name):
                 self.arm(name, config, batches)
         self.vocabulary()
-        write_json_atomic(self.out / "structured.json", self.results)
-        self.write_table()
+        write_results("structured", self.results, self.table())
+        print(self.table())
 
     def arm(self, name: str, config: StructuredConfig, batches: list[dict]) -> None:
         model = copy.deepcopy(self.dense)
@@ -201,26 +191,22 @@ class Bench:
             speed=self.speed(model),
         )
 
-    def write_table(self) -> None:
+    def table(self) -> str:
         arms = self.results["arms"]
         dense, control = arms[0]["accuracy"], arms[1]["accuracy"]
-        rows = [
-            f"Dense parent accuracy {dense:.4f} (1 pass); dense control with the same extra pass {control:.4f}.",
-            "",
-            "| arm | params | acc. after pruning | acc. after recovery | % of parent | % of control "
-            "| speed-up b32×128 | speed-up b1×128 |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
+        header = ["arm", "params", "acc. after pruning", "acc. after recovery", "% of parent", "% of control",
+                  "speed-up b32×128", "speed-up b1×128"]  # fmt: skip
+        body = []
         for arm in arms[2:]:
             final = arm["accuracy"] if arm["accuracy"] is not None else arm["accuracy_pruned"]
-            recovered = "—" if arm["accuracy"] is None else f"{arm['accuracy']:.4f}"
-            rows.append(
-                f"| {arm['arm']} | {arm['params_ratio']:.2f}× | {arm['accuracy_pruned']:.4f} | {recovered} | "
-                f"{100 * final / dense:.1f} % | {100 * final / control:.1f} % | "
-                f"{arm['speed']['batch32']['speedup']:.2f}× | {arm['speed']['batch1']['speedup']:.2f}× |"
-            )
-        (self.out / "structured.md").write_text("\n".join(rows) + "\n")
-        print("\n".join(rows))
+            body.append([
+                arm["arm"], f"{arm['params_ratio']:.2f}×", f"{arm['accuracy_pruned']:.4f}",
+                "—" if arm["accuracy"] is None else f"{arm['accuracy']:.4f}", f"{100 * final / dense:.1f} %",
+                f"{100 * final / control:.1f} %", f"{arm['speed']['batch32']['speedup']:.2f}×",
+                f"{arm['speed']['batch1']['speedup']:.2f}×",
+            ])  # fmt: skip
+        intro = f"Dense parent accuracy {dense:.4f} (1 pass); dense control with the same extra pass {control:.4f}."
+        return f"{intro}\n\n{markdown_table(header, body)}"
 
 
 def main() -> None:
@@ -228,7 +214,6 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=8000)
     parser.add_argument("--calibration-samples", type=int, default=256)
     parser.add_argument("--only", default="", help="regex: run only the arms whose name matches")
-    parser.add_argument("--out", default=str(HERE / "results"))
     Bench(parser.parse_args()).run()
 
 

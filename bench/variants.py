@@ -15,20 +15,16 @@ import argparse
 import json
 import shutil
 import statistics
-import tempfile
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
+
+from harness import SST2, markdown_table, work_dir, write_results
 
 from prunekit.data import load_task_data
 from prunekit.evaluation import evaluate_model
-from prunekit.io import write_json_atomic
 from prunekit.methods.workflow import Target, Workflow, WorkflowConfig, time_stages
 from prunekit.models import load_model
 
-HERE = Path(__file__).resolve().parent
-SST2 = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2"
-STUDY = Path(tempfile.gettempdir()) / "prunekit-bench-ordering" / "study"
 VARIANTS = {
     "LoRAPrune scores": {"adaptive_score": "lora"},
     "full fine-tuning while pruning": {"prune_with": "full"},
@@ -38,10 +34,10 @@ VARIANTS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "prunekit-bench-variants"))
     args = parser.parse_args()
-    study = json.loads((STUDY / "summary.json").read_text())
-    settings = json.loads((STUDY / "study_config.json").read_text())
+    study_dir = work_dir("ordering") / "study"  # bench/ordering.py's run
+    study = json.loads((study_dir / "summary.json").read_text())
+    settings = json.loads((study_dir / "study_config.json").read_text())
     fields = {k: v for k, v in settings.items() if k in WorkflowConfig.__dataclass_fields__}
     base = WorkflowConfig(**{**fields, "target": Target(**settings["target"]), "order": "joint"})
     data = load_task_data(str(SST2), max_train_samples=settings["max_train_samples"], seed=study["seeds"][0])
@@ -58,31 +54,28 @@ def main() -> None:
         speedup = run["extra"]["speedup"]["32x128"]
         rows.append({**row, "accuracy": run["metrics"]["accuracy"], "speedup_32x128": speedup})
         for name, change in VARIANTS.items():
-            out = Path(args.work) / f"{name.split()[0].lower()}-{seed}"
+            out = work_dir("variants") / f"{name.split()[0].lower()}-{seed}"
             if not (out / "teacher" / "summary.json").is_file():
-                shutil.copytree(STUDY / f"seed-{seed}" / "joint" / "teacher", out / "teacher", dirs_exist_ok=True)
+                shutil.copytree(study_dir / f"seed-{seed}" / "joint" / "teacher", out / "teacher", dirs_exist_ok=True)
             final = Workflow(replace(base, seed=seed, **change), "minilm", data, out, evaluate, resume=True).run()[-1]
             time_stages(dense, [final], out, ((32, 128),))
             speedup = final.extra["speedup"]["32x128"]
             rows.append({**row, "variant": name, "accuracy": final.metrics["accuracy"], "speedup_32x128": speedup})
-            write_results(rows)  # after every run
+            write_results("variants", {"rows": rows}, table(rows))  # after every run
 
 
-def write_results(rows: list[dict]) -> None:
-    results = HERE / "results"
-    write_json_atomic(results / "variants.json", {"command": "python bench/variants.py", "rows": rows})
-    lines = [
-        "| variant of `joint` | accuracy per seed | mean | % of the equal-budget control (mean) | speed-up 32 × 128 |",
-        "|---|---|---|---|---|",
-    ]
+def table(rows: list[dict]) -> str:
+    header = ["variant of `joint`", "accuracy per seed", "mean", "% of the equal-budget control (mean)",
+              "speed-up 32 × 128"]  # fmt: skip
+    body = []
     for variant in dict.fromkeys(r["variant"] for r in rows):
         group = [r for r in rows if r["variant"] == variant]
         per_seed = " / ".join(f"{r['accuracy']:.4f} (seed {r['seed']})" for r in group)
         mean = statistics.fmean(r["accuracy"] for r in group)
         share = statistics.fmean(r["accuracy"] / r["control"] for r in group)
         speed = statistics.fmean(r["speedup_32x128"] for r in group)
-        lines.append(f"| {variant} | {per_seed} | {mean:.4f} | {100 * share:.1f} % | {speed:.2f}× |")
-    (results / "variants.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        body.append([variant, per_seed, f"{mean:.4f}", f"{100 * share:.1f} %", f"{speed:.2f}×"])
+    return markdown_table(header, body)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from prunekit.errors import ConfigError
+
 FLAG = "prunekit_flag"
 
 # ---------------------------------------------------------------- flag value parsers (argparse types)
@@ -108,41 +110,87 @@ def option(
     parse: Callable[[str], Any] | None = None,
     choices: Iterable | None = None,
     switch: bool = False,
+    flag: str | None = None,
 ) -> Any:
-    """A dataclass field that is also a command-line flag (``switch``: a store_true flag)."""
-    spec = {"help": help, "parse": parse, "choices": tuple(choices) if choices else None, "switch": switch}
+    """A dataclass field that is also a command-line flag (``switch``: a store_true flag; ``flag``: its
+    name when it is not the field's name with dashes)."""
+    spec = {"help": help, "parse": parse, "choices": tuple(choices) if choices else None, "switch": switch,
+            "flag": flag}  # fmt: skip
     return dataclasses.field(default=default, metadata={FLAG: spec})
+
+
+def same_option(config: type, name: str, **changes: Any) -> Any:
+    """A field declared as the dataclass ``config``'s option ``name`` is (its flag, parser, choices, help
+    and default), but for ``changes`` (e.g. ``default=1e-4, help=...``): an option shared by two configs
+    is written once."""
+    field = config.__dataclass_fields__[name]
+    spec = {**field.metadata[FLAG], **{k: v for k, v in changes.items() if k != "default"}}
+    spec["flag"] = spec["flag"] or flag_name(name)
+    return dataclasses.field(default=changes.get("default", field.default), metadata={FLAG: spec})
 
 
 def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-def add_config_arguments(group: argparse._ActionsContainer, config: type) -> None:
-    """Add a flag for every ``option`` field of the dataclass ``config``."""
-    for field in dataclasses.fields(config):
-        spec = field.metadata.get(FLAG)
-        if spec is None:
+def option_fields(config: Any) -> list[tuple[dataclasses.Field, str, dict]]:
+    """``(field, flag, spec)`` of every ``option`` field of the dataclass (class or instance) ``config``."""
+    return [
+        (field, field.metadata[FLAG]["flag"] or flag_name(field.name), field.metadata[FLAG])
+        for field in dataclasses.fields(config)
+        if FLAG in field.metadata
+    ]
+
+
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
+def add_config_arguments(
+    group: argparse._ActionsContainer, config: type, skip: Iterable[str] = (), only: Iterable[str] | None = None
+) -> None:
+    """Add a flag for every ``option`` field of the dataclass ``config`` (``only`` those named there) but
+    the fields named in ``skip``."""
+    for field, flag, spec in option_fields(config):
+        if field.name in skip or (only is not None and field.name not in only):
             continue
         if spec["switch"]:
-            group.add_argument(flag_name(field.name), action="store_true", help=spec["help"])
+            group.add_argument(flag, action="store_true", help=spec["help"])
             continue
         default = field.default
         shown = f" (default {default})" if default is not None and "default" not in spec["help"] else ""
-        group.add_argument(
-            flag_name(field.name),
-            type=spec["parse"],
-            choices=spec["choices"],
-            default=default,
-            help=spec["help"] + shown,
-        )
+        help_text = spec["help"] + shown
+        group.add_argument(flag, type=spec["parse"], choices=spec["choices"], default=default, help=help_text)
 
 
 def config_from_args(config: type, args: argparse.Namespace, **overrides: Any) -> Any:
-    """The dataclass ``config`` with every ``option`` field taken from the parsed flags."""
+    """The dataclass ``config`` with every ``option`` field the parsed flags have taken from them."""
     values = {
-        field.name: getattr(args, field.name)
-        for field in dataclasses.fields(config)
-        if FLAG in field.metadata and hasattr(args, field.name)
+        field.name: getattr(args, _dest(flag)) for field, flag, _ in option_fields(config) if hasattr(args, _dest(flag))
     }
     return config(**{**values, **overrides})
+
+
+def value_problem(value: Any, parse: Callable[[str], Any] | None, choices: Iterable | None) -> str | None:
+    """Why ``value`` is not acceptable to a flag of argparse type ``parse`` and ``choices`` (None: it is);
+    the command line, recipes and configs built in Python all check values with this."""
+    if parse is not None:
+        try:
+            value = parse(str(value))
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as err:
+            return str(err).split(", found ")[0]
+    if choices is not None and value not in choices:
+        return f"expected one of {', '.join(map(str, choices))}"
+    return None
+
+
+def check_options(config: Any) -> None:
+    """Check a config built in Python the way its flags are checked on the command line (``value_problem``);
+    None means unset."""
+    for field, flag, spec in option_fields(config):
+        value = getattr(config, field.name)
+        if value is None or spec["switch"]:
+            continue
+        problem = value_problem(value, spec["parse"], spec["choices"])
+        if problem is not None:
+            raise ConfigError(f"{flag} {value!r}: {problem}")

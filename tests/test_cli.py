@@ -42,7 +42,7 @@ def test_finetune_saves_loadable_model_and_summary(finetuned):
 
 
 def test_epochs_auto_gives_small_datasets_enough_steps_and_a_warmup(tiny_bert, sentiment_dir, tmp_path):
-    from prunekit.training.finetune import AUTO_MAX_PASSES, AUTO_MIN_STEPS, auto_passes
+    from prunekit.training.config import AUTO_MAX_PASSES, AUTO_MIN_STEPS, auto_passes
 
     assert auto_passes(67_349, 32, world_size=1) == 1  # all of SST-2: one pass is plenty
     assert auto_passes(8_000, 32, world_size=1) == 3

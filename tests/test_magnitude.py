@@ -13,6 +13,7 @@ from prunekit.adapters import get_adapter
 from prunekit.cli import main
 from prunekit.data import load_task_data
 from prunekit.errors import ConfigError
+from prunekit.methods.gradual import SparsityCallback
 from prunekit.methods.magnitude import MagnitudeConfig, compute_masks, prune_magnitude
 from prunekit.models import load_model
 from prunekit.pruning.masks import MASKS_FILE, MaskSet
@@ -20,7 +21,6 @@ from prunekit.pruning.schedules import CubicSchedule
 from prunekit.pruning.select import select_global, select_layerwise, select_n_m, select_rows
 from prunekit.pruning.sparse_format import SPARSE_FILE, load_sparse
 from prunekit.training import FinetuneConfig, finetune
-from prunekit.training.callbacks import SparsityCallback
 from tests.conftest import cli
 from tests.tiny import tiny_model
 
@@ -137,7 +137,7 @@ def test_masked_weights_get_zero_gradient_and_stay_zero_after_adamw_steps(tiny_b
     masks = prune_magnitude(model, MagnitudeConfig(sparsity=0.6))
     data = load_task_data(str(sentiment_dir), max_train_samples=80)
     probe = GradientProbe(masks)
-    config = FinetuneConfig(batch_size=4, lr=1e-2, max_length=16, logging_steps=100)
+    config = FinetuneConfig(epochs=1.0, batch_size=4, lr=1e-2, max_length=16, logging_steps=100)
     trainer = finetune(
         model, tokenizer, data.train, data.task, config, tmp_path, callbacks=[SparsityCallback(masks), probe]
     )

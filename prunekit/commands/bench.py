@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from prunekit.commands.common import count, positive_int, preflight, print_result, task_of, write_optional_json
+from prunekit.commands.common import (
+    preflight,
+    print_result,
+    task_of,
+    write_optional_json,
+)
 from prunekit.errors import ConfigError
+from prunekit.options import count, positive_int
 
 
 def add_parser(commands) -> None:

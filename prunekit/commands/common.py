@@ -9,17 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from prunekit.errors import ConfigError
-from prunekit.options import (  # noqa: F401  (the flag parsers, re-exported for the commands)
-    auto_or,
-    count,
-    fraction,
-    non_negative,
-    param_count,
-    positive,
-    positive_int,
-    real,
-    seed,
-)
+from prunekit.options import add_config_arguments, config_from_args, positive_int
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,63 +60,29 @@ def add_data_arguments(parser: argparse.ArgumentParser, with_train: bool) -> Non
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, with_max_steps: bool = True) -> None:
+    """``--max-train-samples`` and ``FinetuneConfig``'s flags (``with_max_steps``: also ``--max-steps`` and
+    the checkpoint flags)."""
+    from prunekit.training.config import FinetuneConfig
+
     group = parser.add_argument_group("training")
     group.add_argument("--max-train-samples", type=positive_int, help="train on a seeded random subset of N")
+    add_config_arguments(group, FinetuneConfig, skip=() if with_max_steps else ("max_steps", "checkpoint_every"))
     if with_max_steps:
-        group.add_argument(
-            "--max-steps", type=positive_int, help="stop after N optimizer steps (overrides --epochs' count)"
-        )
-        group.add_argument(
-            "--checkpoint-every",
-            type=positive_int,
-            help="save a resumable checkpoint (weights, optimizer, data order, RNG) every N optimizer steps into "
-            "--checkpoint-dir; rerunning the command continues from the latest one",
-        )
         group.add_argument("--checkpoint-dir", help="folder for --checkpoint-every's checkpoints")
-    group.add_argument(
-        "--epochs",
-        type=auto_or(positive),
-        default="auto",
-        help="passes over the training data; auto (default): enough passes for 600 optimizer steps (at most "
-        "10), one for a large dataset",
-    )
-    group.add_argument("--batch-size", type=positive_int, default=32, help="per process (default 32)")
-    group.add_argument("--lr", type=positive, default=5e-5)
-    group.add_argument("--weight-decay", type=non_negative, default=0.01)
-    group.add_argument(
-        "--warmup-ratio",
-        type=auto_or(fraction),
-        default="auto",
-        help="fraction of steps warming the lr up; auto (default): 0.1 when --epochs auto chose several passes, else 0",
-    )
-    group.add_argument("--seed", type=seed, default=42)
 
 
 def add_lora_arguments(parser) -> None:
+    from prunekit.training.config import LoraOptions
+
     group = parser.add_argument_group("LoRA (PEFT): train low-rank adapters on a frozen base, then merge them")
-    group.add_argument(
-        "--lora", action="store_true", help="train LoRA adapters and the task head instead of every weight"
-    )
-    group.add_argument("--lora-r", type=positive_int, default=8, help="adapter rank (default 8)")
-    group.add_argument("--lora-alpha", type=positive, help="scaling numerator (default 2 x rank)")
-    group.add_argument(
-        "--lora-dropout", type=fraction, default=0.05, help="dropout on the adapter input (default 0.05)"
-    )
-    group.add_argument(
-        "--lora-targets",
-        default="auto",
-        help="'auto' (every attention and FFN projection, found through the model adapter) or a regex over "
-        "Linear module names",
-    )
+    add_config_arguments(group, LoraOptions)
 
 
 def lora_settings(args: argparse.Namespace, model):
     """The ``LoraConfig`` the ``--lora*`` flags ask for, or None without ``--lora``."""
-    from prunekit.training.lora import lora_config
+    from prunekit.training.config import LoraOptions
 
-    if not args.lora:
-        return None
-    return lora_config(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_targets)
+    return config_from_args(LoraOptions, args).peft_config(model)
 
 
 def preflight(
@@ -176,18 +132,9 @@ INPUT_FLAGS = {
 
 
 def finetune_config(args: argparse.Namespace, train_size: int, max_steps: int | None = None):
-    """The training flags as a ``FinetuneConfig``; ``--epochs auto`` / ``--warmup-ratio auto`` are
-    resolved from ``train_size`` (see ``training.finetune.auto_passes``)."""
-    from prunekit.training import FinetuneConfig
-    from prunekit.training.finetune import AUTO_WARMUP, auto_passes
+    """The training flags as a ``FinetuneConfig``, ``auto`` resolved for ``train_size`` examples."""
+    from prunekit.training.config import FinetuneConfig
 
-    epochs, warmup = args.epochs, args.warmup_ratio
-    if max_steps is None:
-        max_steps = getattr(args, "max_steps", None)
-    if epochs == "auto":
-        epochs = auto_passes(train_size, args.batch_size)
-    if warmup == "auto":
-        warmup = AUTO_WARMUP if args.epochs == "auto" and epochs > 1 else 0.0
     checkpoint_every = getattr(args, "checkpoint_every", None)
     if checkpoint_every and not args.checkpoint_dir:
         raise ConfigError("--checkpoint-every: also pass --checkpoint-dir (where the checkpoints go)")
@@ -196,17 +143,8 @@ def finetune_config(args: argparse.Namespace, train_size: int, max_steps: int | 
             f"--checkpoint-every with --prune {args.prune}: the pruning schedule's state is not in a Trainer "
             "checkpoint; leave --checkpoint-every out (a killed run starts the stage again)"
         )
-    return FinetuneConfig(
-        checkpoint_every=checkpoint_every,
-        epochs=epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        max_length=args.max_length,
-        seed=args.seed,
-        weight_decay=args.weight_decay,
-        warmup_ratio=warmup,
-        max_steps=max_steps,
-    )
+    overrides = {"max_length": args.max_length} | ({} if max_steps is None else {"max_steps": max_steps})
+    return config_from_args(FinetuneConfig, args, **overrides).resolved(train_size)
 
 
 @contextlib.contextmanager
@@ -294,33 +232,6 @@ def load_text_training_data(
     data = load_data_for_model(args, folder, need_train=True, text=True, flag=flag)
     data.train.max_blocks, data.train.seed = args.max_train_samples, args.seed if seed is None else seed
     return data, len(packed_blocks(load_tokenizer(folder), data.train, args.max_length))
-
-
-def add_pruning_target_arguments(parser) -> None:
-    parser.add_argument(
-        "--scope",
-        choices=["global", "layer", "row"],
-        help="rank weights over all targets (global, default), per matrix, or per output row",
-    )
-    parser.add_argument("--pattern", help="N:M semi-structured pattern, e.g. 2:4 (overrides --sparsity)")
-    parser.add_argument("--targets", help="regex over module names to prune (default: attention + FFN projections)")
-    parser.add_argument("--exclude", help="regex over module names to leave dense")
-
-
-def magnitude_config(args: argparse.Namespace, importance: str = "magnitude"):
-    """The unstructured-pruning flags as a ``MagnitudeConfig``. Default scope: one global ranking for
-    magnitude, each output row for Wanda, each matrix for SparseGPT."""
-    from prunekit.methods.magnitude import MagnitudeConfig
-
-    return MagnitudeConfig(
-        sparsity=args.sparsity,
-        scope=args.scope,
-        pattern=args.pattern,
-        targets=args.targets,
-        exclude=args.exclude,
-        importance=importance,
-        **{key: getattr(args, key) for key in ("block_size", "dampening") if hasattr(args, key)},
-    )
 
 
 def evaluation_fields(args: argparse.Namespace, model, tokenizer, data, batch_size: int | None = None) -> dict:

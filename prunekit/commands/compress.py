@@ -5,31 +5,32 @@ against the dense model. See ``prunekit.methods.workflow``."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 
 from prunekit.commands.common import (
     add_data_arguments,
     add_output_arguments,
-    count,
     data_kwargs,
     evaluation_fields,
     load_text_training_data,
-    param_count,
-    positive,
-    positive_int,
     preflight,
-    real,
-    seed,
 )
 from prunekit.errors import ConfigError
+from prunekit.methods.workflow import Target, WorkflowConfig
+from prunekit.options import add_config_arguments, config_from_args, positive_int, real, seed
 
 CONFIG_FILE = "compress_config.json"
 SHAPES = ((32, 128), (1, 128))  # latency ratios: a throughput batch and a single request
-TARGET_FLAGS = ("heads", "ffn", "params_budget", "flops_budget", "sparsity")  # Target's fields, --speedup aside
+TARGET_FLAGS = [field.name for field in fields(Target)]  # --speedup aside
+
+
+ALLOCATION = ("scope", "round_to", "min_heads", "min_ffn", "score_ema", "adaptive_score", "prune_with")
 
 
 def add_workflow_arguments(p: argparse.ArgumentParser) -> None:
-    """Target and training flags shared by ``compress`` and ``study ordering``."""
+    """Target and training flags shared by ``compress`` and ``study ordering`` (``Target``'s and
+    ``WorkflowConfig``'s fields)."""
     group = p.add_argument_group(
         "target (one of --speedup, --heads/--ffn, --params-budget, --flops-budget, --sparsity)"
     )
@@ -38,62 +39,17 @@ def add_workflow_arguments(p: argparse.ArgumentParser) -> None:
         type=real(1, low_open=True),
         help="latency target, e.g. 2: the keep fraction is found by timing pruned copies here, and checked at the end",
     )
-    group.add_argument("--heads", type=real(0, 1, low_open=True), help="fraction of attention heads to keep")
-    group.add_argument("--ffn", type=real(0, 1, low_open=True), help="fraction of FFN neurons to keep")
-    group.add_argument("--params-budget", type=param_count, help="total parameters to keep, e.g. 15M")
-    group.add_argument(
-        "--flops-budget",
-        type=real(0, 1, low_open=True),
-        help="fraction of the layers' forward FLOPs to keep (at --max-length tokens), e.g. 0.5",
-    )
-    group.add_argument(
-        "--sparsity",
-        type=real(0, 1, high_open=True),
-        help="unstructured instead: fraction of the layers' weights to zero by magnitude, e.g. 0.7 "
-        "(smaller on disk, not faster on CPU)",
-    )
-    group.add_argument(
-        "--scope", choices=["global", "uniform"], default="global", help="allocation across layers (default global)"
-    )
-    group.add_argument("--round-to", type=positive_int, default=32, help="FFN widths a multiple of this (default 32)")
-    group.add_argument(
-        "--adaptive-score",
-        choices=["gate", "lora"],
-        default="gate",
-        help="adaptive pruning's unit scores: gate gradients (default) or LoRAPrune's, from the LoRA factors",
-    )
-    group.add_argument(
-        "--prune-with",
-        choices=["lora", "full"],
-        default="lora",
-        help="the adaptive-pruning stage trains LoRA adapters on the frozen teacher (default) or every weight "
-        "(always with --sparsity: gradual magnitude pruning needs moving weights)",
-    )
+    add_config_arguments(group, Target)
+    add_config_arguments(group, WorkflowConfig, only=ALLOCATION)
     group.add_argument(
         "--latency-aware",
         action="store_true",
         help="time every width a layer may keep (batch 32 x 128) and let widths differ across layers only where "
         "the scores gain and it costs no time over uniform widths",
     )
-    group.add_argument("--min-heads", type=count, default=1)
-    group.add_argument("--min-ffn", type=count, default=1)
     group = p.add_argument_group("training")
     group.add_argument("--max-train-samples", type=positive_int, help="train on a seeded random subset of N")
-    group.add_argument(
-        "--stage-steps",
-        type=positive_int,
-        help="optimizer steps per stage (three stages); default: the passes `--epochs auto` picks for the data",
-    )
-    group.add_argument("--batch-size", type=positive_int, default=32)
-    group.add_argument("--lr", type=positive, default=1e-4, help="full fine-tuning stages (default 1e-4)")
-    group.add_argument("--lora-lr", type=positive, default=5e-4, help="LoRA stages (default 5e-4)")
-    group.add_argument("--warmup-ratio", type=real(0, 1, high_open=True), default=0.1)
-    group.add_argument("--lora-r", type=positive_int, default=8)
-    group.add_argument("--lora-alpha", type=positive, help="default 2 x rank")
-    group.add_argument("--lora-dropout", type=real(0, 1, high_open=True), default=0.05)
-    group.add_argument("--lora-targets", default="auto", help="'auto' (attention + FFN projections) or a regex")
-    group.add_argument("--temperature", type=positive, default=2.0, help="distillation temperature")
-    group.add_argument("--alpha-kd", type=real(0, 1), default=0.5, help="soft-target weight in distilled stages")
+    add_config_arguments(group, WorkflowConfig, skip=ALLOCATION)
     group.add_argument("--resume", action="store_true", help="continue a killed run in --out after its last stage")
 
 
@@ -115,46 +71,15 @@ def add_parser(commands) -> None:
 
 
 def workflow_config(args: argparse.Namespace, train_size: int, order: str, seed: int, target, latency=None):
-    """The ``WorkflowConfig`` the flags ask for; stage length from ``--stage-steps`` or the data size."""
-    import math
-
-    from prunekit.methods.workflow import WorkflowConfig
-    from prunekit.training.finetune import auto_passes
-
-    steps = args.stage_steps
-    if steps is None:
-        steps = auto_passes(train_size, args.batch_size) * math.ceil(train_size / args.batch_size)
-    return WorkflowConfig(
-        target=target,
-        order=order,
-        stage_steps=steps,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        seed=seed,
-        lora_lr=args.lora_lr,
-        lr=args.lr,
-        warmup_ratio=args.warmup_ratio,
-        lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        lora_targets=args.lora_targets,
-        scope=args.scope,
-        round_to=args.round_to,
-        min_heads=args.min_heads,
-        min_ffn=args.min_ffn,
-        adaptive_score=args.adaptive_score,
-        prune_with=args.prune_with,
-        temperature=args.temperature,
-        alpha_kd=args.alpha_kd,
-        latency=latency,
-    )
+    """The ``WorkflowConfig`` the flags ask for; ``--stage-steps auto`` resolved for ``train_size``."""
+    fixed = dict(target=target, order=order, seed=seed, max_length=args.max_length, latency=latency)
+    return config_from_args(WorkflowConfig, args, **fixed).resolved(train_size)
 
 
 def resolve_target(args: argparse.Namespace, model, config_file: str) -> tuple:
     """The ``Target`` and, with ``--speedup``, how its keep fraction was found (measured once: a
     ``--resume`` reuses what the interrupted run measured)."""
     from prunekit.methods.speed import check_single_process, keep_fraction_for_speedup
-    from prunekit.methods.workflow import Target
 
     fixed = [flag for flag in TARGET_FLAGS if getattr(args, flag) is not None]
     if args.speedup is not None:
@@ -167,7 +92,7 @@ def resolve_target(args: argparse.Namespace, model, config_file: str) -> tuple:
         fraction, timings = keep_fraction_for_speedup(model, args.speedup, SHAPES[0], args.round_to, args.threads)
         plan = {"target": args.speedup, "keep_fraction": fraction, "uniform_timings": timings, "shape": SHAPES[0]}
         return Target(heads=fraction, ffn=fraction), plan
-    return Target(**{flag: getattr(args, flag) for flag in TARGET_FLAGS}), None
+    return config_from_args(Target, args), None
 
 
 def _saved(out: Path, config_file: str, key: str):

@@ -16,13 +16,12 @@ from prunekit.commands.common import (
     finetune_config,
     load_text_training_data,
     lora_settings,
-    positive_int,
     preflight,
     print_result,
     training_dir,
 )
 from prunekit.errors import ConfigError
-from prunekit.options import add_config_arguments, config_from_args
+from prunekit.options import add_config_arguments, config_from_args, positive_int
 from prunekit.training.distill_config import DistillConfig
 
 

@@ -8,11 +8,11 @@ from prunekit.commands.common import (
     add_data_arguments,
     evaluation_fields,
     load_data_for_model,
-    positive_int,
     preflight,
     print_result,
     write_optional_json,
 )
+from prunekit.options import positive_int
 
 
 def add_parser(commands) -> None:

@@ -7,15 +7,13 @@ import argparse
 import copy
 
 from prunekit.commands.common import (
-    non_negative,
-    positive,
-    positive_int,
     preflight,
     print_result,
     task_of,
     write_optional_json,
 )
 from prunekit.errors import ConfigError, ExportError
+from prunekit.options import non_negative, positive, positive_int
 
 OPSET = 18  # ONNX opset of the exported graph unless --opset says otherwise
 

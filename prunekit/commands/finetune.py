@@ -10,25 +10,23 @@ from prunekit.commands.common import (
     add_data_arguments,
     add_lora_arguments,
     add_output_arguments,
-    add_pruning_target_arguments,
     add_training_arguments,
-    count,
     data_kwargs,
     evaluation_fields,
     finetune_config,
-    fraction,
     load_text_training_data,
     lora_settings,
-    magnitude_config,
-    param_count,
-    positive,
-    positive_int,
     preflight,
     print_result,
-    real,
     training_dir,
 )
 from prunekit.errors import ConfigError
+from prunekit.methods.adaptive import AdaptiveConfig
+from prunekit.methods.gradual import SparsityCallback
+from prunekit.methods.magnitude import MagnitudeConfig
+from prunekit.options import add_config_arguments, config_from_args, real
+from prunekit.pruning.schedules import CubicSchedule
+from prunekit.training.distill_config import DistillConfig
 
 
 def add_parser(commands) -> None:
@@ -45,42 +43,14 @@ def add_parser(commands) -> None:
         help="magnitude: unstructured, gradual; adaptive: heads and FFN neurons scored during training and "
         "removed, allocation across layers from the scores",
     )
-    group.add_argument("--prune-start", type=count, default=0, help="optimizer step of the first pruning")
-    group.add_argument("--prune-end", type=count, help="step reaching the target (default: 2/3 of training)")
-    group.add_argument("--prune-every", type=positive_int, default=10, help="steps between pruning steps")
-    add_pruning_target_arguments(group)
-    group.add_argument("--sparsity", type=fraction, default=0.5, help="magnitude: final sparsity (default 0.5)")
-    group.add_argument("--initial-sparsity", type=fraction, default=0.0, help="magnitude: sparsity at --prune-start")
-    group.add_argument("--heads", type=real(0, 1, low_open=True), help="adaptive: fraction of attention heads to keep")
-    group.add_argument("--ffn", type=real(0, 1, low_open=True), help="adaptive: fraction of FFN neurons to keep")
-    group.add_argument("--params-budget", type=param_count, help="adaptive: total parameters to keep, e.g. 15M")
-    group.add_argument(
-        "--flops-budget",
-        type=real(0, 1, low_open=True),
-        help="adaptive: fraction of the layers' forward FLOPs to keep (at --max-length tokens), e.g. 0.5",
-    )
-    group.add_argument("--round-to", type=positive_int, default=32, help="adaptive: FFN widths a multiple of this")
-    group.add_argument("--min-heads", type=count, default=1, help="adaptive: heads every layer keeps at least")
-    group.add_argument("--min-ffn", type=count, default=1, help="adaptive: FFN neurons every layer keeps at least")
-    group.add_argument(
-        "--score-ema", type=real(0, 1, high_open=True), default=0.85, help="adaptive: EMA factor of the scores"
-    )
-    group.add_argument(
-        "--adaptive-score",
-        choices=["gate", "lora"],
-        default="gate",
-        help="adaptive: gate (|dL/dgate| per unit, default) or lora (LoRAPrune: |W . grad| estimated from the "
-        "LoRA factors; needs --lora)",
-    )
-    group.add_argument(
-        "--latency-aware",
-        action="store_true",
-        help="adaptive: time every width a layer may keep (batch 32 x --max-length, here) and let widths differ "
-        "across layers only where the scores gain and it costs no time over uniform widths",
-    )
+    add_config_arguments(group, CubicSchedule)
+    group = p.add_argument_group("--prune magnitude")
+    add_config_arguments(group, MagnitudeConfig, skip=("importance", "block_size", "dampening"))
+    group = p.add_argument_group("--prune adaptive", "--scope: global (default) or layer (the same widths everywhere)")
+    add_config_arguments(group, AdaptiveConfig, skip=("scope", "start", "end", "every"))
     group = p.add_argument_group("distillation while fine-tuning (see `prunekit distill` for all loss options)")
     group.add_argument("--distill-from", metavar="TEACHER", help="fine-tuned teacher: add its soft targets to the loss")
-    group.add_argument("--temperature", type=positive, default=2.0)
+    add_config_arguments(group, DistillConfig, only=("temperature",))
     group.add_argument("--alpha-kd", type=real(0, 1), default=0.5, help="soft-target weight; the task loss gets 1 - it")
     p.set_defaults(handler=run)
 
@@ -93,7 +63,7 @@ def run(args: argparse.Namespace) -> dict:
     from prunekit.methods.stage import save_stage, train_stage
     from prunekit.models import load_model
     from prunekit.pruning.masks import MaskSet
-    from prunekit.training.distill import DistillConfig, check_teacher
+    from prunekit.training.distill import check_teacher
 
     folders = preflight(args, {"--model": args.model, "--distill-from": args.distill_from})
     if args.lora and args.prune == "magnitude":
@@ -180,7 +150,6 @@ def _training_data(args: argparse.Namespace, folder: str) -> tuple:
 
 def _adaptive_config(args: argparse.Namespace, masks, model):
     """With ``--prune adaptive``: what to keep and how (heads / neurons scored, gated, then removed)."""
-    from prunekit.methods.adaptive import AdaptiveConfig
     from prunekit.methods.speed import measure_latency_table
 
     if args.prune != "adaptive":
@@ -191,37 +160,18 @@ def _adaptive_config(args: argparse.Namespace, masks, model):
         raise ConfigError("--adaptive-score lora scores from LoRA factors: train with --lora")
     if args.scope == "row":
         raise ConfigError("--prune adaptive --scope row: expected global (ranked across layers) or layer (uniform)")
-    config = AdaptiveConfig(
-        heads=args.heads,
-        ffn=args.ffn,
-        params_budget=args.params_budget,
-        flops_budget=args.flops_budget,
-        flops_seq_len=args.max_length,
-        scope="uniform" if args.scope == "layer" else "global",
-        min_heads=args.min_heads,
-        min_ffn=args.min_ffn,
-        round_to=args.round_to,
-        beta=args.score_ema,
-        score=args.adaptive_score,
-        start=args.prune_start,
-        end=args.prune_end,
-        every=args.prune_every,
+    config = config_from_args(
+        AdaptiveConfig, args, scope="uniform" if args.scope == "layer" else "global", flops_seq_len=args.max_length
     )
-    if args.latency_aware:
+    if config.latency_aware:
         config.latency = measure_latency_table(model, (32, args.max_length), args.round_to)
     return config
 
 
-def _sparsity_callback(args: argparse.Namespace, masks):
-    """Holds the input model's ``masks`` (if any) and, with ``--prune``, grows them on schedule
+def _sparsity_callback(args: argparse.Namespace, masks) -> SparsityCallback:
+    """Holds the input model's ``masks`` (if any) and, with ``--prune magnitude``, grows them on schedule
     (ending at 2/3 of the Trainer's real step count unless ``--prune-end`` is given)."""
-    from prunekit.pruning.schedules import CubicSchedule
-    from prunekit.training.callbacks import SparsityCallback
-
     if args.prune != "magnitude":
         return SparsityCallback(masks)
-    pruning = magnitude_config(args)
-    schedule = CubicSchedule(
-        pruning.sparsity, args.prune_start, args.prune_end, args.prune_every, args.initial_sparsity
-    )
-    return SparsityCallback(masks, schedule, pruning)
+    pruning = config_from_args(MagnitudeConfig, args)
+    return SparsityCallback(masks, config_from_args(CubicSchedule, args, final_sparsity=pruning.sparsity), pruning)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -12,15 +13,13 @@ from prunekit.commands.common import (
     add_training_arguments,
     data_kwargs,
     finetune_config,
-    non_negative,
-    positive_int,
     preflight,
-    real,
 )
 from prunekit.errors import ConfigError
+from prunekit.methods.lottery import LotteryConfig
+from prunekit.options import add_config_arguments, config_from_args, positive_int
 
 CONFIG_FILE = "lottery_config.json"
-PER_ROUND = real(0, 1, low_open=True, high_open=True)
 TICKET_DIR = "ticket"
 
 
@@ -28,17 +27,8 @@ def add_parser(commands) -> None:
     p = commands.add_parser("lottery", help="lottery-ticket search: prune, rewind, retrain for R rounds, with controls")
     p.add_argument("--model", default="minilm", help="model folder, 'minilm' (packaged, default), or hub id")
     add_output_arguments(p)
-    p.add_argument("--rounds", type=positive_int, default=5, help="pruning rounds after the dense round (default 5)")
-    p.add_argument(
-        "--prune-per-round",
-        type=PER_ROUND,
-        default=0.2,
-        help="fraction of the remaining weights pruned per round",
-    )
-    p.add_argument("--rewind", default="init", help="'init' (pretrained θ0, default) or 'step:K' (θ after K steps)")
-    p.add_argument("--scope", choices=["global", "layer"], default="global", help="magnitude ranking scope")
+    add_config_arguments(p, LotteryConfig)
     p.add_argument("--steps-per-round", type=positive_int, help="optimizer steps per training (default: --epochs)")
-    p.add_argument("--tolerance", type=non_negative, default=0.01, help="a winning ticket is within this of dense")
     p.add_argument("--no-controls", action="store_true", help="skip the random-mask and one-shot controls")
     p.add_argument(
         "--lora-rank",
@@ -57,23 +47,16 @@ def run(args: argparse.Namespace) -> dict:
     from prunekit.data import load_task_data
     from prunekit.evaluation import evaluate_model, make_summary, model_size
     from prunekit.io import atomic_output_dir, replace_dir, staging_dir, work_dir, write_json_atomic
-    from prunekit.methods.lottery import LotteryConfig, LotteryRun, load_round_weights
+    from prunekit.methods.gradual import SparsityCallback
+    from prunekit.methods.lottery import LotteryRun, load_round_weights
     from prunekit.models import load_model
     from prunekit.pruning.masks import MaskSet
     from prunekit.report import plot_lottery
     from prunekit.training import finetune
-    from prunekit.training.callbacks import SparsityCallback
     from prunekit.training.lora import finetune_lora_merged, lora_config
 
-    config = LotteryConfig(
-        rounds=args.rounds,
-        prune_per_round=args.prune_per_round,
-        rewind=args.rewind,
-        scope=args.scope,
-        tolerance=args.tolerance,
-        controls=not args.no_controls,
-        seed=args.seed,
-    )
+    started = time.perf_counter()
+    config = config_from_args(LotteryConfig, args, controls=not args.no_controls, seed=args.seed)
     if args.lora_rank and config.rewind_step:
         raise ConfigError("--lora-rank: late rewinding (--rewind step:K) needs full training; use --rewind init")
     out = Path(args.out)
@@ -144,6 +127,7 @@ def run(args: argparse.Namespace) -> dict:
         config=asdict(config),
         train={"samples": len(data.train), **asdict(training)},
         eval_samples=len(data.eval),
+        search_seconds=round(time.perf_counter() - started, 1),
     )
     write_json_atomic(staging / "summary.json", summary)
     replace_dir(staging, out)

@@ -13,21 +13,16 @@ from pathlib import Path
 from prunekit.commands.common import (
     add_data_arguments,
     add_output_arguments,
-    add_pruning_target_arguments,
-    count,
     evaluation_fields,
-    fraction,
     load_data_for_model,
-    magnitude_config,
-    param_count,
-    positive_int,
     preflight,
     print_result,
-    real,
-    seed,
     task_of,
 )
 from prunekit.errors import ConfigError
+from prunekit.methods.magnitude import MagnitudeConfig
+from prunekit.methods.structured import StructuredConfig
+from prunekit.options import add_config_arguments, config_from_args, positive_int, seed
 
 
 def add_parser(commands) -> None:
@@ -38,23 +33,8 @@ def add_parser(commands) -> None:
     )
     p.add_argument("--model", required=True, help="model folder, or minilm / smollm2")
     add_output_arguments(p)
-    p.add_argument("--sparsity", type=fraction, default=0.5, help="fraction of targeted weights to zero (default 0.5)")
-    add_pruning_target_arguments(p)
-    p.add_argument(
-        "--importance",
-        choices=["magnitude", "wanda", "sparsegpt"],
-        default="magnitude",
-        help="wanda: |W|·‖X‖ (default scope: row); sparsegpt: prune and update the kept weights to reconstruct "
-        "each layer's outputs (scope: layer). Both calibrate on --data's training split, layer by layer",
-    )
+    add_config_arguments(p, MagnitudeConfig)
     add_calibration_arguments(p, 128, "calibration examples (text corpus: windows) for wanda / sparsegpt (default 128)")
-    p.add_argument("--block-size", type=positive_int, default=128, help="sparsegpt: columns per block (default 128)")
-    p.add_argument(
-        "--dampening",
-        type=real(0, low_open=True),
-        default=0.01,
-        help="sparsegpt: added to the Hessian diagonal, relative to its mean (default 0.01)",
-    )
     p.add_argument(
         "--save-format",
         choices=["dense", "sparse"],
@@ -101,7 +81,7 @@ def run_magnitude(args: argparse.Namespace) -> dict:
     from prunekit.pruning.sparse_format import save_sparse
 
     folder = preflight(args, {"--model": args.model})["--model"]
-    pruning = magnitude_config(args, args.importance)
+    pruning = config_from_args(MagnitudeConfig, args)
     calibrated = args.importance != "magnitude"
     if calibrated and not (args.data or args.train_file):
         raise ConfigError(f"--importance {args.importance} needs calibration data: pass --data")
@@ -159,52 +139,12 @@ def run_magnitude(args: argparse.Namespace) -> dict:
 
 
 def add_structured_parser(methods) -> None:
-    from prunekit.importance.structured import LAYER_CRITERIA, UNIT_CRITERIA
-    from prunekit.pruning.units import SCOPES
-
     p = methods.add_parser(
         "structured", help="remove attention heads, FFN neurons, layers and unused vocabulary physically"
     )
     p.add_argument("--model", required=True, help="model folder (fine-tuned on the task)")
     add_output_arguments(p)
-    p.add_argument("--heads", type=real(0, 1, low_open=True), help="fraction of attention heads to keep, e.g. 0.5")
-    p.add_argument("--ffn", type=real(0, 1, low_open=True), help="fraction of FFN neurons to keep, e.g. 0.5")
-    p.add_argument("--layers", type=positive_int, help="number of transformer layers to keep")
-    p.add_argument(
-        "--params-budget",
-        type=param_count,
-        help="total parameters to keep (e.g. 15M): one keep fraction for heads and neurons is solved for",
-    )
-    p.add_argument(
-        "--flops-budget",
-        type=real(0, 1, low_open=True),
-        help="fraction of the layers' forward FLOPs to keep at --max-length tokens, e.g. 0.5",
-    )
-    p.add_argument(
-        "--importance", choices=sorted(UNIT_CRITERIA), default="taylor", help="score for heads/neurons (default taylor)"
-    )
-    p.add_argument("--layer-importance", choices=sorted(LAYER_CRITERIA), default="drop-one", help="score for --layers")
-    p.add_argument(
-        "--scope",
-        choices=SCOPES,
-        default="global",
-        help="rank units across layers (global: layers get different widths) or keep the fraction per layer",
-    )
-    p.add_argument("--min-heads", type=count, default=1, help="heads every layer keeps at least (0 allows none)")
-    p.add_argument("--min-ffn", type=count, default=1, help="FFN neurons every layer keeps at least")
-    p.add_argument(
-        "--latency-aware",
-        action="store_true",
-        help="time every width a layer may keep (batch 32 x --max-length, here) and let widths differ across "
-        "layers only where the scores gain and it costs no time over uniform widths",
-    )
-    p.add_argument("--round-to", type=positive_int, default=1, help="round kept FFN widths to a multiple, e.g. 8")
-    p.add_argument(
-        "--iterations",
-        type=positive_int,
-        default=1,
-        help="prune in N steps, re-scoring the smaller model before each (default 1: one-shot)",
-    )
+    add_config_arguments(p, StructuredConfig)
     p.add_argument(
         "--vocab-from", help="keep only tokens used by this corpus: a dataset (its train split) or .txt file"
     )
@@ -214,7 +154,6 @@ def add_structured_parser(methods) -> None:
         f"training examples for importance (default {CALIBRATION_EXAMPLES}; text: {CALIBRATION_WINDOWS} windows)",
     )
     p.add_argument("--calibration-batch-size", type=positive_int, default=32)
-    p.add_argument("--seed", type=seed, default=0, help="seed for --importance random")
     add_data_arguments(p, with_train=True)
     p.set_defaults(handler=run_structured)
 
@@ -260,31 +199,16 @@ def run_structured(args: argparse.Namespace) -> dict:
     from prunekit.importance.structured import NEEDS_DATA
     from prunekit.io import atomic_output_dir, write_json_atomic
     from prunekit.methods.speed import measure_latency_table
-    from prunekit.methods.structured import StructuredConfig, prune_structured
+    from prunekit.methods.structured import prune_structured
     from prunekit.models import count_parameters, load_config, load_model
     from prunekit.pruned_models import save_pruned
     from prunekit.pruning.vocabulary import corpus_token_ids, prune_vocabulary, vocabulary_report
 
     folder = preflight(args, {"--model": args.model})["--model"]
-    config = StructuredConfig(
-        importance=args.importance,
-        heads=args.heads,
-        ffn=args.ffn,
-        layers=args.layers,
-        layer_importance=args.layer_importance,
-        scope=args.scope,
-        params_budget=args.params_budget,
-        flops_budget=args.flops_budget,
-        flops_seq_len=args.max_length,
-        min_heads=args.min_heads,
-        min_ffn=args.min_ffn,
-        round_to=args.round_to,
-        seed=args.seed,
-        iterations=args.iterations,
-    )
+    config = config_from_args(StructuredConfig, args, flops_seq_len=args.max_length)
     config.validate(load_config(folder).num_hidden_layers)  # bad targets fail before any data is read
     prunes_units = config.prunes_units
-    if args.latency_aware and not prunes_units:
+    if config.latency_aware and not prunes_units:
         raise ConfigError("--latency-aware allocates heads and neurons: pass --heads, --ffn or a budget")
     needs_data = (prunes_units and config.importance in NEEDS_DATA) or config.layers is not None
     if needs_data and not (args.data or args.train_file):
@@ -305,7 +229,7 @@ def run_structured(args: argparse.Namespace) -> dict:
             model, tokenizer, corpus_token_ids(tokenizer, _corpus_texts(args.vocab_from, args.encoding))
         )
         vocabulary = vocabulary_report(vocab_before, kept, model.get_input_embeddings().embedding_dim)
-    if args.latency_aware:
+    if config.latency_aware:
         config.latency = measure_latency_table(model, (32, args.max_length), config.round_to)
     result = prune_structured(model, config, _calibration_batches(data, tokenizer, args) if needs_data else [])
     evaluation = evaluation_fields(args, model, tokenizer, data)

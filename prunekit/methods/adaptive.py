@@ -33,46 +33,36 @@ from transformers import TrainerCallback
 
 from prunekit.adapters import get_adapter
 from prunekit.errors import ConfigError
-from prunekit.methods.speed import LatencyTable
-from prunekit.methods.structured import allocate, budget_fraction, check_budgets
+from prunekit.methods.structured import UnitTargets, allocate, budget_fraction
+from prunekit.options import option, positive_int, real, same_option
 from prunekit.pruning.gates import UnitGates
 from prunekit.pruning.schedules import CubicSchedule
 from prunekit.pruning.surgery import prune_heads, prune_neurons
-from prunekit.pruning.units import SCOPES, check_fraction, select_top
+from prunekit.pruning.units import select_top
 
 SCORES = ("gate", "lora")
 
 
 @dataclass
-class AdaptiveConfig:
-    heads: float | None = None  # fraction of attention heads to keep
-    ffn: float | None = None  # fraction of FFN neurons to keep
-    params_budget: int | None = None  # total parameters to keep (sets heads/ffn left unset)
-    flops_budget: float | None = None  # or the fraction of the layers' FLOPs to keep (at flops_seq_len tokens)
-    flops_seq_len: int = 128
-    scope: str = "global"  # global | uniform
-    min_heads: int = 1
-    min_ffn: int = 1
-    round_to: int = 32
-    beta: float = 0.85  # EMA of the scores
-    score: str = "gate"  # gate: |dL/dgate|; lora: LoRAPrune's |W ⊙ ĝ| from the LoRA factors
-    start: int = 0  # optimizer step of the first pruning
-    end: int | None = None  # step reaching the target (default: 2/3 of the run)
-    every: int = 10
-    latency: LatencyTable | None = None  # measured per-width latency: allocate for the most score per time
+class AdaptiveConfig(UnitTargets):
+    """Adaptive pruning: ``UnitTargets`` reached on the cubic schedule's timing, scored as training goes."""
+
+    round_to: int = option(32, "FFN widths a multiple of this", parse=positive_int)
+    beta: float = option(0.85, "EMA factor of the scores", parse=real(0, 1, high_open=True), flag="--score-ema")
+    score: str = option(
+        "gate",
+        "gate (|dL/dgate| per unit) or lora (LoRAPrune: |W . grad| estimated from the LoRA factors; needs --lora)",
+        choices=SCORES,
+        flag="--adaptive-score",
+    )
+    start: int = same_option(CubicSchedule, "start")  # gradual magnitude pruning's timing flags
+    end: int | None = same_option(CubicSchedule, "end")
+    every: int = same_option(CubicSchedule, "every")
 
     def __post_init__(self) -> None:
-        check_fraction(self.heads, "--heads")
-        check_fraction(self.ffn, "--ffn")
-        if self.scope not in SCOPES:
-            raise ConfigError(f"--scope {self.scope}: expected one of {', '.join(SCOPES)}")
+        super().__post_init__()
         if all(v is None for v in (self.heads, self.ffn, self.params_budget, self.flops_budget)):
             raise ConfigError("--prune adaptive: pass --heads, --ffn, --params-budget or --flops-budget (what to keep)")
-        check_budgets(self.heads, self.ffn, self.params_budget, self.flops_budget)
-        if not 0 <= self.beta < 1:
-            raise ConfigError(f"--score-ema {self.beta:g}: expected a number in [0, 1)")
-        if self.score not in SCORES:
-            raise ConfigError(f"--adaptive-score {self.score}: expected one of {', '.join(SCORES)}")
 
 
 @dataclass

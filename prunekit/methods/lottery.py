@@ -33,6 +33,7 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback
 from prunekit.errors import ConfigError, ModelError
 from prunekit.io import atomic_output_dir, write_json_atomic
 from prunekit.methods.magnitude import MagnitudeConfig, compute_masks
+from prunekit.options import check_options, non_negative, option, positive_int, real
 from prunekit.pruning.masks import MaskSet
 from prunekit.weights import load_state_dict_strict
 
@@ -54,23 +55,20 @@ def load_round_weights(model: nn.Module, folder: Path) -> None:
 
 @dataclass
 class LotteryConfig:
-    rounds: int = 5
-    prune_per_round: float = 0.2  # fraction of the remaining weights pruned each round
-    rewind: str = "init"  # "init" (θ0) or "step:K" (θK)
-    scope: str = "global"  # global | layer
-    tolerance: float = 0.01  # a winning ticket is within this of the dense metric
-    controls: bool = True
-    seed: int = 42
+    """Iterative magnitude pruning with rewinding; each ``option`` field is also a ``prunekit lottery`` flag."""
+
+    rounds: int = option(5, "pruning rounds after the dense round", parse=positive_int)
+    prune_per_round: float = option(
+        0.2, "fraction of the remaining weights pruned per round", parse=real(0, 1, low_open=True, high_open=True)
+    )
+    rewind: str = option("init", "'init' (pretrained θ0, default) or 'step:K' (θ after K steps)")
+    scope: str = option("global", "magnitude ranking scope", choices=("global", "layer"))
+    tolerance: float = option(0.01, "a winning ticket is within this of dense", parse=non_negative)
+    controls: bool = True  # the random-mask and one-shot controls (--no-controls)
+    seed: int = 42  # the training --seed
 
     def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ConfigError(f"--rounds {self.rounds}: expected at least 1")
-        if not 0 < self.prune_per_round < 1:
-            raise ConfigError(f"--prune-per-round {self.prune_per_round:g}: expected a fraction in (0, 1)")
-        if self.scope not in ("global", "layer"):
-            raise ConfigError(f"--scope {self.scope}: expected global or layer")
-        if self.tolerance < 0:
-            raise ConfigError(f"--tolerance {self.tolerance:g}: expected >= 0")
+        check_options(self)
         _ = self.rewind_step  # validates --rewind
 
     @property

@@ -16,9 +16,9 @@ from prunekit.adapters import get_adapter
 from prunekit.errors import ConfigError
 from prunekit.importance.weights import input_channel_norms, magnitude_scores, wanda_scores
 from prunekit.methods.sequential import prune_sequentially
+from prunekit.options import check_options, fraction, option, positive_int, real
 from prunekit.pruning.masks import MaskSet
 from prunekit.pruning.select import (
-    check_sparsity,
     monotone,
     parse_nm,
     select_global,
@@ -36,25 +36,33 @@ IMPORTANCE = ("magnitude", "wanda", "sparsegpt")
 class MagnitudeConfig:
     """What to prune and how. ``pattern`` (N:M) overrides ``sparsity`` and ``scope``."""
 
-    sparsity: float = 0.5
-    # global: one ranking over all targets; layer: each matrix; row: each output row. None: the
-    # importance's own (DEFAULT_SCOPE: magnitude global, Wanda per row, SparseGPT per matrix)
-    scope: str | None = None
-    pattern: str | None = None  # "2:4": keep 2 of every 4 consecutive input weights
-    targets: str | None = None  # regex over module names; default: every projection inside the layers
-    exclude: str | None = None  # regex over module names to leave alone
-    importance: str = "magnitude"  # magnitude | wanda | sparsegpt (the last two need calibration batches)
-    block_size: int = 128  # sparsegpt: columns per mask-selection block
-    dampening: float = 0.01  # sparsegpt: added to the Hessian's diagonal, relative to its mean
+    sparsity: float = option(
+        0.5, "fraction of targeted weights to zero (gradual pruning: the final sparsity)", parse=fraction
+    )
+    scope: str | None = option(
+        None,
+        "rank weights over all targets (global), per matrix (layer) or per output row; default: the importance's "
+        "own (magnitude global, wanda row, sparsegpt layer)",
+        choices=SCOPES,
+    )
+    pattern: str | None = option(None, "N:M semi-structured pattern, e.g. 2:4 (overrides --sparsity and --scope)")
+    targets: str | None = option(None, "regex over module names to prune (default: attention + FFN projections)")
+    exclude: str | None = option(None, "regex over module names to leave dense")
+    importance: str = option(
+        "magnitude",
+        "magnitude: |W|; wanda: |W|·‖X‖; sparsegpt: prune and update the kept weights to reconstruct each "
+        "layer's outputs. Wanda and SparseGPT calibrate on --data's training split, layer by layer",
+        choices=IMPORTANCE,
+    )
+    block_size: int = option(128, "sparsegpt: columns per mask-selection block", parse=positive_int)
+    dampening: float = option(
+        0.01, "sparsegpt: added to the Hessian diagonal, relative to its mean", parse=real(0, low_open=True)
+    )
 
     def __post_init__(self) -> None:
-        check_sparsity(self.sparsity)
-        if self.importance in DEFAULT_SCOPE and self.scope is None:
+        check_options(self)
+        if self.scope is None:
             self.scope = DEFAULT_SCOPE[self.importance]
-        if self.scope not in SCOPES:
-            raise ConfigError(f"--scope {self.scope!r}: expected one of {', '.join(SCOPES)}")
-        if self.importance not in IMPORTANCE:
-            raise ConfigError(f"--importance {self.importance!r}: expected one of {', '.join(IMPORTANCE)}")
         if self.importance == "sparsegpt" and self.scope == "global" and self.pattern is None:
             raise ConfigError("--scope global: sparsegpt prunes each matrix to --sparsity; use --scope layer")
         if self.pattern is not None:

@@ -16,11 +16,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 from prunekit.adapters.registry import base_model_type, supported_model_types
 from prunekit.data import TaskData
 from prunekit.methods.adaptive import AdaptiveConfig, AdaptivePruningCallback, remove_pruned_units
+from prunekit.methods.gradual import SparsityCallback
 from prunekit.models import count_parameters
 from prunekit.pruned_models import save_pruned
 from prunekit.pruning.masks import MaskSet
 from prunekit.training import FinetuneConfig, finetune
-from prunekit.training.callbacks import SparsityCallback
 from prunekit.training.distill import DistillConfig, distill
 from prunekit.training.lora import ADAPTER_DIR, attach_lora, merge_lora, trainable_parameters
 

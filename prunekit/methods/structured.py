@@ -12,57 +12,73 @@ from torch import nn
 
 from prunekit.adapters import ModelAdapter, get_adapter
 from prunekit.errors import ConfigError
-from prunekit.importance.structured import Batch, score_layers, score_units
+from prunekit.importance.structured import LAYER_CRITERIA, UNIT_CRITERIA, Batch, score_layers, score_units
 from prunekit.methods.speed import LatencyTable
+from prunekit.options import check_options, count, option, param_count, positive_int, real
+from prunekit.options import seed as seed_number
 from prunekit.pruning.surgery import drop_layers, prune_heads, prune_neurons
-from prunekit.pruning.units import (
-    SCOPES,
-    check_fraction,
-    fraction_for_budget,
-    keep_counts,
-    latency_counts,
-    select_top,
-)
+from prunekit.pruning.units import SCOPES, fraction_for_budget, keep_counts, latency_counts, select_top
 
 if TYPE_CHECKING:
     from prunekit.methods.adaptive import AdaptiveConfig
 
 
-@dataclass
-class StructuredConfig:
-    """What to keep. ``heads`` / ``ffn``: fractions of heads / FFN neurons; ``layers``: a layer count;
-    ``params_budget``: total parameters to keep, or ``flops_budget``: the fraction of the layers' forward
-    FLOPs (at ``flops_seq_len`` tokens) to keep — met by one keep fraction for heads and neurons (those
-    not fixed by ``heads`` / ``ffn``)."""
+keep_fraction = real(0, 1, low_open=True)  # a fraction of units to keep: (0, 1]
 
-    importance: str = "taylor"
-    heads: float | None = None
-    ffn: float | None = None
-    layers: int | None = None
-    layer_importance: str = "drop-one"
-    scope: str = "global"
-    params_budget: int | None = None
-    flops_budget: float | None = None
+
+@dataclass
+class UnitTargets:
+    """Which attention heads and FFN neurons structured pruning keeps (one-shot and adaptive): keep
+    fractions ``heads`` / ``ffn``, or a parameter or FLOPs budget (at ``flops_seq_len`` tokens, the data
+    flag --max-length) met by one keep fraction for those not fixed; each ``option`` field is a flag."""
+
+    heads: float | None = option(None, "fraction of attention heads to keep, e.g. 0.5", parse=keep_fraction)
+    ffn: float | None = option(None, "fraction of FFN neurons to keep, e.g. 0.5", parse=keep_fraction)
+    params_budget: int | None = option(
+        None, "total parameters to keep (e.g. 15M): one keep fraction for heads and neurons is solved for",
+        parse=param_count,
+    )  # fmt: skip
+    flops_budget: float | None = option(
+        None, "fraction of the layers' forward FLOPs to keep at --max-length tokens, e.g. 0.5", parse=keep_fraction
+    )
+    scope: str = option(
+        "global",
+        "rank units across layers (global: layers get different widths) or keep the fraction per layer (uniform)",
+        choices=SCOPES,
+    )
+    min_heads: int = option(1, "heads every layer keeps at least (0 allows none)", parse=count)
+    min_ffn: int = option(1, "FFN neurons every layer keeps at least", parse=count)
+    latency_aware: bool = option(
+        False,
+        "time every width a layer may keep (batch 32 x --max-length, here) and let widths differ across layers "
+        "only where the scores gain and it costs no time over uniform widths",
+        switch=True,
+    )
     flops_seq_len: int = 128
-    min_heads: int = 1
-    min_ffn: int = 1
-    round_to: int = 1
-    seed: int = 0
-    iterations: int = 1  # >1: prune in that many steps, re-scoring the smaller model before each
     latency: LatencyTable | None = None  # measured per-width latency: allocate for the most score per time
 
+    def __post_init__(self) -> None:
+        check_options(self)
+        check_budgets(self.heads, self.ffn, self.params_budget, self.flops_budget)
+
+
+@dataclass
+class StructuredConfig(UnitTargets):
+    """One-shot structured pruning: ``UnitTargets`` plus ``layers`` (a layer count to keep), the criteria,
+    FFN width rounding and iterations."""
+
+    importance: str = option("taylor", "score for heads/neurons", choices=sorted(UNIT_CRITERIA))
+    layers: int | None = option(None, "number of transformer layers to keep", parse=positive_int)
+    layer_importance: str = option("drop-one", "score for --layers", choices=sorted(LAYER_CRITERIA))
+    round_to: int = option(1, "round kept FFN widths to a multiple, e.g. 8", parse=positive_int)
+    iterations: int = option(
+        1, "prune in N steps, re-scoring the smaller model before each (1: one-shot)", parse=positive_int
+    )
+    seed: int = option(0, "seed for --importance random", parse=seed_number)
+
     def validate(self, num_layers: int) -> None:
-        check_fraction(self.heads, "--heads")
-        check_fraction(self.ffn, "--ffn")
-        if self.scope not in SCOPES:
-            raise ConfigError(f"--scope {self.scope}: expected one of {', '.join(SCOPES)}")
         if self.layers is not None and not 1 <= self.layers <= num_layers:
             raise ConfigError(f"--layers {self.layers}: the model has {num_layers} layers; keep 1..{num_layers}")
-        check_budgets(self.heads, self.ffn, self.params_budget, self.flops_budget)
-        if self.iterations < 1:
-            raise ConfigError(f"--iterations {self.iterations}: expected a positive number of pruning steps")
-        if self.round_to < 1 or self.min_heads < 0 or self.min_ffn < 0:
-            raise ConfigError("--round-to must be >= 1 and --min-heads / --min-ffn >= 0")
         if not any(v is not None for v in (self.heads, self.ffn, self.layers, self.params_budget, self.flops_budget)):
             raise ConfigError("nothing to prune: pass --heads, --ffn, --layers, --params-budget or --flops-budget")
 

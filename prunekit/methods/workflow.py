@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -41,17 +42,18 @@ from prunekit.errors import ConfigError
 from prunekit.evaluation import make_summary, model_size
 from prunekit.io import atomic_output_dir, work_dir, write_json_atomic
 from prunekit.methods.adaptive import AdaptiveConfig
+from prunekit.methods.gradual import SparsityCallback
 from prunekit.methods.magnitude import MagnitudeConfig, prune_magnitude
 from prunekit.methods.speed import LatencyTable, measure_speedups
 from prunekit.methods.stage import StageResult, save_stage, train_stage
-from prunekit.methods.structured import StructuredConfig, check_budgets, prune_structured
+from prunekit.methods.structured import StructuredConfig, UnitTargets, check_budgets, prune_structured
 from prunekit.models import load_model
+from prunekit.options import auto_or, check_options, fraction, option, positive, positive_int, real, same_option
 from prunekit.pruned_models import save_pruned
 from prunekit.pruning.masks import MaskSet
 from prunekit.pruning.schedules import CubicSchedule
-from prunekit.pruning.select import check_sparsity
 from prunekit.training import FinetuneConfig
-from prunekit.training.callbacks import SparsityCallback
+from prunekit.training.config import LoraOptions, auto_passes
 from prunekit.training.distill import DistillConfig
 from prunekit.training.lora import lora_config
 
@@ -64,16 +66,22 @@ class Target:
     """What the compressed model keeps: fractions of heads / FFN neurons, a parameter budget or a FLOPs
     budget (fraction of the dense layers' FLOPs) — or, unstructured, a weight ``sparsity``."""
 
-    heads: float | None = None
-    ffn: float | None = None
-    params_budget: int | None = None
-    flops_budget: float | None = None
-    sparsity: float | None = None
+    heads: float | None = same_option(UnitTargets, "heads")
+    ffn: float | None = same_option(UnitTargets, "ffn")
+    params_budget: int | None = same_option(UnitTargets, "params_budget")
+    flops_budget: float | None = same_option(UnitTargets, "flops_budget")
+    sparsity: float | None = same_option(
+        MagnitudeConfig,
+        "sparsity",
+        default=None,
+        help="unstructured instead: fraction of the layers' weights to zero by magnitude, e.g. 0.7 (smaller on "
+        "disk, not faster on CPU)",
+    )
 
     def __post_init__(self) -> None:
+        check_options(self)
         structured = (self.heads, self.ffn, self.params_budget, self.flops_budget)
         if self.sparsity is not None:
-            check_sparsity(self.sparsity)
             if any(v is not None for v in structured):
                 raise ConfigError("--sparsity (unstructured) and --heads/--ffn/budgets (structured): pass one kind")
             return
@@ -90,39 +98,60 @@ class Target:
 
 @dataclass
 class WorkflowConfig:
+    """One run of an order (``prunekit compress``, ``study ordering``); each ``option`` field is a flag of
+    both, most declared by the method config they feed (``same_option``)."""
+
     target: Target
     order: str = "joint"
-    stage_steps: int = 250  # optimizer steps of one stage; every order trains three of them
-    batch_size: int = 32
+    stage_steps: int | str = option(
+        "auto",
+        "optimizer steps per stage (three stages); auto (default): the passes `--epochs auto` picks for the data",
+        parse=auto_or(positive_int),
+    )
+    batch_size: int = same_option(FinetuneConfig, "batch_size")
     max_length: int = 128
     seed: int = 42
-    lora_lr: float = 5e-4  # LoRA stages (adapters learn slower than full weights)
-    lr: float = 1e-4  # full fine-tuning stages
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    lora_r: int = 8
-    lora_alpha: float | None = None
-    lora_dropout: float = 0.05
-    lora_targets: str = "auto"
-    prune_with: str = "lora"  # joint: the adaptive-pruning stage trains LoRA adapters or every weight (full)
-    scope: str = "global"  # allocation of the pruned units across layers: global | uniform
-    round_to: int = 32
-    min_heads: int = 1
-    min_ffn: int = 1
-    score_ema: float = 0.85
-    adaptive_score: str = "gate"  # gate | lora (LoRAPrune)
-    temperature: float = 2.0
-    alpha_kd: float = 0.5
+    lora_lr: float = option(5e-4, "LoRA stages' learning rate", parse=positive)
+    lr: float = same_option(FinetuneConfig, "lr", default=1e-4, help="full fine-tuning stages' learning rate")
+    warmup_ratio: float = option(0.1, "fraction of each stage's steps warming the lr up", parse=fraction)
+    weight_decay: float = same_option(FinetuneConfig, "weight_decay")
+    lora_r: int = same_option(LoraOptions, "lora_r")
+    lora_alpha: float | None = same_option(LoraOptions, "lora_alpha")
+    lora_dropout: float = same_option(LoraOptions, "lora_dropout")
+    lora_targets: str = same_option(LoraOptions, "lora_targets")
+    prune_with: str = option(
+        "lora",
+        "the adaptive-pruning stage trains LoRA adapters on the frozen teacher or every weight (full; always with "
+        "--sparsity: gradual magnitude pruning needs moving weights)",
+        choices=("lora", "full"),
+    )
+    scope: str = same_option(UnitTargets, "scope")
+    round_to: int = same_option(AdaptiveConfig, "round_to")
+    min_heads: int = same_option(UnitTargets, "min_heads")
+    min_ffn: int = same_option(UnitTargets, "min_ffn")
+    score_ema: float = same_option(AdaptiveConfig, "beta")
+    adaptive_score: str = same_option(
+        AdaptiveConfig, "score", help="gate (|dL/dgate| per unit) or lora (LoRAPrune, from the LoRA factors)"
+    )
+    temperature: float = same_option(DistillConfig, "temperature")
+    alpha_kd: float = option(0.5, "soft-target weight in distilled stages; the task loss gets 1 - it", parse=real(0, 1))
     calibration_samples: int = 512  # one-shot orders: examples scoring the units
     latency: LatencyTable | None = None  # measured per-width latency: latency-aware allocation
 
     def __post_init__(self) -> None:
+        check_options(self)
         if self.order not in (*ORDERS, CONTROL):
             raise ConfigError(f"--order {self.order}: expected one of {', '.join(ORDERS)}")
-        if self.prune_with not in ("lora", "full"):
-            raise ConfigError(f"--prune-with {self.prune_with}: expected lora or full")
         if self.latency is not None and self.target.unstructured:
             raise ConfigError("--latency-aware allocates heads and neurons: not for an unstructured --sparsity")
+
+    def resolved(self, train_size: int) -> WorkflowConfig:
+        """This config with ``stage_steps`` ``auto`` made the steps of the passes ``--epochs auto`` picks for
+        ``train_size`` training examples (a text corpus: blocks)."""
+        if self.stage_steps != "auto":
+            return self
+        passes = auto_passes(train_size, self.batch_size)
+        return replace(self, stage_steps=passes * math.ceil(train_size / self.batch_size))
 
 
 @dataclass
@@ -213,6 +242,8 @@ class Workflow:
         model, tokenizer = load_model(self.model_name, self.data.task)
         teacher, total = None, 0
         masks = None  # an unstructured target's masks, held from the stage that makes them on
+        if config.stage_steps == "auto":
+            raise ConfigError("WorkflowConfig.stage_steps is 'auto': resolve it for the data first (.resolved)")
         stages = stages_of(config.order, config.stage_steps, config.prune_with, config.target.unstructured)
         for index, spec in enumerate(stages):
             folder = self.out / spec.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from prunekit.errors import ConfigError
+from prunekit.options import check_options, count, fraction, option, positive_int
 from prunekit.pruning.select import check_sparsity
 
 
@@ -17,22 +18,22 @@ class CubicSchedule:
     Trainer knows it (under torchrun that count depends on the number of processes).
     """
 
-    final_sparsity: float
-    start: int
-    end: int | None = None
-    every: int = 10
-    initial_sparsity: float = 0.0
+    final_sparsity: float  # magnitude pruning's --sparsity
+    start: int = option(0, "optimizer step of the first pruning", parse=count, flag="--prune-start")
+    end: int | None = option(
+        None, "step reaching the target (default: 2/3 of training)", parse=count, flag="--prune-end"
+    )
+    every: int = option(10, "steps between pruning steps", parse=positive_int, flag="--prune-every")
+    initial_sparsity: float = option(0.0, "--prune magnitude: sparsity at --prune-start", parse=fraction)
     end_fraction: float = 2 / 3
 
     def __post_init__(self) -> None:
+        check_options(self)
         check_sparsity(self.final_sparsity)
-        check_sparsity(self.initial_sparsity)
         if self.initial_sparsity > self.final_sparsity:
             raise ConfigError(f"--initial-sparsity {self.initial_sparsity}: must not exceed --sparsity")
-        if self.start < 0 or (self.end is not None and self.end < self.start):
-            raise ConfigError(f"--prune-start {self.start} / --prune-end {self.end}: expected 0 <= start <= end")
-        if self.every < 1:
-            raise ConfigError(f"--prune-every {self.every}: expected a positive number of steps")
+        if self.end is not None and self.end < self.start:
+            raise ConfigError(f"--prune-start {self.start} / --prune-end {self.end}: expected start <= end")
 
     def for_training(self, max_steps: int) -> CubicSchedule:
         """This schedule with ``end`` resolved for a run of ``max_steps`` optimizer steps."""

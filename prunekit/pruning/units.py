@@ -19,11 +19,6 @@ from prunekit.errors import ConfigError
 SCOPES = ("global", "uniform")
 
 
-def check_fraction(value: float | None, flag: str) -> None:
-    if value is not None and not 0 < value <= 1:
-        raise ConfigError(f"{flag} {value:g}: expected the fraction to keep, in (0, 1]")
-
-
 def _round_count(count: int, size: int, minimum: int, multiple: int) -> int:
     count = max(count, min(minimum, size))
     if multiple > 1 and count % multiple:

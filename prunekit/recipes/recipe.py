@@ -58,6 +58,12 @@ class Recipe:
         return yaml.safe_dump(self.as_dict(), sort_keys=False, allow_unicode=True)
 
 
+def parent_name(model_stages: list[tuple[str, str | None]]) -> str | None:
+    """The run's dense reference among its ``(name, role)`` model-making stages, in order: the stage with
+    ``role: parent``, else the first."""
+    return next((name for name, role in model_stages if role == "parent"), model_stages[0][0] if model_stages else None)
+
+
 def _show(key: Any) -> str:
     """A key as a message shows it: plain when it is a word, else quoted (no line breaks in errors)."""
     return key if isinstance(key, str) and re.fullmatch(r"[\w@-]+", key) else repr(key)

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prunekit.options import value_problem
+
 # flags the runner sets itself (the model chain, the stage folder, resumption); a recipe never names them
 RUNNER_FLAGS = {"--help", "--model", "--student", "--out", "--overwrite", "--json", "--resume", "--checkpoint-dir"}
 
@@ -37,15 +39,8 @@ class Option:
             return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             return f"expected {self.expects()}, got {value!r}"
-        text = str(value)
-        if self.parse is not None:
-            try:
-                value = self.parse(text)
-            except (argparse.ArgumentTypeError, ValueError, TypeError) as err:
-                return f"{str(err).split(', found ')[0]}, got {value!r}"
-        if self.choices is not None and value not in self.choices:
-            return f"expected one of {', '.join(map(str, self.choices))}, got {value!r}"
-        return None
+        problem = value_problem(value, self.parse, self.choices)
+        return None if problem is None else f"{problem}, got {value!r}"
 
     def expects(self) -> str:
         if self.choices is not None:

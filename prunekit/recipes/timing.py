@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prunekit.io import write_json_atomic
-from prunekit.recipes.recipe import INPUT
+from prunekit.recipes.recipe import INPUT, parent_name
 
 if TYPE_CHECKING:
     from prunekit.recipes.runner import RunState
@@ -23,8 +23,9 @@ def bench_stage(state: RunState, options: dict, path: Path) -> dict:
     options = {key: option.default for key, option in METHODS["bench"].options.items()} | options
     batch, seq_len = options["batch_size"] or 32, options["seq_len"]  # bench's batch default: 32 (1 with --generate)
     names = [name for name in state.models if name != INPUT]
-    parent = _reference(state, "parent") or (names[0] if names else None)
-    control = _reference(state, "control")
+    roles = {r["stage"]["name"]: r["stage"].get("role") for r in state.records}
+    parent = parent_name([(name, roles.get(name)) for name in names])
+    control = next((name for name in names if roles.get(name) == "control"), None)
     models = [load_model(state.models[name])[0] for name in names]
     inputs = [make_inputs(model, batch, seq_len) for model in models]
     flops = [count_flops(model, batch_inputs) for model, batch_inputs in zip(models, inputs)]
@@ -52,7 +53,3 @@ def bench_stage(state: RunState, options: dict, path: Path) -> dict:
         ratio = f", {row['ratio_vs_parent']:.2f}x the parent" if parent else ""
         print(f"  {name:<20} {row['latency_ms']['median']:8.2f} ms{ratio}")
     return summary
-
-
-def _reference(state: RunState, role: str) -> str | None:
-    return next((r["stage"]["name"] for r in state.records if r["stage"].get("role") == role and r.get("model")), None)

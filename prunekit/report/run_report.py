@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prunekit.errors import ConfigError
+from prunekit.recipes.recipe import parent_name
 
 REPORT_MD, REPORT_HTML, PLOTS_DIR = "report.md", "report.html", "plots"
 
@@ -65,8 +66,8 @@ def read_run(out: str | os.PathLike) -> tuple[dict, list[StageRow]]:
 
 
 def _parent(rows: list[StageRow]) -> StageRow | None:
-    models = [row for row in rows if row.model]
-    return next((row for row in models if row.role == "parent"), models[0] if models else None)
+    name = parent_name([(row.name, row.role) for row in rows if row.model])
+    return next((row for row in rows if row.name == name), None)
 
 
 def _fmt(value, spec: str = ",", suffix: str = "") -> str:

@@ -1,5 +1,6 @@
-"""Training: fine-tuning through the HF Trainer."""
+"""Training: fine-tuning and distillation through the HF Trainer."""
 
-from prunekit.training.finetune import FinetuneConfig, finetune
+from prunekit.training.config import FinetuneConfig
+from prunekit.training.finetune import finetune
 
 __all__ = ["FinetuneConfig", "finetune"]

@@ -262,7 +262,7 @@ def distill(
         data = {"train_dataset": dataset, "data_collator": make_collator(tokenizer)}
         if distill_config.cache_teacher:
             cached = teacher_logits_for(teacher, dataset, tokenizer)
-    args = training_arguments(config, work_dir)
+    args = training_arguments(config, work_dir, len(data["train_dataset"]))
     args.remove_unused_columns = False  # keep example_index (not a model input) for the logit cache
     trainer = DistillTrainer(
         model=student,

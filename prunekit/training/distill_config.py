@@ -1,4 +1,4 @@
-"""The distillation loss's settings: light to import (the CLI builds its flags from them)."""
+"""The distillation loss's settings (the CLI builds its flags from them)."""
 
 from __future__ import annotations
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,54 +18,13 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from prunekit.data import EncodedSplit, Split, TaskSpec, make_collator
 from prunekit.data.text import BlockDataset, TextSplit, packed_blocks
-from prunekit.errors import ConfigError, TrainingError
-
-# `--epochs auto` (bench/defaults.py measured why): small datasets get enough passes for this many
-# optimizer steps (at most AUTO_MAX_PASSES) and a 10 % warm-up; large ones one pass, no warm-up.
-AUTO_MIN_STEPS = 600
-AUTO_MAX_PASSES = 10
-AUTO_WARMUP = 0.1
+from prunekit.errors import TrainingError
+from prunekit.training.config import FinetuneConfig
 
 
-def auto_passes(train_size: int, batch_size: int, world_size: int | None = None) -> int:
-    """Passes over ``train_size`` examples giving at least ``AUTO_MIN_STEPS`` optimizer steps."""
-    if world_size is None:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun: each step sees every process's batch
-    steps_per_pass = max(1, math.ceil(train_size / (batch_size * world_size)))
-    return min(AUTO_MAX_PASSES, math.ceil(AUTO_MIN_STEPS / steps_per_pass))
-
-
-@dataclass
-class FinetuneConfig:
-    """Training hyper-parameters; the defaults fine-tune MiniLM on SST-2 to ~0.84 in one pass."""
-
-    epochs: float = 1.0  # passes over the training split
-    batch_size: int = 32  # per process
-    lr: float = 5e-5
-    max_length: int = 128  # tokens; longer inputs are truncated
-    seed: int = 42
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.0
-    logging_steps: float = 0.02  # a fraction of the steps: ~50 points of the loss curve
-    max_steps: int | None = None  # optimizer steps; overrides epochs when set
-    checkpoint_every: int | None = None  # optimizer steps between resumable checkpoints in the work folder
-
-    def __post_init__(self) -> None:
-        checks = {
-            "--epochs": self.epochs > 0,
-            "--batch-size": self.batch_size >= 1,
-            "--lr": self.lr > 0,
-            "--max-length": self.max_length >= 8,
-            "--warmup-ratio": 0 <= self.warmup_ratio < 1,
-            "--max-steps": self.max_steps is None or self.max_steps >= 1,
-        }
-        for flag, ok in checks.items():
-            if not ok:
-                value = getattr(self, flag[2:].replace("-", "_"))
-                raise ConfigError(f"{flag} {value}: out of range")
-
-
-def training_arguments(config: FinetuneConfig, work_dir: str | Path) -> TrainingArguments:
+def training_arguments(config: FinetuneConfig, work_dir: str | Path, train_size: int) -> TrainingArguments:
+    """The Trainer's arguments for ``config`` on ``train_size`` examples (which resolves ``auto``)."""
+    config = config.resolved(train_size)
     return TrainingArguments(
         output_dir=str(work_dir),
         num_train_epochs=config.epochs,
@@ -148,10 +104,11 @@ def finetune(
 
     >>> trainer = finetune(model, tokenizer, data.train, data.task, FinetuneConfig(), "/tmp/run")  # doctest: +SKIP
     """
+    data = training_data(train, task, tokenizer, config.max_length)
     trainer = CheckedTrainer(
         model=model,
-        args=training_arguments(config, work_dir),
-        **training_data(train, task, tokenizer, config.max_length),
+        args=training_arguments(config, work_dir, len(data["train_dataset"])),
+        **data,
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )

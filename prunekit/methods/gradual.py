@@ -1,4 +1,8 @@
-"""Trainer callbacks that keep pruned weights at zero and grow sparsity on a schedule."""
+"""Gradual magnitude pruning while fine-tuning (Zhu & Gupta 2017): the masks grow on the cubic schedule
+(``pruning.schedules.CubicSchedule``) and pruned weights stay zero through every optimizer step.
+
+``prunekit finetune --prune magnitude`` builds the schedule from its ``--prune-*`` / ``--initial-sparsity``
+flags (the schedule's fields) and the masks' settings from ``MagnitudeConfig``'s flags."""
 
 from __future__ import annotations
 
