@@ -1,9 +1,11 @@
 """Options declared once, on a method's config dataclass, and turned into CLI flags from there.
 
-A field made with ``option(default, help, parse=..., choices=...)`` becomes ``--field-name`` (the
-field's name with dashes) with that parser, choices, default and help; ``config_from_args`` builds
-the dataclass back from the parsed flags. The recipe schema reads the same flags from the parser, so
-the dataclass is the one place a default, range or help text is written.
+A field made with ``option(default, help, parse=..., choices=...)`` becomes ``--field-name`` (or its
+``flag=``) with that parser, choices, default and help; ``config_from_args`` builds the dataclass back
+from the parsed flags, and ``check_options`` (called in each config's ``__post_init__``) checks a config
+built in Python with the same parsers. The recipe schema reads the flags from the commands' parsers, so
+the dataclass field is the one place a default, range or help text is written; ``same_option`` lets a
+second config take a field's declaration instead of writing it again.
 """
 
 from __future__ import annotations

@@ -111,6 +111,8 @@ BAD_VALUES = [  # (config, recipe method, field, a value the flag refuses)
     (StructuredConfig, "prune-structured", "round_to", 0),
     (StructuredConfig, "prune-structured", "importance", "snip"),
     (LotteryConfig, "lottery", "prune_per_round", 1.0),
+    (DistillConfig, "distill", "alpha_ce", -0.5),
+    (DistillConfig, "distill", "hidden_loss", "l1"),
     (WorkflowConfig, "compress", "stage_steps", 0),
     (WorkflowConfig, "compress", "lora_dropout", 1.0),
 ]

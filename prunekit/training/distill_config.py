@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prunekit.errors import ConfigError
-from prunekit.options import non_negative, option, positive
+from prunekit.options import check_options, non_negative, option, positive
 
 
 @dataclass
@@ -23,13 +23,7 @@ class DistillConfig:
     pairs: list[tuple[int, int]] = field(default_factory=list)  # resolved by resolve_layer_map
 
     def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ConfigError(f"--temperature {self.temperature:g}: expected > 0")
-        for flag in ("alpha_ce", "alpha_kd", "alpha_hidden", "alpha_attn"):
-            if getattr(self, flag) < 0:
-                raise ConfigError(f"--{flag.replace('_', '-')} {getattr(self, flag):g}: expected >= 0")
-        if self.hidden_loss not in ("mse", "cosine"):
-            raise ConfigError(f"--hidden-loss {self.hidden_loss}: expected mse or cosine")
+        check_options(self)
         if self.cache_teacher and (self.alpha_hidden or self.alpha_attn):
             raise ConfigError(
                 "--cache-teacher caches logits only; it cannot be combined with --alpha-hidden/--alpha-attn"
