@@ -65,8 +65,10 @@ def recipe_hash(args: tuple) -> str:
 def _cached_path(args: tuple, suffix: str = "") -> Path:
     name = "-".join(str(a) for a in args[:2] if not str(a).startswith("-"))  # e.g. finetune, prune-structured
     path = CACHE / f"{name}-{recipe_hash(args)}{suffix}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (CACHE / f"{path.name}.command.json").write_text(json.dumps([str(a) for a in args]), encoding="utf-8")
+    record = CACHE / f"{path.name}.command.json"
+    if not record.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps([str(a) for a in args]), encoding="utf-8")
     return path
 
 

@@ -148,6 +148,7 @@ def test_cli_lottery_rounds_plot_ticket_and_resume(tiny_bert, sentiment_dir, tmp
     summary = json.loads((tmp_path / "full" / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]
     assert summary["rounds"][2]["sparsity"] == pytest.approx(0.75, abs=1e-3)
+    assert summary["search_seconds"] > 0
     assert all(r["random_mask"] is not None and r["one_shot"] is not None for r in summary["rounds"][1:])
     assert (tmp_path / "full" / "lottery.png").stat().st_size > 1000
     ticket = summary["winning_ticket"]

@@ -12,7 +12,7 @@ from prunekit.methods.adaptive import AdaptiveConfig
 from prunekit.methods.lottery import LotteryConfig
 from prunekit.methods.magnitude import MagnitudeConfig
 from prunekit.methods.structured import StructuredConfig
-from prunekit.methods.workflow import Target, WorkflowConfig
+from prunekit.methods.workflow import Target, Workflow, WorkflowConfig
 from prunekit.options import FLAG, add_config_arguments, config_from_args, flag_name, option_fields
 from prunekit.pruning.schedules import CubicSchedule
 from prunekit.recipes.schema import METHODS, _command_options
@@ -140,3 +140,5 @@ def test_auto_training_lengths_resolve_from_the_data_size():
     workflow = WorkflowConfig(Target(heads=0.5))
     assert workflow.stage_steps == "auto" and workflow.resolved(3_667).stage_steps == 6 * 115  # MRPC: 115 a pass
     assert WorkflowConfig(Target(heads=0.5), stage_steps=40).resolved(3_667).stage_steps == 40
+    with pytest.raises(ConfigError, match="stage_steps is 'auto'"):  # refused before any model is loaded
+        Workflow(workflow, "no-such-model", data=None, out="unused", evaluate=None)

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from prunekit.commands.common import (
-    preflight,
-    print_result,
-    task_of,
-    write_optional_json,
-)
+from prunekit.commands.common import preflight, print_result, task_of, write_optional_json
 from prunekit.errors import ConfigError
 from prunekit.options import count, positive_int
 

@@ -6,12 +6,7 @@ from __future__ import annotations
 import argparse
 import copy
 
-from prunekit.commands.common import (
-    preflight,
-    print_result,
-    task_of,
-    write_optional_json,
-)
+from prunekit.commands.common import preflight, print_result, task_of, write_optional_json
 from prunekit.errors import ConfigError, ExportError
 from prunekit.options import non_negative, positive, positive_int
 
@@ -82,9 +77,10 @@ def run(args: argparse.Namespace) -> dict:
     difference, excess = max(d for d, _ in differences), max(e for _, e in differences)
     if excess > args.atol:
         out.unlink()
-        bound = f"> --atol {args.atol:g}" + (f" + --rtol {args.rtol:g} x |logit|" if args.rtol else "")
         if args.reference == "float64":
             bound = f"{excess:.3g} further from float64 than PyTorch float32 is, > --atol {args.atol:g}"
+        else:
+            bound = f"> --atol {args.atol:g}" + (f" + --rtol {args.rtol:g} x |logit|" if args.rtol else "")
         raise ExportError(
             f"--out {out}: ONNX Runtime's logits differ from PyTorch's by {difference:.3g} ({bound}); "
             "the file was removed"

@@ -164,7 +164,7 @@ def _adaptive_config(args: argparse.Namespace, masks, model):
         AdaptiveConfig, args, scope="uniform" if args.scope == "layer" else "global", flops_seq_len=args.max_length
     )
     if config.latency_aware:
-        config.latency = measure_latency_table(model, (32, args.max_length), args.round_to)
+        config.latency = measure_latency_table(model, (32, args.max_length), config.round_to)
     return config
 
 

@@ -8,10 +8,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from prunekit.commands.common import (
-    add_data_arguments,
-    add_output_arguments,
-)
+from prunekit.commands.common import add_data_arguments, add_output_arguments
 from prunekit.commands.compress import SHAPES, add_workflow_arguments, prepare, workflow_config
 from prunekit.errors import ConfigError
 from prunekit.options import positive_int, seed

@@ -224,6 +224,8 @@ class Workflow:
         evaluate: Callable[[PreTrainedModel], dict],
         resume: bool = False,
     ):
+        if config.stage_steps == "auto":
+            raise ConfigError("WorkflowConfig.stage_steps is 'auto': resolve it for the data first (.resolved)")
         self.config = config
         self.model_name = model_name
         self.data = data
@@ -242,8 +244,6 @@ class Workflow:
         model, tokenizer = load_model(self.model_name, self.data.task)
         teacher, total = None, 0
         masks = None  # an unstructured target's masks, held from the stage that makes them on
-        if config.stage_steps == "auto":
-            raise ConfigError("WorkflowConfig.stage_steps is 'auto': resolve it for the data first (.resolved)")
         stages = stages_of(config.order, config.stage_steps, config.prune_with, config.target.unstructured)
         for index, spec in enumerate(stages):
             folder = self.out / spec.name

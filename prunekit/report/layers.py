@@ -19,11 +19,6 @@ def layer_structure(folder: str) -> list[dict[str, float]]:
         linears = layer.linears()
         total = sum(m.weight.numel() for m in linears)
         nonzero = sum(int(m.weight.count_nonzero()) for m in linears)
-        rows.append(
-            {
-                "heads": layer.attention.num_heads,
-                "ffn": layer.ffn.num_neurons,
-                "nonzero": nonzero / total if total else 1.0,
-            }
-        )
+        share = nonzero / total if total else 1.0
+        rows.append({"heads": layer.attention.num_heads, "ffn": layer.ffn.num_neurons, "nonzero": share})
     return rows

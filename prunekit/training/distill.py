@@ -34,8 +34,9 @@ from prunekit.data.text import TextSplit
 from prunekit.errors import ConfigError
 from prunekit.pruning.masks import MaskSet
 from prunekit.pruning.surgery import drop_layers
+from prunekit.training.config import FinetuneConfig
 from prunekit.training.distill_config import DistillConfig
-from prunekit.training.finetune import CheckedTrainer, FinetuneConfig, training_arguments, training_data
+from prunekit.training.finetune import CheckedTrainer, training_arguments, training_data
 
 PROJECTIONS = "prunekit_distill_projections"  # attached to the student while it trains, removed after
 
