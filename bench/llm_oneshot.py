@@ -87,7 +87,7 @@ def run_peer(work: Path, model_path: str, windows: int, data: list[str]) -> list
         config = json.loads((out / "config.json").read_text())
         if config.pop("quantization_config", None) is not None:  # compressed-tensors' record of the sparsity
             (out / "config.json").write_text(json.dumps(config, indent=2))
-        summary = prunekit("evaluate", "--model", str(out), *data, "--json", str(out / "eval.json"))
+        summary = prunekit("evaluate", "--model", str(out), *data, "--json", str(out.parent / f"{out.name}-eval.json"))
         summary.update(json.loads((out / "peer.json").read_text()))
         rows.append(_row(arm, summary))
     return rows

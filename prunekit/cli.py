@@ -52,6 +52,13 @@ def _configure_logging(verbose: bool) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -62,11 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # a bad flag (one line printed) or --help
         return stop.code if isinstance(stop.code, int) else 2
     _configure_logging(args.verbose)
-    command = " ".join(filter(None, (args.command, getattr(args, "method", None))))
+    command = " ".join(filter(None, (args.command, getattr(args, "method", None), getattr(args, "format", None))))
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below, not at interpreter exit
+    except BrokenPipeError:  # `prunekit recipes ... | head`: the reader left, nothing is wrong
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports a command stopped by a closed pipe
     except PrunekitError as err:
         print(f"prunekit {command}: error: {err}", file=sys.stderr)
         return 2

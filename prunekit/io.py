@@ -49,18 +49,46 @@ def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> None:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through a temp file and a rename."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``path`` to write; on success it replaces ``path`` (readable like any
+    other output: mkstemp creates 0600), on failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; results are meant to be shared
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def read_json(path: str | os.PathLike, what: str = "") -> dict[str, Any]:
+    """A JSON object from ``path``; a missing, unreadable or malformed file (or one that holds no object)
+    is a one-line ``ConfigError`` naming the file (``what`` says what it should be)."""
+    path = Path(path)
+    label = f"{path}" + (f" ({what})" if what else "")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{label}: no such file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{label}: not a UTF-8 text file") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{label}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    except OSError as err:
+        raise ConfigError(f"{label}: cannot read it ({err.strerror or err})") from None
+    if not isinstance(payload, dict):
+        raise ConfigError(f"{label}: expected a JSON object, found {type(payload).__name__}")
+    return payload
 
 
 def _json_default(value: Any) -> Any:
@@ -73,7 +101,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _writable_parent(flag: str, path: Path) -> None:
-    """The nearest existing ancestor of ``path`` must be a folder we can create entries in."""
+    """The nearest existing ancestor of ``path`` must be a folder we can create entries in: a file is
+    created there and removed (permission bits say yes for root, or in /proc, where nothing can be made)."""
     parent = path.parent
     while not parent.exists():
         if parent.parent == parent:
@@ -81,8 +110,13 @@ def _writable_parent(flag: str, path: Path) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise ConfigError(f"{flag} {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path}: cannot write in {parent} (permission denied)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".prunekit-probe-", dir=parent)
+    except OSError as err:
+        reason = "permission denied" if isinstance(err, PermissionError) else (err.strerror or str(err))
+        raise ConfigError(f"{flag} {path}: cannot write in {parent} ({reason})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _overlaps(a: Path, b: Path) -> bool:
@@ -132,13 +166,25 @@ def check_output_file(out: str | os.PathLike, overwrite: bool, inputs: Iterable[
     return out
 
 
-def check_json_path(path: str | os.PathLike | None, flag: str = "--json") -> None:
-    """A results file we will be able to write at the end: not a folder, in a writable place."""
+def check_json_path(
+    path: str | os.PathLike | None,
+    flag: str = "--json",
+    inputs: Iterable[tuple[str, str | os.PathLike | None]] = (),
+) -> None:
+    """A results file we will be able to write at the end: not a folder, not an input nor inside one
+    (``inputs``: ``(flag, path)`` pairs — models, data, ``--out``), in a writable place."""
     if path is None:
         return
     path = Path(path).expanduser()
     if path.is_dir():
         raise ConfigError(f"{flag} {path}: is a folder; expected a file name such as result.json")
+    for input_flag, value in inputs:
+        if value is None or (not Path(value).expanduser().exists() and input_flag != "--out"):
+            continue  # an input that names no file (a hub id); --out need not exist yet
+        if _overlaps(path.resolve(), Path(value).expanduser().resolve()):
+            raise ConfigError(
+                f"{flag} {path}: is or lies inside {input_flag} {value}; write the results file somewhere else"
+            )
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{flag} {path}: file is not writable")
     _writable_parent(flag, path)

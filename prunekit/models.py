@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from prunekit.data.tasks import TaskSpec
 from prunekit.errors import ConfigError, ModelError, first_line
 from prunekit.packaged import PACKAGED_MODELS
 from prunekit.pruning.sparse_format import SPARSE_FILE, load_sparse
+
+logger = logging.getLogger(__name__)
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -113,14 +116,16 @@ def model_class(config: PretrainedConfig, task: TaskSpec | None = None) -> type:
 
 
 def load_model(
-    name: str, task: TaskSpec | None = None, flag: str = "--model"
+    name: str, task: TaskSpec | None = None, flag: str = "--model", trained_head: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model with a sequence-classification head (a causal LM for the ``lm`` task), and its tokenizer.
 
     With a classification ``task`` the head is (re)built for the task's labels, as fine-tuning needs;
     without a task the model loads as saved (a fine-tuned model to evaluate or benchmark, or a causal
     LM saved as one). ``flag`` names the option the user passed the model with, for error messages.
-    Masks saved with the model are not applied here: see ``MaskSet.load``.
+    Loading is strict (``load_weights``); ``trained_head``: a model saved without a head is an error
+    rather than one with a new random head. Masks saved with the model are not applied here: see
+    ``MaskSet.load``.
 
     >>> model, tokenizer = load_model("minilm", glue_task("sst2"))  # doctest: +SKIP
     """
@@ -136,28 +141,99 @@ def load_model(
         )
     config = load_config(path, flag, **overrides)
     tokenizer = load_tokenizer(path, flag)
+    where = f"{flag} {name}"
     if (Path(path) / SPARSE_FILE).is_file():  # prunekit's compact format: rebuilt dense, bit-exact
         try:
             model = load_sparse(path, task)
         except Exception as err:  # truncated/corrupt file, missing tensors
-            raise ModelError(f"{flag} {name}: could not load {SPARSE_FILE} ({first_line(err)})") from None
+            raise ModelError(f"{where}: could not load {SPARSE_FILE} ({first_line(err)})") from None
         if task is not None and not task.causal_lm and model.config.num_labels != task.num_labels:
             raise ModelError(
-                f"{flag} {name}: sparse-format model has {model.config.num_labels} labels, task needs "
+                f"{where}: sparse-format model has {model.config.num_labels} labels, task needs "
                 f"{task.num_labels}; prune a model fine-tuned on this task"
             )
+        check_finite_weights(model, where)
     else:
-        try:
-            model = model_class(config, task).from_pretrained(
-                path, config=config, dtype=torch.float32, ignore_mismatched_sizes=bool(overrides)
-            )
-        except Exception as err:  # safetensors, pickle and torch errors of a corrupt weights file
-            files = [f for f in WEIGHT_FILES if (Path(path) / f).is_file()]
-            where = f" {files[0]}" if files else ""
-            raise ModelError(f"{flag} {name}: could not load its weights{where} ({first_line(err)})") from None
+        model = load_weights(model_class(config, task), path, config, where, relabel=bool(overrides),
+                             trained_head=trained_head)  # fmt: skip
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+HEAD_KINDS = ("ForSequenceClassification", "ForCausalLM")
+
+
+def _head_kind(class_name: str) -> str | None:
+    return next((kind for kind in HEAD_KINDS if class_name.endswith(kind)), None)
+
+
+def load_weights(
+    model_cls: type,
+    path: str,
+    config: PretrainedConfig,
+    where: str,
+    relabel: bool = False,
+    trained_head: bool = False,
+    new_head_from: str | None = None,
+    saved_architectures: list[str] | None = None,
+) -> PreTrainedModel:
+    """``model_cls.from_pretrained(path)`` in float32, strictly: every tensor of the model must come from
+    the checkpoint with its shape, and nothing in the checkpoint may be left over, or the error names
+    the tensors. The one exception is the task head of a checkpoint saved without one (a base or a
+    language model loaded as a classifier): it is new and randomly initialised, and a warning says so —
+    an error with ``trained_head``. ``relabel``: a saved head of another label count is rebuilt for the
+    config's labels (also said). ``new_head_from`` names where a new head's weights will come from
+    instead (merge: the adapter), which silences the warning; ``saved_architectures``: the checkpoint's
+    own, when ``config`` is another model's. Non-finite weights are an error too."""
+    try:
+        model, info = model_cls.from_pretrained(
+            path, config=config, dtype=torch.float32, ignore_mismatched_sizes=relabel, output_loading_info=True
+        )
+    except Exception as err:  # safetensors, pickle and torch errors of a corrupt weights file
+        files = [f for f in WEIGHT_FILES if (Path(path) / f).is_file()]
+        shown = f" {files[0]}" if files else ""
+        raise ModelError(f"{where}: could not load its weights{shown} ({first_line(err)})") from None
+    body = model.base_model_prefix + "."
+    saved = [_head_kind(name) for name in (saved_architectures or config.architectures or ())]
+    new_head = _head_kind(type(model).__name__) not in saved
+    missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+    mismatched = sorted(key for key, *_ in info["mismatched_keys"])
+
+    def names(keys: list[str]) -> str:
+        return ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+    files = ", ".join(f for f in WEIGHT_FILES if (Path(path) / f).is_file()) or "its weights"
+    bad_missing = [key for key in missing if key.startswith(body) or not new_head]
+    if bad_missing:
+        raise ModelError(f"{where}: {files} lacks tensor(s) {names(bad_missing)}; the model would be partly random")
+    if unexpected and not new_head:
+        raise ModelError(f"{where}: {files} holds tensor(s) the model does not have: {names(unexpected)}")
+    bad_shapes = [key for key in mismatched if key.startswith(body)]
+    if bad_shapes:
+        raise ModelError(f"{where}: {files} has tensor(s) of the wrong shape: {names(bad_shapes)}")
+    head = sorted({*missing, *mismatched})
+    if head and trained_head:
+        raise ModelError(
+            f"{where}: has no trained head for this task ({names(head)} not in {files}); "
+            "fine-tune it first (prunekit finetune)"
+        )
+    if head and new_head_from is None:
+        reason = "rebuilt for the task's labels" if mismatched and not missing else "new (the checkpoint has none)"
+        logger.warning(
+            "%s: the task head (%s) is %s, randomly initialised: train it before trusting its outputs",
+            where, names(head), reason,
+        )  # fmt: skip
+    check_finite_weights(model, where)
+    return model
+
+
+def check_finite_weights(model: torch.nn.Module, where: str) -> None:
+    """Refuse a model with NaN or infinite weights: every output it computes would be meaningless."""
+    for name, tensor in model.named_parameters():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            count = int((~torch.isfinite(tensor)).sum())
+            raise ModelError(f"{where}: weight {name} has {count:,} non-finite value(s) (nan or inf)")
 
 
 def task_label_names(config: PretrainedConfig) -> list[str] | None:

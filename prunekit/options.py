@@ -23,13 +23,13 @@ FLAG = "prunekit_flag"
 # ---------------------------------------------------------------- flag value parsers (argparse types)
 
 
-def _int_at_least(low: int, what: str) -> Callable[[str], int]:
+def _int_at_least(low: int, what: str, high: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}") from None
-        if value < low:
+        if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}")
         return value
 
@@ -38,6 +38,11 @@ def _int_at_least(low: int, what: str) -> Callable[[str], int]:
 
 positive_int = _int_at_least(1, "a positive integer")
 count = _int_at_least(0, "an integer >= 0")
+
+
+def int_range(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for an integer in [low, high]."""
+    return _int_at_least(low, f"an integer from {low} to {high}", high)
 
 
 def seed(text: str) -> int:

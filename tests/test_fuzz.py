@@ -68,6 +68,15 @@ def _classes(labels: list[str]) -> int:
     return 1
 
 
+def _regression(labels: list[str]) -> bool:
+    """Numbers that are not all integers: a regression target."""
+    try:
+        numbers = [float(label.strip()) for label in labels]
+    except ValueError:
+        return False
+    return not all(n.is_integer() for n in numbers)
+
+
 @FUZZ
 @given(
     rows=st.lists(st.tuples(TEXTS, LABELS, st.integers(min_value=-1, max_value=1)), min_size=1, max_size=8),
@@ -98,14 +107,16 @@ def test_random_tables_load_with_the_right_class_count_or_fail_naming_the_line(r
     malformed = multiline or any(
         (extra != 0 and not (extra > 0 and suffix == ".jsonl")) or _bad_label(label) for _, label, extra in rows
     )
+    labels = [label for _, label, _ in rows]
+    one_class = bool(rows) and not _regression(labels) and _classes(labels) == 1  # refused: nothing to classify
     try:
         data = _load(buffer.getvalue().encode(), suffix, text_columns="text", label_column="label")
     except DataError as err:
-        assert malformed or not rows, str(err)
+        assert malformed or not rows or one_class, str(err)
         assert "train" in str(err)
         return
-    assert not malformed
-    assert data.task.num_labels == _classes([label for _, label, _ in rows])
+    assert not malformed and not one_class
+    assert data.task.num_labels == _classes(labels)
 
 
 FLAG_RANGES = {
@@ -244,3 +255,55 @@ def test_random_set_overrides_apply_or_fail_in_one_line(override):
     from prunekit.recipes.recipe import builtin_recipes
 
     _read(builtin_recipes()["structured"].read_text(), [override])
+
+
+def _alias_chain(depth: int, fanout: int) -> str:
+    """A YAML flow value whose anchors each repeat the one before ``fanout`` times: fanout ** depth values
+    once expanded, a few hundred bytes on disk."""
+    value = "&a0 [x]"
+    for level in range(1, depth + 1):
+        value = f"&a{level} [{value}" + f", *a{level - 1}" * (fanout - 1) + "]"
+    return value
+
+
+HUGE_SCALARS = st.sampled_from(["1" * 5000, "9" * 4301, "x" * 20_000, "[" * 3000 + "]" * 3000, "1e999", "-.inf"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    depth=st.integers(0, 12),
+    fanout=st.integers(1, 12),
+    where=st.sampled_from(["lr", "method", "name", "from", "defaults", "description", "stages", "extra"]),
+    count=st.integers(1, 12) | st.sampled_from([999, 1000, 1001, 3000]),
+    scalar=HUGE_SCALARS | st.text(max_size=30).map(json.dumps),
+    overrides=st.lists(st.sampled_from(["stages[0].lr=", "defaults.seed=", "description="]), max_size=2),
+)
+def test_recipes_with_aliases_huge_values_and_many_stages_fail_fast_in_one_line(
+    depth, fanout, where, count, scalar, overrides
+):
+    """Values, YAML aliases and stage counts an attacker (or a typo) can put in a recipe: each one is
+    validated or refused in one short line, within seconds, however large it expands."""
+    import time
+
+    chain = _alias_chain(depth, fanout)
+    stage = "  - {name: s%d, method: finetune}\n"
+    body = "".join(stage % index for index in range(count))
+    in_stage = where in ("lr", "method", "name", "from")
+    first = f"  - {{name: a, method: finetune, {where}: {chain}}}\n" if in_stage else ""
+    top = {"defaults": f"defaults: {{seed: {scalar}}}\n", "description": f"description: {chain}\n",
+           "stages": "", "extra": f"extra: {chain}\n"}.get(where, "")  # fmt: skip
+    text = top + ("stages: " + chain + "\n" if where == "stages" else "stages:\n" + first + body)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "recipe.yaml"
+        path.write_text(text, encoding="utf-8")
+        from prunekit.recipes.recipe import read_recipe
+
+        try:
+            recipe = read_recipe(str(path), [key + (chain if "lr" in key else scalar) for key in overrides])
+        except PrunekitError as err:
+            message = str(err)
+            assert "\n" not in message and len(message) < 1500, message[:300]
+        else:
+            assert 1 <= len(recipe.stages) <= 1000
+    assert time.monotonic() - started < 20

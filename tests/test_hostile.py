@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from transformers import AutoModelForSequenceClassification
 
 from prunekit.cli import main
 from prunekit.pruning.masks import MASKS_FILE
 from tests.conftest import cli, tree_digest
+from tests.tiny import tiny_config, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,84 @@ def world(tmp_path_factory, tiny_bert, sentiment_dir) -> Path:
     glue_bad.mkdir(parents=True)
     (glue_bad / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbroken line without a label\nbad\t0\n")
     (glue_bad / "dev.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\t1\n")
+    _round_two(root, broken)
     return root
+
+
+def _edit_weights(folder: Path, edit) -> None:
+    path = folder / "model.safetensors"
+    tensors = load_file(str(path))
+    edit(tensors)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+WORLD_RUN = {  # a finished run of two model stages and an evaluation, made with paths relative to the world
+    "defaults": {"max_steps": 2, "batch_size": 8, "max_length": 16},
+    "stages": [
+        {"name": "tune", "method": "finetune"},
+        {"name": "prune", "method": "prune-magnitude", "sparsity": 0.5},
+        {"name": "check", "method": "evaluate"},
+    ],
+}
+
+
+def _round_two(root: Path, broken) -> None:
+    """The second round's world: models with a tensor missing, extra, NaN or overflowing; a base model
+    without a head; a model of 64 positions; a finished run and damaged copies of it; hostile recipes."""
+    import yaml
+    from transformers import AutoModel
+
+    query = "bert.encoder.layer.0.attention.self.query.weight"
+    broken("missing-query", "model", lambda m: _edit_weights(m, lambda t: t.pop(query)))
+    broken("missing-head", "model", lambda m: _edit_weights(m, lambda t: t.pop("classifier.weight")))
+    broken("extra-tensor", "model", lambda m: _edit_weights(m, lambda t: t.update(extra=torch.zeros(3))))
+    broken("nan-weight", "model", lambda m: _edit_weights(m, lambda t: t[query].view(-1)[5].fill_(float("nan"))))
+
+    def overflow(tensors: dict) -> None:
+        for name, tensor in tensors.items():
+            if "dense.weight" in name:
+                tensor.mul_(1e36)
+
+    broken("overflow", "model", lambda m: _edit_weights(m, overflow))
+    AutoModel.from_config(tiny_config("bert")).save_pretrained(root / "base")  # no task head
+    tiny_tokenizer().save_pretrained(root / "base")
+    short = tiny_config("bert")
+    short.max_position_embeddings = 64
+    AutoModelForSequenceClassification.from_config(short).save_pretrained(root / "short")
+    tiny_tokenizer().save_pretrained(root / "short")
+    (root / "own" / "one-class.csv").write_text("text,label\ngood,1\nfine,1\ngreat,1\n")
+
+    recipes = root / "recipes"
+    recipes.mkdir()
+    (recipes / "run.yaml").write_text(yaml.safe_dump(WORLD_RUN, sort_keys=False))
+    cwd = Path.cwd()
+    os.chdir(root)  # the run records its inputs as typed: relative to the world
+    try:
+        assert cli("run recipes/run.yaml --model model --data data/SST-2 --out run") == 0
+    finally:
+        os.chdir(cwd)
+    broken("run-bad-summary", "run", lambda r: (r / "02-prune" / "summary.json").write_text('{"kind": "pr'))
+    broken("run-bad-stage", "run", lambda r: (r / "01-tune" / "stage.json").write_text("not json"))
+    broken("run-bad-runjson", "run", lambda r: (r / "run.json").write_text("[1, 2]"))
+    broken("run-list-stage", "run", lambda r: (r / "02-prune" / "stage.json").write_text("[]"))
+    (root / "mine").mkdir()
+    (root / "mine" / "compare.md").write_text("my own notes")
+
+    def recipe(name: str, text: str) -> None:
+        (recipes / name).write_text(text)
+
+    recipe("method-list.yaml", "stages:\n  - name: a\n    method: [finetune]\n")
+    recipe("duplicate.yaml", "stages:\n  - name: a\n    method: finetune\n    lr: 1.0e-4\n    lr: 2.0e-4\n")
+    teacher = f"distill_from: {root / 'masked'}"
+    recipe("teacher.yaml", f"stages:\n  - {{name: a, method: finetune, max_steps: 1, {teacher}}}\n")
+    recipe("bench.yaml", "stages:\n  - {name: a, method: prune-magnitude}\n  - {name: speed, method: bench}\n")
+    recipe("many.yaml", "stages:\n" + "".join(f"  - {{name: s{i}, method: evaluate}}\n" for i in range(1001)))
+    bomb = "&a0 [x, x, x, x, x, x, x, x, x]"
+    for level in range(1, 10):  # 9 ** 10 values once expanded
+        bomb = f"&a{level} [{bomb}, " + ", ".join([f"*a{level - 1}"] * 8) + "]"
+    recipe("bomb.yaml", f"stages:\n  - name: a\n    method: finetune\n    lr: {bomb}\n")
+    bad_data = f"data: {root / 'own' / 'nan-label.csv'}, text_columns: text, label_column: label"
+    recipe("fails.yaml", f"stages:\n  - {{name: a, method: evaluate, {bad_data}}}\n")
 
 
 TRAIN = "--max-length 16 --batch-size 16"
@@ -236,6 +315,65 @@ CASES = [
     ("evaluate --model nope/model --data {w}/data/SST-2", "no such folder"),
     ("distill --teacher {w}/model --student {w}/nope --data {w}/data/SST-2 --out {w}/new", "--student"),
     ("distill --teacher {w}/nope --student-layers 1 --data {w}/data/SST-2 --out {w}/new", "--teacher"),
+    # ---- round two (#25); the number is the issue's
+    # 2. --json over an input
+    ("evaluate --model {w}/model --data {w}/data/SST-2 --json {w}/data/SST-2/train.tsv", "inside --data"),
+    ("evaluate --model {w}/model --data {w}/data/SST-2 --json {w}/model/model.safetensors", "inside --model"),
+    ("export onnx --model {w}/model --out {w}/new.onnx --json {w}/model/config.json", "inside --model"),
+    ("export onnx --model {w}/model --out {w}/new.onnx --json {w}/new.onnx", "inside --out"),
+    ("bench --model {w}/model --vs {w}/masked --json {w}/masked/summary.json --repeats 1", "inside --vs"),
+    # 3. compare into a folder of the user's
+    ("compare {w}/run {w}/run --out {w}/mine", "pass --overwrite"),
+    # 4. --out inside a folder the recipe names
+    ("run {w}/recipes/teacher.yaml --model {w}/model --data {w}/data/SST-2 --out {w}/masked/myrun", "distill_from"),
+    # 5. strict loading: nothing random without a word
+    ("evaluate --model {w}/missing-query --data {w}/data/SST-2", "lacks tensor(s) bert.encoder.layer.0.attention"),
+    ("evaluate --model {w}/missing-head --data {w}/data/SST-2", "lacks tensor(s) classifier.weight"),
+    ("finetune --model {w}/missing-query --data {w}/data/SST-2 --out {w}/new", "lacks tensor(s) bert.encoder"),
+    ("export onnx --model {w}/missing-head --out {w}/new.onnx", "lacks tensor(s) classifier.weight"),
+    ("evaluate --model {w}/extra-tensor --data {w}/data/SST-2", "holds tensor(s) the model does not have: extra"),
+    ("evaluate --model {w}/base --data {w}/data/SST-2", "has no trained head for this task"),
+    # 6. non-finite weights or logits
+    ("evaluate --model {w}/nan-weight --data {w}/data/SST-2", "has 1 non-finite value(s)"),
+    ("export onnx --model {w}/nan-weight --out {w}/new.onnx", "has 1 non-finite value(s)"),
+    ("evaluate --model {w}/overflow --data {w}/data/SST-2", "non-finite logits"),
+    ("export onnx --model {w}/overflow --out {w}/new.onnx --seq-len 8 --repeats 1", "was removed"),
+    # 7 and 14. opsets the exporter does not write as asked
+    ("export onnx --model {w}/model --out {w}/new.onnx --opset 7", "--opset 7: expected an integer from 17 to 25"),
+    ("export onnx --model {w}/model --out {w}/new.onnx --opset 99", "--opset 99: expected an integer from 17"),
+    # 10. recipe values of the wrong type
+    ("run {w}/recipes/method-list.yaml --model {w}/model --out {w}/new", "stages[0].method: expected one of"),
+    ("run {w}/recipes/run.yaml --model {w}/model --out {w}/new --set stages[0].method=[x]", "stages[0].method"),
+    # 11. damaged run records
+    ("report {w}/run-bad-summary", "02-prune/summary.json (stage 02-prune's result): not valid JSON"),
+    ("report {w}/run-bad-stage", "01-tune/stage.json (a finished stage's record): not valid JSON"),
+    ("report {w}/run-bad-runjson", "run.json (the run's inputs): expected a JSON object"),
+    ("report {w}/run-list-stage", "02-prune/stage.json (a finished stage's record): expected a JSON object"),
+    ("compare {w}/run {w}/run-bad-summary --out {w}/new", "not valid JSON"),
+    (
+        "run {w}/recipes/run.yaml --model {w}/model --data {w}/data/SST-2 --out {w}/run-bad-stage --resume",
+        "01-tune/stage.json (a finished stage's record; delete its folder to run the stage again): not valid JSON",
+    ),
+    (
+        "run {w}/recipes/run.yaml --model {w}/model --data {w}/data/SST-2 --out {w}/run-bad-runjson --resume",
+        "expected a JSON object",
+    ),
+    # 12. a timing shape the model cannot take, known before any training
+    ("compress --model {w}/short --data {w}/data/SST-2 --out {w}/new --heads 0.5", "takes at most 64 tokens, and"),
+    ("run {w}/recipes/bench.yaml --model {w}/short --out {w}/new", "stages[1].seq_len 128: the model"),
+    # 13. one class
+    (f"finetune --model {{w}}/model --data {{w}}/own/one-class.csv {OWN} --out {{w}}/new", "needs at least two"),
+    # 15 and 16. recipes that would hang
+    ("run {w}/recipes/bomb.yaml --model {w}/model --out {w}/new", "more than 100,000 values"),
+    ("run {w}/recipes/many.yaml --model {w}/model --out {w}/new", "a recipe may have at most 1,000"),
+    # the minor ones
+    ("run {w}/recipes/duplicate.yaml --model {w}/model --out {w}/new", "line 5: duplicate key 'lr'"),
+    ("run {w}/recipes --model {w}/model --out {w}/new", "is a folder; expected a YAML file"),
+    (
+        "study ordering --model {w}/model --data {w}/data/SST-2 --out {w}/new --heads 0.5 --orders joint joint",
+        "each order once",
+    ),
+    ("export onnx --model {w}/model --out /proc/new.onnx", "cannot write in /proc"),
 ]
 
 
@@ -411,3 +549,108 @@ def test_saved_model_files_are_readable_like_the_rest_of_the_folder(world):
     os.umask(umask)
     expected = 0o666 & ~umask
     assert all((path.stat().st_mode & 0o777) == expected for path in (world / "masked").iterdir())
+
+
+# ---------------------------------------------------------------- round two (#25): runs, loading, outputs
+
+
+def _run(world: Path, out: Path, *extra: str) -> int:
+    inputs = f"--model {world}/model --data {world}/data/SST-2"
+    return cli(f"run {world}/recipes/run.yaml {inputs} --out {out} " + " ".join(extra))
+
+
+def test_a_failed_overwrite_keeps_the_old_run_and_a_finished_one_replaces_it(world, tmp_path, capsys):
+    """#1: the new run is built beside the old one and swapped in only when complete."""
+    out = shutil.copytree(world / "run", tmp_path / "run")
+    before = tree_digest(out)
+    failing = f"run {world}/recipes/fails.yaml --model {world}/model --data {world}/data/SST-2 --out {out} --overwrite"
+    assert cli(failing) == 2
+    assert "stage 01-a stopped" in capsys.readouterr().err
+    assert tree_digest(out) == before  # models, records and report of the old run, byte for byte
+    assert (tmp_path / ".run.partial" / "run.json").is_file()  # the stopped new run, kept for --resume
+    assert _run(world, out) == 2 and "an unfinished --overwrite run" in capsys.readouterr().err
+    assert _run(world, out, "--overwrite") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert (out / "report.md").is_file() and (out / "03-check" / "stage.json").is_file()
+
+
+def test_a_copied_run_resumes_from_its_own_stages_from_any_folder(world, tmp_path, monkeypatch):
+    """#8: stage.json names the run's models relative to the run folder; the copy's later stage is made
+    from the copy's own earlier stage, and --resume works from another working folder."""
+    copy = shutil.copytree(world / "run", tmp_path / "copy")
+    shutil.rmtree(copy / "02-prune")
+    shutil.rmtree(copy / "03-check")
+    original = tree_digest(world / "run")
+    monkeypatch.chdir(world)  # where the original run was made, with relative paths
+    assert _run(world, copy, "--resume") == 0
+    record = json.loads((copy / "02-prune" / "stage.json").read_text())
+    assert record["input"] == "01-tune" and record["model"] == "02-prune"
+    assert record["argv"][record["argv"].index("--model") + 1] == str(copy / "01-tune")
+    assert tree_digest(world / "run") == original
+    moved = copy.rename(tmp_path / "moved")
+    shutil.rmtree(moved / "03-check")
+    monkeypatch.chdir(tmp_path)  # and from elsewhere, with the inputs spelled another way
+    assert _run(world, moved, "--resume") == 0
+    check = json.loads((moved / "03-check" / "stage.json").read_text())
+    assert check["argv"][check["argv"].index("--model") + 1] == str(moved / "02-prune")
+
+
+def test_an_incomplete_stage_folder_is_run_again(world, tmp_path, capsys):
+    """#9: a stage folder with a summary but no stage.json and no weights is not taken as finished."""
+    run = shutil.copytree(world / "run", tmp_path / "run")
+    (run / "02-prune" / "stage.json").unlink()
+    (run / "02-prune" / "model.safetensors").unlink()
+    assert _run(world, run, "--resume") == 0
+    assert "02-prune: its folder is incomplete" in capsys.readouterr().out
+    assert (run / "02-prune" / "model.safetensors").is_file() and (run / "02-prune" / "stage.json").is_file()
+    assert _run(world, run, "--resume") == 0  # and every later --resume keeps it
+
+
+def test_a_new_head_on_a_base_model_is_said(world, tmp_path, caplog):
+    """#5: the one expected exception to strict loading — a base model gets a new task head — is said."""
+    train = f"--data {world}/data/SST-2 --out {tmp_path}/ft {TRAIN} --max-steps 1"
+    assert cli(f"finetune --model {world}/base {train}") == 0
+    assert "the task head (classifier.bias, classifier.weight) is new" in caplog.text
+    caplog.clear()
+    assert cli(f"evaluate --model {tmp_path}/ft --data {world}/data/SST-2 --max-length 16") == 0
+    assert "task head" not in caplog.text  # its own trained head: nothing new
+
+
+def test_a_default_length_that_plays_no_part_fails_nothing(world, tmp_path):
+    """Minor: pruning without data must not refuse the default --max-length for a 64-position model."""
+    assert cli(f"prune magnitude --model {world}/short --sparsity 0.5 --out {tmp_path}/p") == 0
+
+
+def test_compare_replaces_a_folder_only_with_overwrite_and_writes_shareable_files(world, tmp_path):
+    """#3 and the 0600 plot: --overwrite replaces the folder whole; every output is readable like the rest."""
+    mine = shutil.copytree(world / "mine", tmp_path / "mine")
+    assert cli(f"compare {world}/run {world}/run --out {mine} --overwrite") == 0
+    assert not (mine / "compare.md").read_text().startswith("my own")
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in mine.iterdir()}
+    assert modes and set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_report_shows_a_recorded_path_literally(world, tmp_path):
+    """Minor: a recipe path with Markdown in it cannot become a heading or markup in report.md."""
+    run = shutil.copytree(world / "run", tmp_path / "run")
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "recipe": "x\n# not a heading `y`", "model": "*m*"}))
+    assert cli(f"report {run}") == 0
+    lines = (run / "report.md").read_text().splitlines()
+    assert lines[0] == "# prunekit run: `` x # not a heading `y` ``"
+    assert not any(line.startswith("# not") for line in lines) and "``*m*``" not in lines[2]
+    assert lines[2].startswith("Model `*m*`")
+
+
+def test_a_closed_pipe_ends_quietly():
+    """Minor: `prunekit recipes --options finetune | head` — the reader leaving is not an error."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prunekit", "recipes", "--options", "finetune"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.read(10)
+    process.stdout.close()
+    assert process.wait(timeout=120) == 141 and process.stderr.read() == b""

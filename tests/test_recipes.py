@@ -208,7 +208,8 @@ def test_a_tiny_recipe_runs_end_to_end_and_chains_its_stages(e2e_run, tiny_bert)
     assert folders == ["01-finetune", "02-prune", "03-distill", "04-control", "05-speed", "06-onnx", "plots"]
     records = {name: json.loads((out / name / "stage.json").read_text()) for name in folders if name != "plots"}
     # the chain: each stage started from the one before; distill's student is the pruned model
-    assert records["02-prune"]["input"] == str(out / "01-finetune")
+    assert records["02-prune"]["input"] == "01-finetune"  # the run's own models: relative to the run folder
+    assert records["02-prune"]["model"] == "02-prune"
     assert records["03-distill"]["argv"][records["03-distill"]["argv"].index("--student") + 1] == str(out / "02-prune")
     assert records["03-distill"]["argv"][records["03-distill"]["argv"].index("--teacher") + 1] == str(
         out / "01-finetune"
@@ -397,9 +398,7 @@ def test_lora_merge_evaluate_and_hf_export_stages_chain(tiny_bert, sentiment_dir
     merged, lora = stage_summary(out, "02-merge"), stage_summary(out, "01-lora")
     assert merged["metrics"] == pytest.approx(lora["metrics"])
     check = json.loads((out / "03-check" / "stage.json").read_text())
-    assert check["input"] == str(out / "02-merge") and stage_summary(out, "03-check")["metrics"] == pytest.approx(
-        lora["metrics"]
-    )
+    assert check["input"] == "02-merge" and stage_summary(out, "03-check")["metrics"] == pytest.approx(lora["metrics"])
     exported = out / "04-hf" / "model"
     assert (exported / "config.json").is_file() and not (exported / "stage.json").exists()
     assert cli(f"evaluate --model {exported} --data {sentiment_dir} --max-length 32 --json {tmp_path / 'e.json'}") == 0

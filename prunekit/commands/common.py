@@ -105,19 +105,20 @@ def preflight(
     folders = {flag: resolve_model(name, flag) for flag, name in models.items() if name is not None}
     configs = {flag: load_config(folder, flag) for flag, folder in folders.items()}
     if length_flag == "--max-length" and args.max_length is None:
-        if is_text_corpus(args.data, getattr(args, "train_file", None), args.eval_file):  # windows up to 512
-            limits = [max_positions(config) for config in configs.values()]
-            args.max_length = min([LM_MAX_LENGTH, *(limit for limit in limits if limit is not None)])
-        else:
-            args.max_length = DEFAULT_MAX_LENGTH
+        # the default: up to 512 tokens a perplexity window on text, 128 an example, within every model's positions
+        text = is_text_corpus(args.data, getattr(args, "train_file", None), args.eval_file)
+        limits = [max_positions(config) for config in configs.values()]
+        default = LM_MAX_LENGTH if text else DEFAULT_MAX_LENGTH
+        args.max_length = min([default, *(limit for limit in limits if limit is not None)])
     length = getattr(args, length_flag[2:].replace("-", "_"))
     for flag, config in configs.items():
         check_max_length(config, length, length_label or length_flag, f" of {flag} {models[flag]}")
+    inputs = [*folders.items(), *((flag, getattr(args, key, None)) for flag, key in INPUT_FLAGS.items())]
     if getattr(args, "out", None) is not None:
-        inputs = [(flag, getattr(args, key, None)) for flag, key in INPUT_FLAGS.items()]
         recover_output_dir(args.out)
-        check_output_dir(args.out, args.overwrite or replaces_out, [*folders.items(), *inputs])
-    check_json_path(getattr(args, "json", None))
+        check_output_dir(args.out, args.overwrite or replaces_out, inputs)
+    outputs = [("--out", getattr(args, key, None)) for key in ("out", "out_file")]
+    check_json_path(getattr(args, "json", None), inputs=[*inputs, *outputs])
     return folders
 
 

@@ -128,10 +128,17 @@ def prepare(args: argparse.Namespace, config_file: str, data_seed: int, command:
     (``train_size``: training examples, or blocks of --max-length tokens of a text corpus)."""
     from prunekit.data import load_task_data
     from prunekit.data.text import is_text_corpus
-    from prunekit.models import load_model
+    from prunekit.models import load_config, load_model, max_positions
 
     own_result = args.resume and (Path(args.out) / config_file).is_file()
     folder = preflight(args, {"--model": args.model}, replaces_out=own_result)["--model"]
+    limit = max_positions(load_config(folder))
+    if limit is not None and limit < max(length for _, length in SHAPES):  # known now, not after training
+        shapes = " and ".join(_shape_key(shape) for shape in SHAPES)
+        raise ConfigError(
+            f"--model {args.model}: takes at most {limit} tokens, and {command} times every model at "
+            f"batch x length {shapes}"
+        )
     text = is_text_corpus(args.data, args.train_file, args.eval_file)
     if args.speedup is None and all(getattr(args, f) is None for f in TARGET_FLAGS):
         raise ConfigError(

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> dict:
 
     folder = preflight(args, {"--model": args.model})["--model"]
     data = load_data_for_model(args, folder, text=True)
-    model, tokenizer = load_model(args.model, data.task if data.task.causal_lm else None)
+    model, tokenizer = load_model(args.model, data.task if data.task.causal_lm else None, trained_head=True)
     evaluation = evaluation_fields(args, model, tokenizer, data, args.batch_size)
     summary = make_summary("evaluate", args.model, data.task.name, model_path=folder, **evaluation,
                            **model_size(model, folder))  # fmt: skip

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from prunekit.evaluation import make_summary, model_size
     from prunekit.io import atomic_output_dir, write_json_atomic
-    from prunekit.models import is_causal_lm, load_config, load_tokenizer, model_class
+    from prunekit.models import is_causal_lm, load_config, load_tokenizer, load_weights, model_class
     from prunekit.pruning.masks import MaskSet
     from prunekit.training.lora import merge_lora
 
@@ -45,11 +45,11 @@ def run(args: argparse.Namespace) -> dict:
     if not (adapter / "config.json").is_file():
         raise ModelError(f"--adapter {adapter}: no config.json with the task head's labels (written by prunekit)")
     config = load_config(str(adapter), "--adapter")  # the fine-tuned head: labels, problem type
+    # a classifier's head comes from the adapter folder (its config holds the head's labels)
+    base = load_weights(model_class(config), folders["--model"], config, f"--model {args.model}",
+                        relabel=not is_causal_lm(config), new_head_from="--adapter",
+                        saved_architectures=load_config(folders["--model"]).architectures)  # fmt: skip
     try:
-        causal = is_causal_lm(config)  # else a classifier: the adapter folder's config holds its head
-        base = model_class(config).from_pretrained(
-            folders["--model"], config=config, ignore_mismatched_sizes=not causal
-        )
         masks = MaskSet.load(folders["--model"], base)  # checked against the plain model, before wrapping
         model = PeftModel.from_pretrained(base, str(adapter))
     except ModelError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_parser(commands) -> None:
@@ -12,6 +13,7 @@ def add_parser(commands) -> None:
     p = commands.add_parser("compare", help="runs side by side, with metric vs speed-up / size Pareto plots")
     p.add_argument("runs", nargs="+", metavar="DIR", help="--out folders of `prunekit run`")
     p.add_argument("--out", required=True, help="folder for compare.md, compare.html, compare.json and the plots")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(handler=compare)
 
 
@@ -23,9 +25,12 @@ def report(args: argparse.Namespace) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    from prunekit.io import check_output_dir
-    from prunekit.report.compare import write_comparison
+    from prunekit.io import atomic_output_dir, check_output_dir, recover_output_dir
+    from prunekit.report.compare import comparison_rows, write_comparison
 
-    check_output_dir(args.out, overwrite=True, inputs=[("DIR", run) for run in args.runs])
-    md, page = write_comparison(args.runs, args.out)
-    print(f"comparison: {md} and {page}")
+    recover_output_dir(args.out)
+    check_output_dir(args.out, args.overwrite, inputs=[("DIR", run) for run in args.runs])
+    rows = comparison_rows(args.runs)  # every run read (and checked) before anything is written
+    with atomic_output_dir(args.out, args.overwrite) as tmp:
+        write_comparison(rows, tmp)
+    print(f"comparison: {Path(args.out) / 'compare.md'} and {Path(args.out) / 'compare.html'}")

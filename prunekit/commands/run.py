@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from prunekit.errors import ConfigError
 
@@ -34,22 +35,33 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from prunekit.io import check_output_dir
-    from prunekit.models import resolve_model
+    from prunekit.io import check_output_dir, recover_output_dir
+    from prunekit.models import load_config, resolve_model
     from prunekit.recipes.recipe import read_recipe
-    from prunekit.recipes.runner import is_main_process, run_recipe
-    from prunekit.report.run_report import write_report
+    from prunekit.recipes.runner import (
+        check_lengths,
+        is_main_process,
+        publish_run,
+        recipe_inputs,
+        run_recipe,
+    )
+    from prunekit.report.run_report import REPORT_HTML, REPORT_MD, write_report
 
-    recipe = read_recipe(args.recipe, args.overrides)
-    folder = resolve_model(args.model, "--model")  # a missing model fails now, not in stage 1
-    check_output_dir(args.out, overwrite=True, inputs=[("--model", folder), ("--data", args.data)])
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite: pick one")
-    run_recipe(recipe, args.model, args.data, args.out, args.resume, args.overwrite)
+    recipe = read_recipe(args.recipe, args.overrides)
+    folder = resolve_model(args.model, "--model")  # a missing model fails now, not in stage 1
+    out = Path(args.out)
+    recover_output_dir(out)
+    inputs = [("--model", folder), ("--data", args.data), *recipe_inputs(recipe)]
+    check_output_dir(out, overwrite=True, inputs=inputs)  # an existing run: prepare_out decides
+    check_lengths(recipe, load_config(folder), args.model)
+    where = run_recipe(recipe, args.model, args.data, out, args.resume, args.overwrite)
     if not is_main_process():
         return
-    paths = write_report(args.out)
-    print(f"\nrun finished: {args.out}\nreport: {paths[0]} and {paths[1]}")
+    write_report(where)
+    publish_run(where, out)
+    print(f"\nrun finished: {out}\nreport: {out / REPORT_MD} and {out / REPORT_HTML}")
 
 
 def list_recipes(args: argparse.Namespace) -> None:

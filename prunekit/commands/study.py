@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> dict:
 
     if len(set(args.seeds)) != len(args.seeds):
         raise ConfigError(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
+    if len(set(args.orders)) != len(args.orders):
+        raise ConfigError(f"--orders {' '.join(args.orders)}: each order once")
     out = Path(args.out)
     first = args.seeds[0]  # the data subset is drawn once, so seeds vary training only
     data, size, dense, target, plan, latency, evaluate = prepare(args, CONFIG_FILE, first, "study ordering")

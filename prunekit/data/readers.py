@@ -343,7 +343,13 @@ def load_task_data(
         if label_names is not None and not regression:
             names = tuple(label_names)
         else:
-            names = infer_label_names((raw.get("train") or raw["eval"]).labels, regression)
+            source = raw.get("train") or raw["eval"]
+            names = infer_label_names(source.labels, regression)
+            if names is not None and len(names) < 2:
+                raise DataError(
+                    f"{source.source}: every label in column {label_column!r} is {names[0]!r}; classification "
+                    "needs at least two classes (pass --regression for a numeric target)"
+                )
         spec = custom_task(spec.text_columns, spec.label_column, names, has_header=spec.has_header)
 
     train = _to_split(raw["train"], spec) if "train" in raw else None

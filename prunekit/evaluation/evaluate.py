@@ -8,6 +8,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prunekit.data import EncodedSplit, Split, TaskSpec, compute_metrics, make_collator
+from prunekit.errors import ModelError
 
 
 @torch.inference_mode()
@@ -33,7 +34,16 @@ def predict_logits(
         batch = {key: value.to(device) for key, value in batch.items()}
         outputs.append(model(**batch).logits.float().cpu())
     model.train(was_training)
-    return torch.cat(outputs).numpy()
+    logits = torch.cat(outputs)
+    check_finite_outputs(logits, "logits")
+    return logits.numpy()
+
+
+def check_finite_outputs(values: torch.Tensor, what: str) -> None:
+    """A model whose outputs are NaN or infinite has no metric and no parity: stop instead of using them."""
+    if not bool(torch.isfinite(values).all()):
+        count = int((~torch.isfinite(values)).sum())
+        raise ModelError(f"the model computed {count:,} non-finite {what} (nan or inf): its activations overflow")
 
 
 def evaluate_model(

@@ -16,6 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prunekit.data.text import TextSplit, token_stream
 from prunekit.errors import ConfigError
+from prunekit.evaluation.evaluate import check_finite_outputs
 
 IGNORE = -100
 WINDOW_RULE = (
@@ -67,6 +68,7 @@ def perplexity(
         for row, (b, e, scored) in enumerate(group):
             labels[row, : e - b - scored] = IGNORE
         logits = model(input_ids=inputs, use_cache=False).logits[:, :-1].float()
+        check_finite_outputs(logits, "logits")
         targets = labels[:, 1:]
         nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE,
                                reduction="sum").item()  # fmt: skip

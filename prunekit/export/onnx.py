@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prunekit.errors import ExportError, first_line
 from prunekit.evaluation.bench import LatencyStats, measure_latency
+from prunekit.evaluation.evaluate import check_finite_outputs
 from prunekit.models import is_causal_lm
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # in the graph's order, when the tokenizer has them
@@ -95,12 +96,25 @@ def export_onnx(
                 dynamo=True,
             )
             program.save(str(tmp))
+        written = written_opset(tmp)
+        if written != opset:
+            raise ExportError(f"--opset {opset}: torch.onnx wrote opset {written} instead; nothing was saved")
         os.replace(tmp, path)
+    except ExportError:
+        raise
     except Exception as err:  # the exporter's own errors are long; say what failed in one line
         raise ExportError(f"torch.onnx could not export the model: {type(err).__name__}: {first_line(err)}") from err
     finally:
         tmp.unlink(missing_ok=True)
     return names
+
+
+def written_opset(path: str | os.PathLike) -> int | None:
+    """The default-domain opset an ONNX file declares."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), None)
 
 
 class OnnxRunner:
@@ -114,7 +128,10 @@ class OnnxRunner:
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # an invalid graph, an opset this runtime lacks
+            raise ExportError(f"ONNX Runtime cannot load {path}: {first_line(err)}") from None
 
     def eval(self) -> OnnxRunner:
         return self
@@ -139,6 +156,7 @@ def max_difference(
         expected = LogitsGraph(model).eval()(**inputs).float().numpy()
         reference = LogitsGraph(exact).eval()(**inputs).numpy() if exact is not None else None
     got = runner(**inputs)
+    check_finite_outputs(torch.from_numpy(expected), "logits in PyTorch")
     if got.shape != expected.shape:
         raise ExportError(f"ONNX Runtime returned logits of shape {got.shape}, PyTorch {expected.shape}")
     if got.ndim == 3:  # (batch, sequence, vocabulary)

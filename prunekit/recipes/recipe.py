@@ -12,7 +12,6 @@ given to every stage whose method takes them.
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from prunekit.errors import ConfigError
-from prunekit.recipes.schema import METHODS, did_you_mean
+from prunekit.errors import ConfigError, first_line
+from prunekit.recipes.schema import METHODS, did_you_mean, quote
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 STAGE_KEYS = ("name", "method", "from", "role")
@@ -29,6 +28,9 @@ ROLES = ("parent", "control")
 TOP_KEYS = ("description", "defaults", "stages")
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 INPUT = "input"
+MAX_STAGES = 1000  # a recipe longer than this is a mistake (or an attack), not a plan
+MAX_NODES = 100_000  # values, lists and mappings a recipe holds once YAML aliases are expanded
+MAX_BYTES = 1 << 20  # a recipe file is a few kB
 
 
 @dataclass
@@ -66,7 +68,41 @@ def parent_name(model_stages: list[tuple[str, str | None]]) -> str | None:
 
 def _show(key: Any) -> str:
     """A key as a message shows it: plain when it is a word, else quoted (no line breaks in errors)."""
-    return key if isinstance(key, str) and re.fullmatch(r"[\w@-]+", key) else repr(key)
+    return key if isinstance(key, str) and re.fullmatch(r"[\w@-]{1,60}", key) else quote(key)
+
+
+class _RecipeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        problem=f"duplicate key {quote(key_node.value)}", problem_mark=key_node.start_mark
+                    )
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
+def check_size(raw: Any, origin: str) -> None:
+    """Refuse a recipe that expands (YAML aliases repeat a value without copying it) past ``MAX_NODES``,
+    before anything walks or prints it."""
+    pending, count = [raw], 0
+    while pending:
+        value = pending.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise ConfigError(
+                f"{origin}: holds more than {MAX_NODES:,} values once its aliases are expanded; a recipe is a few "
+                "stages of options"
+            )
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
 
 
 def builtin_recipes() -> dict[str, Path]:
@@ -79,11 +115,15 @@ def read_recipe(spec: str, overrides: list[str] = ()) -> Recipe:
     path = Path(spec)
     if spec in builtins and not path.exists():
         path = builtins[spec]
+    elif path.is_dir():
+        raise ConfigError(f"recipe {spec}: is a folder; expected a YAML file or a built-in recipe's name")
     elif not path.is_file():
         hint = did_you_mean(spec, list(builtins))
         raise ConfigError(f"recipe {spec}: no such file, and not a built-in recipe{hint} (prunekit recipes lists them)")
+    if path.stat().st_size > MAX_BYTES:
+        raise ConfigError(f"{spec}: {path.stat().st_size:,} bytes; a recipe file may hold at most {MAX_BYTES:,}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader)  # a SafeLoader
     except UnicodeDecodeError:
         raise ConfigError(f"{spec}: not a UTF-8 text file") from None
     except yaml.YAMLError as err:
@@ -91,38 +131,46 @@ def read_recipe(spec: str, overrides: list[str] = ()) -> Recipe:
         line = f" at line {where.line + 1}" if where is not None else ""
         problem = getattr(err, "problem", None) or "not valid YAML"
         raise ConfigError(f"{spec}: not valid YAML{line}: {problem}") from None
+    except (ValueError, RecursionError) as err:  # an integer of thousands of digits, nesting thousands deep
+        raise ConfigError(f"{spec}: not a recipe: {first_line(err)}") from None
+    check_size(raw, spec)
     for override in overrides:
         raw = apply_override(raw, override, spec)
     return parse_recipe(raw, spec)
 
 
 def apply_override(raw: Any, override: str, origin: str) -> Any:
-    """``stages[2].sparsity=0.8`` or ``defaults.seed=1``: the value is read as YAML (``0.8`` is a number)."""
-    shown = override if override.isprintable() else repr(override)
+    """``stages[2].sparsity=0.8`` or ``defaults.seed=1``: the value is read as YAML (``0.8`` is a number).
+    ``raw`` is not changed: what the override touches is copied."""
+    shown = override if override.isprintable() and len(override) <= 120 else quote(override)
     path, sep, text = override.partition("=")
-    match = re.fullmatch(r"(?:stages\[(\d+)\]|(defaults)|(description))(?:\.([A-Za-z_][\w-]*))?", path.strip())
+    match = re.fullmatch(r"(?:stages\[(\d{1,6})\]|(defaults)|(description))(?:\.([A-Za-z_][\w-]*))?", path.strip())
     if not sep or not match or (match.group(3) is None) == (match.group(4) is None):
         raise ConfigError(f"--set {shown}: expected stages[N].KEY=VALUE, defaults.KEY=VALUE or description=TEXT")
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader
     except yaml.YAMLError:
         value = text  # e.g. @name (YAML reserves @): the words as typed
-    raw = copy.deepcopy(raw) if isinstance(raw, dict) else raw
+    except (ValueError, RecursionError) as err:
+        raise ConfigError(f"--set {shown}: not a value: {first_line(err)}") from None
+    check_size(value, f"--set {shown}")
     if not isinstance(raw, dict):
         return raw  # parse_recipe says what is wrong with the file
+    raw = dict(raw)
     index, defaults, description, key = match.groups()
     if description:
         raw["description"] = value
     elif defaults:
-        if not isinstance(raw.setdefault("defaults", {}), dict):
+        if not isinstance(raw.get("defaults") or {}, dict):
             raise ConfigError(f"--set {shown}: {origin}'s defaults is not a mapping")
-        raw["defaults"][key] = value
+        raw["defaults"] = {**(raw.get("defaults") or {}), key: value}
     else:
         stages = raw.get("stages")
         if not isinstance(stages, list) or int(index) >= len(stages) or not isinstance(stages[int(index)], dict):
             count = len(stages) if isinstance(stages, list) else 0
             raise ConfigError(f"--set {shown}: {origin} has {count} stage(s), numbered from 0")
-        stages[int(index)][key] = value
+        raw["stages"] = list(stages)
+        raw["stages"][int(index)] = {**stages[int(index)], key: value}
     return raw
 
 
@@ -130,6 +178,7 @@ def parse_recipe(raw: Any, origin: str) -> Recipe:
     def fail(where: str, message: str) -> ConfigError:
         return ConfigError(f"{origin}: {where}: {message}" if where else f"{origin}: {message}")
 
+    check_size(raw, origin)
     if not isinstance(raw, dict):
         raise fail("", f"expected a mapping with a 'stages' list, got {type(raw).__name__}")
     for key in raw:
@@ -138,23 +187,28 @@ def parse_recipe(raw: Any, origin: str) -> Recipe:
             raise fail(_show(key), f"unknown key{hint}; expected {', '.join(TOP_KEYS)}")
     description = raw.get("description") or ""
     if not isinstance(description, str):
-        raise fail("description", f"expected a string, got {description!r}")
+        raise fail("description", f"expected a string, got {quote(description)}")
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, dict):
-        raise fail("defaults", f"expected a mapping of options, got {defaults!r}")
+        raise fail("defaults", f"expected a mapping of options, got {quote(defaults)}")
     known = {key for method in METHODS.values() for key in method.options}
     for key, value in defaults.items():
-        if str(key) not in known:
+        if not isinstance(key, str) or key not in known:
             raise fail(f"defaults.{_show(key)}", f"not an option of any method{did_you_mean(str(key), sorted(known))}")
         problems = {m.options[key].check(value) for m in METHODS.values() if key in m.options}
         if None not in problems:
             raise fail(f"defaults.{key}", sorted(problems)[0])
     stages_raw = raw.get("stages")
     if not isinstance(stages_raw, list) or not stages_raw:
-        raise fail("stages", f"expected a non-empty list of stages, got {stages_raw!r}")
+        raise fail("stages", f"expected a non-empty list of stages, got {quote(stages_raw)}")
+    if len(stages_raw) > MAX_STAGES:
+        raise fail("stages", f"{len(stages_raw):,} stages; a recipe may have at most {MAX_STAGES:,}")
+    seen = _Earlier()
     stages: list[Stage] = []
     for index, entry in enumerate(stages_raw):
-        stages.append(_parse_stage(entry, f"stages[{index}]", defaults, stages, fail))
+        stage = _parse_stage(entry, f"stages[{index}]", defaults, seen, fail)
+        stages.append(stage)
+        seen.add(stage)
     control = [stage for stage in stages if stage.role == "control"]
     parent = [stage for stage in stages if stage.role == "parent"]
     if len(control) > 1 or len(parent) > 1:
@@ -163,29 +217,45 @@ def parse_recipe(raw: Any, origin: str) -> Recipe:
     return Recipe(stages, description, origin)
 
 
-def _parse_stage(entry: Any, where: str, defaults: dict, earlier: list[Stage], fail) -> Stage:
+class _Earlier:
+    """The stages validated so far: their names, and which of them make a model (kept as they come, so
+    validation stays linear in the number of stages)."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.models: list[str] = []
+        self.model_set: set[str] = set()
+
+    def add(self, stage: Stage) -> None:
+        self.names.add(stage.name)
+        if METHODS[stage.method].makes_model:
+            self.models.append(stage.name)
+            self.model_set.add(stage.name)
+
+    def made(self) -> str:
+        shown = ", ".join(self.models[-8:]) if self.models else "none yet"
+        more = f"{len(self.models) - 8} more, " if len(self.models) > 8 else ""
+        return f"an earlier stage that makes a model ({more}{shown})"
+
+
+def _parse_stage(entry: Any, where: str, defaults: dict, earlier: _Earlier, fail) -> Stage:
     if not isinstance(entry, dict):
-        raise fail(where, f"expected a mapping with name and method, got {entry!r}")
+        raise fail(where, f"expected a mapping with name and method, got {quote(entry)}")
     name, method_name = entry.get("name"), entry.get("method")
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise fail(f"{where}.name", f"expected a short lowercase name (letters, digits, - or _), got {name!r}")
-    if name == INPUT or name in {stage.name for stage in earlier}:
+        raise fail(f"{where}.name", f"expected a short lowercase name (letters, digits, - or _), got {quote(name)}")
+    if name == INPUT or name in earlier.names:
         raise fail(f"{where}.name", f"{name!r} is taken (names are unique; 'input' is the run's --model)")
-    if method_name not in METHODS:
-        hint = did_you_mean(str(method_name), list(METHODS))
-        raise fail(f"{where}.method", f"expected one of {', '.join(METHODS)}, got {method_name!r}{hint}")
+    if not isinstance(method_name, str) or method_name not in METHODS:
+        hint = did_you_mean(method_name, list(METHODS)) if isinstance(method_name, str) else ""
+        raise fail(f"{where}.method", f"expected one of {', '.join(METHODS)}, got {quote(method_name)}{hint}")
     method = METHODS[method_name]
-    names = [stage.name for stage in earlier if METHODS[stage.method].makes_model]
-    made = f"an earlier stage that makes a model ({', '.join(names) or 'none yet'})"
     source = entry.get("from")
-    if source is not None and source != INPUT and source not in names:
-        raise fail(
-            f"{where}.from",
-            f"expected 'input' or {made}, got {source!r}",
-        )
+    if source is not None and source != INPUT and not (isinstance(source, str) and source in earlier.model_set):
+        raise fail(f"{where}.from", f"expected 'input' or {earlier.made()}, got {quote(source)}")
     role = entry.get("role")
     if role is not None and role not in ROLES:
-        raise fail(f"{where}.role", f"expected one of {', '.join(ROLES)}, got {role!r}")
+        raise fail(f"{where}.role", f"expected one of {', '.join(ROLES)}, got {quote(role)}")
     if role is not None and not method.makes_model:
         raise fail(f"{where}.role", f"a {method_name} stage makes no model, so it cannot be the {role}")
     if role == "control" and method_name not in ("finetune", "lora"):
@@ -196,20 +266,16 @@ def _parse_stage(entry: Any, where: str, defaults: dict, earlier: list[Stage], f
     for key, value in entry.items():
         if key in STAGE_KEYS:
             continue
-        key = str(key)
-        if key not in method.options:
-            hint = did_you_mean(key, [*method.options, *STAGE_KEYS])
+        if not isinstance(key, str) or key not in method.options:
+            hint = did_you_mean(str(key), [*method.options, *STAGE_KEYS])
             raise fail(f"{where}.{_show(key)}", f"not an option of method {method_name}{hint}")
         if value is None:
             options.pop(key, None)
             continue
         if isinstance(value, str) and value.startswith("@"):
             ref = value[1:]
-            if ref != INPUT and ref not in names:
-                raise fail(
-                    f"{where}.{key}",
-                    f"{value}: expected @input or @ {made}",
-                )
+            if ref != INPUT and ref not in earlier.model_set:
+                raise fail(f"{where}.{key}", f"{_show(value)}: expected @input or @ {earlier.made()}")
         else:
             problem = method.options[key].check(value)
             if problem:

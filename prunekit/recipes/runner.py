@@ -9,6 +9,11 @@ lottery stage after its last finished round, any other stage starts again from i
 (so it ends with the same model as an uninterrupted run). A failing stage
 (a NaN loss, a bad option) stops the run with its error line and leaves the finished stages as they are.
 
+A run folder is self-contained: ``stage.json`` names the run's models relative to the run folder, and
+a resumed run finds each finished stage's model in that stage's own folder, so a copied or moved run
+continues from its own stages. ``--overwrite`` builds the new run beside the old one (``.OUT.partial``)
+and swaps it in only once it is complete (``publish_run``); ``--resume`` continues a stopped one there.
+
 Under ``torchrun`` every process runs the training stages together (in one process group for the
 whole run); only the first writes anything, and the others wait for its folders.
 """
@@ -16,7 +21,6 @@ whole run); only the first writes anything, and the others wait for its folders.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import shutil
 import signal
@@ -27,9 +31,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prunekit.errors import ConfigError, PrunekitError
-from prunekit.io import atomic_output_dir, recover_output_dir, write_json_atomic, write_text_atomic
+from prunekit.io import (
+    atomic_output_dir,
+    read_json,
+    recover_output_dir,
+    replace_dir,
+    write_json_atomic,
+    write_text_atomic,
+)
+from prunekit.models import WEIGHT_FILES
 from prunekit.recipes.recipe import INPUT, Recipe, Stage
-from prunekit.recipes.schema import METHODS, Method
+from prunekit.recipes.schema import METHODS, Method, quote
 
 RUN_FILE, RECIPE_FILE, STAGE_FILE, LOG_FILE = "run.json", "recipe.yaml", "stage.json", "log.txt"
 TICKET_DIR = "ticket"  # lottery's winning ticket inside its folder
@@ -37,13 +49,15 @@ TICKET_DIR = "ticket"  # lottery's winning ticket inside its folder
 
 @dataclass
 class RunState:
-    """What the stages so far produced: model folders by stage name, the stage the chain is at, and the
-    optimizer steps behind each model (its own and its ancestors': the control's budget)."""
+    """What the stages so far produced: model folders by stage name, the stage each model started from,
+    the stage the chain is at, and the optimizer steps behind each model (its own and its ancestors':
+    the control's budget). ``out`` is the folder the run is in."""
 
     out: Path
     model: str
     data: str | None
     models: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
     current: str = INPUT
     steps: dict[str, int] = field(default_factory=lambda: {INPUT: 0})
     records: list[dict] = field(default_factory=list)
@@ -62,35 +76,67 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def prepare_out(out: Path, recipe: Recipe, model: str, data: str | None, resume: bool, overwrite: bool) -> None:
-    """Create ``out`` (or check that it holds this run, for ``--resume``); save the run and recipe."""
-    settings = {"model": model, "data": data}
+def staging_path(out: Path) -> Path:
+    """Where an ``--overwrite`` run is built until it is complete."""
+    return out.parent / f".{out.name}.partial"
+
+
+def run_folder(out: Path, resume: bool, overwrite: bool) -> Path:
+    """The folder the stages go to: ``out``, or its staging folder for ``--overwrite`` (and for
+    ``--resume`` of an ``--overwrite`` run that stopped). The same answer in every torchrun process."""
+    staging = staging_path(out)
+    if overwrite or (resume and (staging / RUN_FILE).is_file()):
+        return staging
+    return out
+
+
+def input_settings(model: str, data: str | None) -> dict:
+    """run.json's inputs: as given, and the places they name (what ``--resume`` compares)."""
+    return {"model": model, "data": data, "model_path": _same_input(model), "data_path": _same_input(data)}
+
+
+def prepare_out(folder: Path, out: Path, recipe: Recipe, model: str, data: str | None, resume: bool) -> None:
+    """Check that ``folder`` may hold this run (with ``resume``: that it holds this run); save the run and
+    the recipe. ``folder`` is ``out``, or for ``--overwrite`` the staging folder beside it."""
+    settings = input_settings(model, data)
     if not is_main_process():
         return  # the first process checks and writes; the others follow its folders
+    staging = staging_path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / RUN_FILE).is_file():
-            raise ConfigError(f"--out {out}: a folder that holds something other than a prunekit run; pick a new one")
-        if resume:
-            saved = json.loads((out / RUN_FILE).read_text())
-            changed = [key for key in settings if _same_input(saved.get(key)) != _same_input(settings[key])]
-            if changed:
-                flags = ", ".join(f"--{key} was {saved.get(key)!r}" for key in changed)
-                raise ConfigError(f"--resume: {out} was started with different inputs ({flags})")
-        elif overwrite:
-            shutil.rmtree(out)
-        else:
-            raise ConfigError(f"--out {out}: holds a run already; pass --resume to continue it or --overwrite")
-    elif resume:
-        raise ConfigError(f"--resume: {out} holds no run to continue")
+    holds_run = (out / RUN_FILE).is_file()
+    if out.is_dir() and any(out.iterdir()) and not holds_run:
+        raise ConfigError(f"--out {out}: a folder that holds something other than a prunekit run; pick a new one")
+    if resume:
+        if not (folder / RUN_FILE).is_file():
+            raise ConfigError(f"--resume: {out} holds no run to continue")
+        saved = read_json(folder / RUN_FILE, "the run's inputs")
+        changed = [key for key in ("model", "data") if _saved_input(saved, key) != settings[f"{key}_path"]]
+        if changed:
+            flags = ", ".join(f"--{key} was {quote(saved.get(key))}" for key in changed)
+            raise ConfigError(f"--resume: {out} was started with different inputs ({flags})")
+    elif folder == staging:  # --overwrite: the earlier run stays in out until this one is complete
+        shutil.rmtree(staging, ignore_errors=True)
+    elif staging.exists():
+        raise ConfigError(
+            f"--out {out}: an unfinished --overwrite run is kept in {staging}; pass --resume to continue it "
+            "or --overwrite to start again"
+        )
+    elif holds_run:
+        raise ConfigError(f"--out {out}: holds a run already; pass --resume to continue it or --overwrite")
     for index, stage in enumerate(recipe.stages, 1):
-        _finished(stage_folder(out, index, stage), stage)  # a changed recipe is refused before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / RUN_FILE).is_file():
+        _finished(stage_folder(folder, index, stage), stage)  # a changed recipe is refused before anything is written
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / RUN_FILE).is_file():
         started = time.strftime("%Y-%m-%dT%H:%M:%S")
-        write_json_atomic(out / RUN_FILE, {**settings, "recipe": recipe.origin, "started": started})
-    write_text_atomic(out / RECIPE_FILE, recipe.dump())  # later stages may change on --resume
+        write_json_atomic(folder / RUN_FILE, {**settings, "recipe": recipe.origin, "started": started})
+    write_text_atomic(folder / RECIPE_FILE, recipe.dump())  # later stages may change on --resume
+
+
+def publish_run(folder: Path, out: Path) -> None:
+    """Put a run finished in its staging folder in place of ``out``: the earlier run goes only now."""
+    if is_main_process() and folder != out:
+        replace_dir(folder, out)
 
 
 def _same_input(value: str | None) -> str | None:
@@ -98,43 +144,79 @@ def _same_input(value: str | None) -> str | None:
     return str(Path(value).resolve()) if value is not None and Path(value).exists() else value
 
 
+def _saved_input(saved: dict, key: str) -> str | None:
+    """An input as run.json recorded it: the place it named (older runs recorded only what was typed)."""
+    return saved[f"{key}_path"] if f"{key}_path" in saved else _same_input(saved.get(key))
+
+
+def recipe_inputs(recipe: Recipe) -> list[tuple[str, str]]:
+    """``(where, path)`` of every file or folder the recipe's stages name (a teacher, data, an adapter):
+    the run's --out must leave them alone."""
+    return [
+        (f"{recipe.origin}: stages[{index}].{key}", value)
+        for index, stage in enumerate(recipe.stages)
+        for key, value in stage.options.items()
+        if isinstance(value, str) and not value.startswith("@") and Path(value).expanduser().exists()
+    ]
+
+
+def check_lengths(recipe: Recipe, config, model: str) -> None:
+    """Every token length a stage will use (its ``max_length``, a bench or export stage's timing
+    ``seq_len`` with its default) must fit the input model's positions: refused before the first stage
+    trains, not when the stage that uses it comes."""
+    from prunekit.models import check_max_length
+
+    for index, stage in enumerate(recipe.stages):
+        options = METHODS[stage.method].options
+        for key in ("max_length", "seq_len"):
+            value = stage.options.get(key, options[key].default if key in options else None)
+            if isinstance(value, int):
+                check_max_length(config, value, f"{recipe.origin}: stages[{index}].{key}", f" of --model {model}")
+
+
 def run_recipe(
     recipe: Recipe, model: str, data: str | None, out: str | os.PathLike, resume: bool = False, overwrite: bool = False
-) -> list[dict]:
-    """Run every stage (see the module docstring); returns the stage records."""
+) -> Path:
+    """Run every stage (see the module docstring); returns the folder that holds the finished run:
+    ``out``, or with ``--overwrite`` the staging folder that ``publish_run`` then swaps in."""
     out = Path(out)
-    prepare_out(out, recipe, model, data, resume, overwrite)
-    state = RunState(out, model, data, models={INPUT: model})
+    folder = run_folder(out, resume, overwrite)
+    prepare_out(folder, out, recipe, model, data, resume)
+    state = RunState(folder, model, data, models={INPUT: model})
     for index, stage in enumerate(recipe.stages, 1):
-        folder = stage_folder(out, index, stage)
-        record = _finished(folder, stage)
+        stage_dir = stage_folder(folder, index, stage)
+        record = _finished(stage_dir, stage)
         if record is None:
-            print(f"\n== stage {folder.name} ({stage.method})", flush=True)
-            record = _run_stage(stage, folder, state)
+            print(f"\n== stage {stage_dir.name} ({stage.method})", flush=True)
+            record = _run_stage(stage, stage_dir, state)
         else:
-            print(f"== stage {folder.name} ({stage.method}): finished earlier, kept", flush=True)
-        _advance(state, stage, record)
-    return state.records
+            print(f"== stage {stage_dir.name} ({stage.method}): finished earlier, kept", flush=True)
+        _advance(state, stage, stage_dir, record)
+    return folder
 
 
 def _finished(folder: Path, stage: Stage) -> dict | None:
     path = folder / STAGE_FILE
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
+    record = read_json(path, "a finished stage's record; delete its folder to run the stage again")
     if record.get("stage") != stage.as_dict():
         raise ConfigError(
-            f"--resume: stage {folder.name} was run with other settings ({record.get('stage')}); "
+            f"--resume: stage {folder.name} was run with other settings ({quote(record.get('stage'))}); "
             "the recipe must not change under a run: start a new --out"
         )
     return record
 
 
-def _advance(state: RunState, stage: Stage, record: dict) -> None:
+def _advance(state: RunState, stage: Stage, folder: Path, record: dict) -> None:
+    """Record a finished stage. Its model is looked up in its own folder, never through a path saved in
+    stage.json."""
     state.records.append(record)
-    if record.get("model") is None:
+    model = _model_of(stage, folder)
+    if model is None:
         return
-    state.models[stage.name] = record["model"]
+    state.models[stage.name] = model
+    state.sources[stage.name] = _input_name(stage, state)
     state.steps[stage.name] = state.steps[_input_name(stage, state)] + (record.get("train_steps") or 0)
     if stage.role != "control":  # the control is a reference, not a step of the chain
         state.current = stage.name
@@ -159,7 +241,8 @@ def stage_argv(stage: Stage, folder: Path, state: RunState, resume_partial: bool
         options.pop("max_steps", None)  # its budget is the chain's
     if stage.method == "merge":  # the previous stage's adapter, merged into the model that stage started from
         options.setdefault("adapter", str(Path(model) / "adapter"))
-        model = _record_input(state, model)
+        made_by = _input_name(stage, state)
+        model = state.models[state.sources.get(made_by, made_by)]
     argv = list(method.command)
     if method.chain_flag and not (stage.method == "distill" and "student_layers" in options):
         argv += [method.chain_flag, model]
@@ -190,16 +273,10 @@ def checkpoint_dir(folder: Path) -> Path:
     return folder.parent / f".{folder.name}.checkpoints"
 
 
-def _record_input(state: RunState, model: str) -> str:
-    """The model the stage that made ``model`` started from (a merge's base)."""
-    record = next((r for r in state.records if r.get("model") == model), None)
-    return record["input"] if record else model
-
-
 def _run_stage(stage: Stage, folder: Path, state: RunState) -> dict:
     method = METHODS[stage.method]
     started = time.time()
-    record = {"stage": stage.as_dict(), "method": stage.method, "input": _input_of(stage, state)}
+    record = {"stage": stage.as_dict(), "method": stage.method, "input": _shown(_input_of(stage, state), state)}
     if not is_main_process():
         if method.trains:
             _run_command(stage_argv(stage, folder, state), None)
@@ -210,23 +287,54 @@ def _run_stage(stage: Stage, folder: Path, state: RunState) -> dict:
         resume_partial = stage.method == "lottery" and partial.is_dir()
         argv = stage_argv(stage, folder, state, resume_partial)
         log = folder.parent / f".{folder.name}.log"
-        if not (folder / "summary.json").is_file():  # else: finished, killed before its stage.json
+        if not _complete(stage, folder):  # else: finished, killed before its stage.json
             _run_command(argv, log, folder.name)
         _move_log(log, folder)
         shutil.rmtree(checkpoint_dir(folder), ignore_errors=True)  # the stage is done: nothing to continue
     else:
         with atomic_output_dir(folder) as tmp:
-            argv = _run_in(stage, method, tmp, state)
-    summary = json.loads((folder / "summary.json").read_text())
-    model = _model_of(stage, folder, summary)
-    record.update(argv=argv, model=model, seconds=round(time.time() - started, 1))
+            argv = _run_in(stage, method, tmp, state, folder.name)
+    summary = read_json(folder / "summary.json", f"stage {folder.name}'s result")
+    record.update(argv=argv, model=_shown(_model_of(stage, folder), state), seconds=round(time.time() - started, 1))
     record["train_steps"] = (summary.get("train") or {}).get("steps") if stage.method != "lottery" else None
     write_json_atomic(folder / STAGE_FILE, record)
     return record
 
 
-def _run_in(stage: Stage, method: Method, tmp: Path, state: RunState) -> list[str]:
-    """Stages whose results are files (evaluate, export) or that time the whole run (bench)."""
+def _complete(stage: Stage, folder: Path) -> bool:
+    """Whether a stage folder without its stage.json holds the stage's whole result (the run was killed
+    just before writing stage.json). A folder with less (emptied or damaged by hand) is removed, so the
+    stage runs again instead of failing every later --resume."""
+    if not folder.exists():
+        return False
+    try:
+        summary = read_json(folder / "summary.json")
+    except ConfigError:
+        summary = None
+    if stage.method == "lottery":
+        whole = summary is not None and isinstance(summary.get("rounds"), list)
+    else:
+        weights = any((folder / name).is_file() for name in WEIGHT_FILES)
+        whole = summary is not None and (folder / "config.json").is_file() and weights
+    if not whole:
+        print(f"== stage {folder.name}: its folder is incomplete (no stage.json, and its summary or weights are "
+              "missing or unreadable); running the stage again", flush=True)  # fmt: skip
+        shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+    return whole
+
+
+def _shown(model: str | None, state: RunState) -> str | None:
+    """A model as stage.json records it: relative to the run folder when it is one of the run's, else the
+    place it names (or an alias as given)."""
+    if model is None:
+        return None
+    path, run = Path(model).absolute(), state.out.absolute()
+    return str(path.relative_to(run)) if path.is_relative_to(run) else _same_input(model)
+
+
+def _run_in(stage: Stage, method: Method, tmp: Path, state: RunState, label: str) -> list[str]:
+    """Stages whose results are files (evaluate, export) or that time the whole run (bench), made in ``tmp``
+    (``label``: the stage folder's name, for messages)."""
     from prunekit.recipes.timing import bench_stage
 
     if stage.method == "bench":
@@ -238,22 +346,20 @@ def _run_in(stage: Stage, method: Method, tmp: Path, state: RunState) -> list[st
             tmp / "model",
             ignore=shutil.ignore_patterns(STAGE_FILE, LOG_FILE, "summary.json"),
         )
-        write_json_atomic(
-            tmp / "summary.json",
-            {"kind": "export", "format": "hf", "model": state.models[state.current], "path": "model"},
-        )
+        summary = {"kind": "export", "format": "hf", "model": _shown(state.models[state.current], state)}
+        write_json_atomic(tmp / "summary.json", {**summary, "path": "model"})
         return []
     argv = [*stage_argv(stage, tmp, state), "--json", str(tmp / "summary.json")]
     if stage.method == "export":
         argv += ["--out", str(tmp / "model.onnx")]
-    _run_command(argv, tmp / LOG_FILE, tmp.name)
+    _run_command(argv, tmp / LOG_FILE, label)
     if stage.method == "export":  # the file's place once the stage folder is published
-        summary = json.loads((tmp / "summary.json").read_text())
+        summary = read_json(tmp / "summary.json", "the export's result")
         write_json_atomic(tmp / "summary.json", {**summary, "path": "model.onnx"})
     return argv
 
 
-def _model_of(stage: Stage, folder: Path, summary: dict) -> str | None:
+def _model_of(stage: Stage, folder: Path) -> str | None:
     if not METHODS[stage.method].makes_model:
         return None
     if stage.method == "lottery":  # the winning ticket, if a round was within the tolerance of dense
@@ -270,7 +376,7 @@ def _wait_for(folder: Path) -> dict:
     """Another torchrun process: the first one writes the stage's folder; wait for it."""
     while not (folder / STAGE_FILE).is_file():
         time.sleep(1)
-    return json.loads((folder / STAGE_FILE).read_text())
+    return read_json(folder / STAGE_FILE)
 
 
 def _die_with_parent() -> None:

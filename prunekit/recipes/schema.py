@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import functools
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,11 +37,11 @@ class Option:
     def check(self, value: Any) -> str | None:
         """Why ``value`` is not acceptable (None when it is)."""
         if self.switch:
-            return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+            return None if isinstance(value, bool) else f"expected true or false, got {quote(value)}"
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            return f"expected {self.expects()}, got {value!r}"
+            return f"expected {self.expects()}, got {quote(value)}"
         problem = value_problem(value, self.parse, self.choices)
-        return None if problem is None else f"{problem}, got {value!r}"
+        return None if problem is None else f"{problem}, got {quote(value)}"
 
     def expects(self) -> str:
         if self.choices is not None:
@@ -176,5 +177,17 @@ def _subparser(command: tuple[str, ...]) -> argparse.ArgumentParser:
 
 
 def did_you_mean(word: str, candidates: list[str]) -> str:
+    if len(word) > 64:  # nothing that long is a typo of a name, and difflib is quadratic in it
+        return ""
     close = difflib.get_close_matches(word, candidates, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel, _QUOTE.maxlist, _QUOTE.maxdict, _QUOTE.maxstring, _QUOTE.maxother = 2, 4, 4, 60, 60
+
+
+def quote(value: Any) -> str:
+    """A value as an error message shows it: its repr, cut short however large or deeply nested it is
+    (a YAML alias bomb's repr would be gigabytes), on one line."""
+    return _QUOTE.repr(value).replace("\n", "\\n")

@@ -40,18 +40,24 @@ def pareto(points: list[tuple[float, float]], lower_x_better: bool) -> list[int]
     return [i for i, p in enumerate(points) if not any(beats(q, p) for j, q in enumerate(points) if j != i)]
 
 
-def write_comparison(runs: list[str], out: str | os.PathLike) -> tuple[Path, Path]:
-    """``compare.md`` / ``compare.html`` / ``compare.json`` and the Pareto plots in ``out``."""
-    from prunekit.io import write_json_atomic, write_text_atomic
-    from prunekit.report.plots import plot_pareto
-    from prunekit.report.run_report import html_page
-
+def comparison_rows(runs: list[str]) -> list[dict]:
+    """Each run's final row; the runs must report one metric."""
     rows = [final_row(run) for run in runs]
     names = {row["metric_name"] for row in rows if row["metric_name"]}
     if len(names) > 1:
         raise ConfigError(
             f"compare: the runs report different metrics ({', '.join(sorted(names))}); compare runs of one task"
         )
+    return rows
+
+
+def write_comparison(rows: list[dict], out: str | os.PathLike) -> tuple[Path, Path]:
+    """``compare.md`` / ``compare.html`` / ``compare.json`` and the Pareto plots of ``comparison_rows`` in
+    ``out``."""
+    from prunekit.io import write_json_atomic, write_text_atomic
+    from prunekit.report.plots import plot_pareto
+    from prunekit.report.run_report import html_page
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plots = []

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prunekit.errors import ConfigError
+from prunekit.io import read_json
 from prunekit.recipes.recipe import parent_name
 
 REPORT_MD, REPORT_HTML, PLOTS_DIR = "report.md", "report.html", "plots"
@@ -38,30 +39,36 @@ class StageRow:
 
 
 def read_run(out: str | os.PathLike) -> tuple[dict, list[StageRow]]:
-    """The run record and one row per finished stage, in order."""
-    from prunekit.recipes.runner import RUN_FILE, STAGE_FILE
+    """The run record and one row per finished stage, in order. Models are found in the stage folders
+    (a copied or moved run reads the same); a damaged record is an error naming its file."""
+    from prunekit.recipes.runner import RUN_FILE, STAGE_FILE, TICKET_DIR
 
     out = Path(out)
     if not (out / RUN_FILE).is_file():
         raise ConfigError(f"{out}: not a prunekit run folder (no {RUN_FILE}); pass the --out of `prunekit run`")
-    run = json.loads((out / RUN_FILE).read_text())
+    run = read_json(out / RUN_FILE, "the run's inputs")
     rows = []
     for folder in sorted(path for path in out.iterdir() if (path / STAGE_FILE).is_file()):
-        record = json.loads((folder / STAGE_FILE).read_text())
-        summary = json.loads((folder / "summary.json").read_text())
-        model = record.get("model")
+        record = read_json(folder / STAGE_FILE, "a finished stage's record")
+        summary = read_json(folder / "summary.json", f"stage {folder.name}'s result")
+        stage = record.get("stage")
+        if not isinstance(stage, dict) or not isinstance(stage.get("name"), str) or record.get("method") is None:
+            raise ConfigError(f"{folder / STAGE_FILE}: not a stage record (no stage name or method)")
+        model = None
+        if record.get("model") is not None:
+            model = str(folder / TICKET_DIR) if record["method"] == "lottery" else str(folder)
         if record["method"] == "lottery" and model:
-            summary = {**json.loads((Path(model) / "summary.json").read_text()), "train": summary.get("train")}
-        row = StageRow(
-            folder.name, record["stage"]["name"], record["method"], record["stage"].get("role"), summary, model
-        )
+            ticket = read_json(Path(model) / "summary.json", "the winning ticket's result")
+            summary = {**ticket, "train": summary.get("train")}
+        row = StageRow(folder.name, stage["name"], record["method"], stage.get("role"), summary, model)
         metric_name = summary.get("main_metric")
-        if metric_name and metric_name in summary.get("metrics", {}):
-            row.metric, row.metric_name = summary["metrics"][metric_name], metric_name
+        metrics = summary.get("metrics")
+        if metric_name and isinstance(metrics, dict) and isinstance(metrics.get(metric_name), (int, float)):
+            row.metric, row.metric_name = metrics[metric_name], metric_name
         rows.append(row)
-    timings = next((r.summary["models"] for r in reversed(rows) if r.method == "bench"), {})
+    timings = next((r.summary.get("models") for r in reversed(rows) if r.method == "bench"), None) or {}
     for row in rows:
-        row.timing = timings.get(row.name, {})
+        row.timing = timings.get(row.name, {}) if isinstance(timings, dict) else {}
     return run, rows
 
 
@@ -116,9 +123,21 @@ def table(rows: list[StageRow]) -> tuple[list[str], list[list[str]]]:
 
 
 def markdown_table(header: list[str], body: list[list[str]]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    lines += ["| " + " | ".join(cell(c) for c in cells) + " |" for cells in body]
     return "\n".join(lines)
+
+
+def code(value) -> str:
+    """``value`` as Markdown inline code: shown literally whatever it holds (backticks, ``#``, ``*``, line
+    breaks), so a path cannot become a heading, a link or markup."""
+    text = str(value).replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def export_lines(rows: list[StageRow]) -> list[str]:
@@ -163,9 +182,9 @@ def write_report(out: str | os.PathLike) -> tuple[Path, Path]:
         "set to zero but still stored (unstructured pruning)."
     )
     title = f"prunekit run: {run.get('recipe')}"
-    intro = f"Model `{run.get('model')}`, data `{run.get('data')}`, started {run.get('started')}."
+    intro = f"Model {code(run.get('model'))}, data {code(run.get('data'))}, started {run.get('started')}."
     exports = export_lines(rows)
-    md = [f"# {title}", "", intro, "", markdown_table(header, body), "", *notes, ""]
+    md = [f"# prunekit run: {code(run.get('recipe'))}", "", intro, "", markdown_table(header, body), "", *notes, ""]
     if exports:
         md += ["## Exports", "", *exports, ""]
     for caption, path in plots:
