@@ -177,6 +177,7 @@ def load_weights(
     trained_head: bool = False,
     new_head_from: str | None = None,
     saved_architectures: list[str] | None = None,
+    **kwargs,
 ) -> PreTrainedModel:
     """``model_cls.from_pretrained(path)`` in float32, strictly: every tensor of the model must come from
     the checkpoint with its shape, and nothing in the checkpoint may be left over, or the error names
@@ -185,11 +186,11 @@ def load_weights(
     an error with ``trained_head``. ``relabel``: a saved head of another label count is rebuilt for the
     config's labels (also said). ``new_head_from`` names where a new head's weights will come from
     instead (merge: the adapter), which silences the warning; ``saved_architectures``: the checkpoint's
-    own, when ``config`` is another model's. Non-finite weights are an error too."""
+    own, when ``config`` is another model's. Non-finite weights are an error too. ``kwargs`` go to
+    ``from_pretrained`` (``dtype`` defaults to float32)."""
+    options = {"dtype": torch.float32, **kwargs, "ignore_mismatched_sizes": relabel, "output_loading_info": True}
     try:
-        model, info = model_cls.from_pretrained(
-            path, config=config, dtype=torch.float32, ignore_mismatched_sizes=relabel, output_loading_info=True
-        )
+        model, info = model_cls.from_pretrained(path, config=config, **options)
     except Exception as err:  # safetensors, pickle and torch errors of a corrupt weights file
         files = [f for f in WEIGHT_FILES if (Path(path) / f).is_file()]
         shown = f" {files[0]}" if files else ""

@@ -156,8 +156,10 @@ def save_pruned(model: PreTrainedModel, folder: str | os.PathLike) -> str:
 
 
 def load_pruned(path: str | os.PathLike, **kwargs) -> PreTrainedModel:
-    """Load a model saved by ``save_pruned`` (either format; a classifier or a causal LM, as saved);
-    kwargs go to ``from_pretrained``."""
-    from prunekit.models import model_class
+    """Load a model saved by ``save_pruned`` (either format; a classifier or a causal LM, as saved),
+    strictly (``models.load_weights``: a missing, extra or mis-shaped tensor is an error); kwargs go to
+    ``from_pretrained``."""
+    from prunekit.models import load_weights, model_class
 
-    return model_class(AutoConfig.from_pretrained(path)).from_pretrained(path, **kwargs)
+    config = AutoConfig.from_pretrained(path)
+    return load_weights(model_class(config), str(path), config, str(path), **kwargs)

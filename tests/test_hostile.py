@@ -654,3 +654,15 @@ def test_a_closed_pipe_ends_quietly():
     process.stdout.read(10)
     process.stdout.close()
     assert process.wait(timeout=120) == 141 and process.stderr.read() == b""
+
+
+def test_the_python_loader_is_strict_too(world):
+    """#5 from Python: ``prunekit.load_pruned`` refuses what the commands refuse."""
+    from prunekit import load_pruned
+    from prunekit.errors import ModelError
+
+    with pytest.raises(ModelError, match="lacks tensor"):
+        load_pruned(world / "missing-query")
+    with pytest.raises(ModelError, match="does not have: extra"):
+        load_pruned(world / "extra-tensor")
+    assert load_pruned(world / "model").num_labels == 2
