@@ -6,4 +6,15 @@ from prunekit.pruned_models import load_pruned, register_auto_classes, save_prun
 
 register_auto_classes()  # structurally pruned models load through the Auto classes
 
-__all__ = ["__version__", "load_pruned", "save_pruned"]
+from prunekit.api import evaluate, prune_magnitude, prune_structured  # noqa: E402 (after the Auto classes)
+from prunekit.models import load_model  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "evaluate",
+    "load_model",
+    "load_pruned",
+    "prune_magnitude",
+    "prune_structured",
+    "save_pruned",
+]

@@ -16,9 +16,10 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, did_you_mean
 
 FLAG = "prunekit_flag"
+SECTION = "prunekit_section"  # a field holding another option dataclass (its flags are the section's)
 
 # ---------------------------------------------------------------- flag value parsers (argparse types)
 
@@ -136,8 +137,32 @@ def same_option(config: type, name: str, **changes: Any) -> Any:
     return dataclasses.field(default=changes.get("default", field.default), metadata={FLAG: spec})
 
 
+def section(config: type) -> Any:
+    """A field holding the option dataclass ``config`` (built with its defaults): its options become
+    flags and keys of the dataclass that holds it — configs nest instead of copying fields."""
+    return dataclasses.field(default_factory=config, metadata={SECTION: config})
+
+
 def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
+
+
+def option_key(flag: str) -> str:
+    """The recipe / Python keyword of a flag: ``--calibration-samples`` -> ``calibration_samples``."""
+    return flag[2:].replace("-", "_")
+
+
+def leaf_options(config: Any) -> list[tuple[tuple[str, ...], dataclasses.Field, str, dict]]:
+    """``(path, field, flag, spec)`` of every ``option`` field of ``config`` and of its sections, in order;
+    ``path`` is the field's place, e.g. ``("calibration", "samples")``."""
+    found = []
+    for field in dataclasses.fields(config):
+        if SECTION in field.metadata:
+            found += [((field.name, *path), *rest) for path, *rest in leaf_options(field.metadata[SECTION])]
+        elif FLAG in field.metadata:
+            spec = field.metadata[FLAG]
+            found.append(((field.name,), field, spec["flag"] or flag_name(field.name), spec))
+    return found
 
 
 def option_fields(config: Any) -> list[tuple[dataclasses.Field, str, dict]]:
@@ -149,17 +174,14 @@ def option_fields(config: Any) -> list[tuple[dataclasses.Field, str, dict]]:
     ]
 
 
-def _dest(flag: str) -> str:
-    return flag[2:].replace("-", "_")
-
-
 def add_config_arguments(
     group: argparse._ActionsContainer, config: type, skip: Iterable[str] = (), only: Iterable[str] | None = None
 ) -> None:
-    """Add a flag for every ``option`` field of the dataclass ``config`` (``only`` those named there) but
-    the fields named in ``skip``."""
-    for field, flag, spec in option_fields(config):
-        if field.name in skip or (only is not None and field.name not in only):
+    """Add a flag for every ``option`` field of the dataclass ``config`` and its sections (``only`` those
+    named there) but the fields named in ``skip`` (a field's name, or its dotted path in a section)."""
+    for path, field, flag, spec in leaf_options(config):
+        names = {field.name, ".".join(path)}
+        if names & set(skip) or (only is not None and not names & set(only)):
             continue
         if spec["switch"]:
             group.add_argument(flag, action="store_true", help=spec["help"])
@@ -171,10 +193,34 @@ def add_config_arguments(
 
 
 def config_from_args(config: type, args: argparse.Namespace, **overrides: Any) -> Any:
-    """The dataclass ``config`` with every ``option`` field the parsed flags have taken from them."""
-    values = {
-        field.name: getattr(args, _dest(flag)) for field, flag, _ in option_fields(config) if hasattr(args, _dest(flag))
-    }
+    """The dataclass ``config`` (sections included) with every ``option`` field the parsed flags have
+    taken from them; ``overrides`` set top-level fields."""
+    return _build(config, lambda field, flag: getattr(args, option_key(flag), _UNSET), overrides)
+
+
+_UNSET = object()
+
+
+def config_from_options(config: type, options: dict[str, Any], owner: str | None = None, **overrides: Any) -> Any:
+    """The dataclass ``config`` (sections included) from keyword options named as recipe keys
+    (``calibration_samples=64``); a key it does not have is an error naming ``owner`` and the close ones."""
+    keys = {option_key(flag) for _, _, flag, _ in leaf_options(config)}
+    for key in options:
+        if key not in keys:
+            where = owner or config.__name__
+            raise ConfigError(f"{key}: not an option of {where}{did_you_mean(key, sorted(keys))}")
+    return _build(config, lambda field, flag: options.get(option_key(flag), _UNSET), overrides)
+
+
+def _build(config: type, value_of: Callable[[dataclasses.Field, str], Any], overrides: dict[str, Any]) -> Any:
+    values = {}
+    for field in dataclasses.fields(config):
+        if SECTION in field.metadata:
+            values[field.name] = _build(field.metadata[SECTION], value_of, {})
+        elif FLAG in field.metadata:
+            value = value_of(field, field.metadata[FLAG]["flag"] or flag_name(field.name))
+            if value is not _UNSET:
+                values[field.name] = value
     return config(**{**values, **overrides})
 
 

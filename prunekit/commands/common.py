@@ -186,40 +186,16 @@ def load_data_for_model(
     flag: str = "--model",
     **extra,
 ):
-    """Task data read with the model's own label order (and regression flag), checked against its head;
-    with ``text`` (the command handles language modelling) a plain-text corpus for a causal LM.
-    ``flag`` names the model in messages."""
-    from prunekit.data import load_task_data
-    from prunekit.data.text import is_text_corpus, load_text_corpus
-    from prunekit.models import is_causal_lm, load_config, task_label_names
+    """The data flags read for the model in ``folder`` (``stages.inputs.load_data``): labelled data in
+    its label order, or with ``text`` (the command handles language modelling) a text corpus for a
+    causal LM. ``flag`` names the model in messages."""
+    from prunekit.models import load_config
+    from prunekit.stages.inputs import load_data
 
     config = load_config(folder)  # cheap: validates the model before any data is read
-    train_file = getattr(args, "train_file", None)
-    if text and is_text_corpus(args.data, train_file, args.eval_file):
-        if not is_causal_lm(config):
-            name = getattr(args, flag[2:].replace("-", "_"))
-            raise ConfigError(
-                f"{flag} {name}: not a causal language model ({', '.join(config.architectures or [])}); "
-                "perplexity on a text corpus needs one, e.g. --model smollm2"
-            )
-        return load_text_corpus(
-            args.data, train_file=train_file, eval_file=args.eval_file, need_train=need_train, encoding=args.encoding
-        )
-    if is_causal_lm(config):
-        raise ConfigError(
-            f"--model {args.model}: a causal language model; pass a text corpus (a .txt file, or a folder "
-            "with train.txt and dev.txt) as --data, or fine-tune a classification head first"
-        )
-    kwargs = {**data_kwargs(args), **extra}
-    if config.problem_type == "regression" and kwargs["regression"] is None:
-        kwargs["regression"] = True
-    data = load_task_data(args.data, need_train=need_train, label_names=task_label_names(config), **kwargs)
-    if config.num_labels != data.task.num_labels:
-        raise ConfigError(
-            f"--model {args.model}: its head has {config.num_labels} output(s) but task {data.task.name!r} "
-            f"needs {data.task.num_labels}; fine-tune it on this task first (prunekit finetune)"
-        )
-    return data
+    where = f"{flag} {getattr(args, flag[2:].replace('-', '_'))}"
+    options = {**data_kwargs(args), **extra}
+    return load_data(config, args.data, where=where, need_train=need_train, text=text, **options)
 
 
 def load_text_training_data(
@@ -235,20 +211,16 @@ def load_text_training_data(
     return data, len(packed_blocks(load_tokenizer(folder), data.train, args.max_length))
 
 
-def evaluation_fields(args: argparse.Namespace, model, tokenizer, data, batch_size: int | None = None) -> dict:
-    """summary.json's evaluation fields: ``metrics``, ``main_metric`` and ``eval_samples`` (labelled
-    data) or ``eval_tokens`` (a text corpus: perplexity windows); nothing without evaluation data."""
-    from prunekit.evaluation import evaluate_model
-    from prunekit.evaluation.perplexity import perplexity_fields
+def stage_context(args: argparse.Namespace, folder: str, model, tokenizer, data=None, **fields):
+    """The ``StageContext`` of a command: the model as loaded from ``folder``, the data and evaluation
+    flags (``fields``: calibration, masks, ...)."""
+    from prunekit.stages import EvaluationSettings, StageContext
 
-    if data is None or data.eval is None:
-        return {}
-    if data.task.causal_lm:
-        return perplexity_fields(model, tokenizer, data.eval, max_length=args.max_length, stride=args.stride,
-                                 max_tokens=args.max_eval_tokens, batch_size=batch_size or 4)  # fmt: skip
-    metrics = evaluate_model(model, tokenizer, data.eval, data.task, max_length=args.max_length,
-                             batch_size=batch_size or 64)  # fmt: skip
-    return dict(metrics=metrics, main_metric=data.task.main_metric, eval_samples=len(data.eval))
+    evaluation = EvaluationSettings(max_length=args.max_length, stride=args.stride,
+                                    max_eval_tokens=args.max_eval_tokens,
+                                    batch_size=getattr(args, "eval_batch_size", None))  # fmt: skip
+    return StageContext(model, tokenizer, data, model_name=args.model, model_path=folder, task=task_of(folder),
+                        evaluation=evaluation, encoding=args.encoding, **fields)  # fmt: skip
 
 
 def task_of(folder: str) -> str | None:

@@ -12,11 +12,11 @@ from prunekit.commands.common import (
     add_data_arguments,
     add_output_arguments,
     data_kwargs,
-    evaluation_fields,
     load_text_training_data,
     preflight,
 )
 from prunekit.errors import ConfigError
+from prunekit.evaluation.summary import evaluation_fields
 from prunekit.methods.workflow import Target, WorkflowConfig
 from prunekit.options import add_config_arguments, config_from_args, positive_int, real, seed
 

@@ -12,7 +12,6 @@ from prunekit.commands.common import (
     add_output_arguments,
     add_training_arguments,
     data_kwargs,
-    evaluation_fields,
     finetune_config,
     load_text_training_data,
     lora_settings,
@@ -21,6 +20,7 @@ from prunekit.commands.common import (
     training_dir,
 )
 from prunekit.errors import ConfigError
+from prunekit.evaluation.summary import evaluation_fields
 from prunekit.options import add_config_arguments, config_from_args, positive_int
 from prunekit.training.distill_config import DistillConfig
 

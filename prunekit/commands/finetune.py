@@ -12,7 +12,6 @@ from prunekit.commands.common import (
     add_output_arguments,
     add_training_arguments,
     data_kwargs,
-    evaluation_fields,
     finetune_config,
     load_text_training_data,
     lora_settings,
@@ -21,6 +20,7 @@ from prunekit.commands.common import (
     training_dir,
 )
 from prunekit.errors import ConfigError
+from prunekit.evaluation.summary import evaluation_fields
 from prunekit.methods.adaptive import AdaptiveConfig
 from prunekit.methods.gradual import SparsityCallback
 from prunekit.methods.magnitude import MagnitudeConfig

@@ -12,12 +12,12 @@ from pathlib import Path
 from prunekit.commands.common import (
     add_data_arguments,
     add_output_arguments,
-    evaluation_fields,
     load_data_for_model,
     preflight,
     print_result,
 )
 from prunekit.errors import ModelError, first_line
+from prunekit.evaluation.summary import evaluation_fields
 
 
 def add_parser(commands) -> None:

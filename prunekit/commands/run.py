@@ -65,8 +65,9 @@ def run(args: argparse.Namespace) -> None:
 
 
 def list_recipes(args: argparse.Namespace) -> None:
+    from prunekit.errors import did_you_mean
     from prunekit.recipes.recipe import builtin_recipes, read_recipe
-    from prunekit.recipes.schema import METHODS, did_you_mean
+    from prunekit.recipes.schema import METHODS
 
     if args.options:
         if args.options not in METHODS:

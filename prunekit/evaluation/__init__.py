@@ -3,12 +3,13 @@
 from prunekit.evaluation.bench import LatencyStats, count_flops, make_inputs, measure_latency
 from prunekit.evaluation.evaluate import evaluate_model, predict_logits
 from prunekit.evaluation.perplexity import perplexity
-from prunekit.evaluation.summary import make_summary, model_size, peak_memory_mb
+from prunekit.evaluation.summary import evaluation_fields, make_summary, model_size, peak_memory_mb
 
 __all__ = [
     "LatencyStats",
     "count_flops",
     "evaluate_model",
+    "evaluation_fields",
     "make_inputs",
     "make_summary",
     "measure_latency",

@@ -36,3 +36,21 @@ def make_summary(
     if model_path is not None:
         header["model_path"] = model_path
     return {**header, "task": task, **fields}
+
+
+def evaluation_fields(settings: Any, model, tokenizer, data, batch_size: int | None = None) -> dict:
+    """summary.json's evaluation fields: ``metrics``, ``main_metric`` and ``eval_samples`` (labelled
+    data) or ``eval_tokens`` (a text corpus: perplexity windows); nothing without evaluation data.
+    ``settings`` has ``max_length``, ``stride`` and ``max_eval_tokens`` (the parsed flags, or
+    ``stages.EvaluationSettings``)."""
+    from prunekit.evaluation.evaluate import evaluate_model
+    from prunekit.evaluation.perplexity import perplexity_fields
+
+    if data is None or data.eval is None:
+        return {}
+    if data.task.causal_lm:
+        return perplexity_fields(model, tokenizer, data.eval, max_length=settings.max_length, stride=settings.stride,
+                                 max_tokens=settings.max_eval_tokens, batch_size=batch_size or 4)  # fmt: skip
+    metrics = evaluate_model(model, tokenizer, data.eval, data.task, max_length=settings.max_length,
+                             batch_size=batch_size or 64)  # fmt: skip
+    return dict(metrics=metrics, main_metric=data.task.main_metric, eval_samples=len(data.eval))

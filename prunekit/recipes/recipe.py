@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from prunekit.errors import ConfigError, first_line
-from prunekit.recipes.schema import METHODS, did_you_mean, quote
+from prunekit.errors import ConfigError, did_you_mean, first_line, quote
+from prunekit.recipes.schema import METHODS
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 STAGE_KEYS = ("name", "method", "from", "role")

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prunekit.errors import ConfigError, PrunekitError
+from prunekit.errors import ConfigError, PrunekitError, quote
 from prunekit.io import (
     atomic_output_dir,
     read_json,
@@ -41,7 +41,7 @@ from prunekit.io import (
 )
 from prunekit.models import WEIGHT_FILES
 from prunekit.recipes.recipe import INPUT, Recipe, Stage
-from prunekit.recipes.schema import METHODS, Method, quote
+from prunekit.recipes.schema import METHODS, Method
 
 RUN_FILE, RECIPE_FILE, STAGE_FILE, LOG_FILE = "run.json", "recipe.yaml", "stage.json", "log.txt"
 TICKET_DIR = "ticket"  # lottery's winning ticket inside its folder

@@ -9,13 +9,12 @@ and a ``finetune`` stage can never disagree.
 from __future__ import annotations
 
 import argparse
-import difflib
 import functools
-import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prunekit.errors import quote
 from prunekit.options import value_problem
 
 # flags the runner sets itself (the model chain, the stage folder, resumption); a recipe never names them
@@ -174,20 +173,3 @@ def _subparser(command: tuple[str, ...]) -> argparse.ArgumentParser:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         parser = sub.choices[word]
     return parser
-
-
-def did_you_mean(word: str, candidates: list[str]) -> str:
-    if len(word) > 64:  # nothing that long is a typo of a name, and difflib is quadratic in it
-        return ""
-    close = difflib.get_close_matches(word, candidates, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-_QUOTE = reprlib.Repr()
-_QUOTE.maxlevel, _QUOTE.maxlist, _QUOTE.maxdict, _QUOTE.maxstring, _QUOTE.maxother = 2, 4, 4, 60, 60
-
-
-def quote(value: Any) -> str:
-    """A value as an error message shows it: its repr, cut short however large or deeply nested it is
-    (a YAML alias bomb's repr would be gigabytes), on one line."""
-    return _QUOTE.repr(value).replace("\n", "\\n")

@@ -1,0 +1,188 @@
+"""One-shot pruning stages: ``prune-magnitude`` (zeros: magnitude, Wanda, SparseGPT; masks kept) and
+``prune-structured`` (heads, FFN neurons, layers and vocabulary removed physically)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from prunekit.errors import ConfigError, DataError
+from prunekit.methods.magnitude import MagnitudeConfig, prune_magnitude
+from prunekit.methods.structured import StructuredConfig, prune_structured
+from prunekit.options import option, section
+from prunekit.stages.base import StageContext, StageResult, register_stage
+from prunekit.stages.inputs import (
+    MAGNITUDE_SAMPLES,
+    UNIT_EXAMPLES,
+    UNIT_WINDOWS,
+    CalibrationConfig,
+    example_batches,
+    labelled_batches,
+)
+
+NEEDS_LABELS = {"taylor", "head-mask-gradient", "drop-one"}  # scores from the task loss's gradients or value
+
+
+@dataclass
+class PruneMagnitudeConfig:
+    """``prune-magnitude``: what to zero (``MagnitudeConfig``), how calibration examples are drawn, and
+    the saved format."""
+
+    pruning: MagnitudeConfig = section(MagnitudeConfig)
+    calibration: CalibrationConfig = section(CalibrationConfig)
+    save_format: str = option(
+        "dense", "dense: plain save_pretrained with zeros; sparse: bitmask + values", choices=("dense", "sparse")
+    )
+
+    @property
+    def needs_data(self) -> bool:
+        """Wanda and SparseGPT calibrate on data."""
+        return self.pruning.importance != "magnitude"
+
+    def draw(self, text: bool) -> CalibrationConfig:
+        """The calibration draw, its defaults resolved (``text``: the data is a text corpus)."""
+        return replace(self.calibration, samples=self.calibration.samples or MAGNITUDE_SAMPLES)
+
+
+@register_stage("prune-magnitude", PruneMagnitudeConfig, "one-shot unstructured pruning (magnitude, Wanda, SparseGPT)")
+def run_prune_magnitude(context: StageContext, config: PruneMagnitudeConfig) -> StageResult:
+    """Zero the lowest-scored weights of ``context.model`` in place; its masks (the input's, grown) are
+    the result's. Wanda and SparseGPT calibrate on ``context.calibration`` or, without it, on examples
+    drawn from ``context.data``'s training split."""
+    from prunekit.evaluation import peak_memory_mb
+
+    pruning = config.pruning
+    batches, record = None, {}
+    if config.needs_data:
+        batches, record = _calibration(context, config.draw(_text(context)), example_batches,
+                                       f"--importance {pruning.importance}")  # fmt: skip
+    started = time.perf_counter()
+    masks = prune_magnitude(context.model, pruning, batches, current=context.masks)
+    seconds, peak = round(time.perf_counter() - started, 1), peak_memory_mb()  # before evaluation adds its own
+    fields = dict(method="magnitude", importance=pruning.importance, scope=pruning.scope, pattern=pruning.pattern,
+                  **record)  # fmt: skip
+    if pruning.importance == "sparsegpt":
+        fields.update(block_size=pruning.block_size, dampening=pruning.dampening)
+    fields.update(prune_seconds=seconds, peak_rss_mb=peak)
+    return StageResult("prune", context.model, context.tokenizer, fields, masks=masks, save_format=config.save_format)
+
+
+@dataclass
+class PruneStructuredConfig:
+    """``prune-structured``: what to remove (``StructuredConfig``), how calibration examples are drawn,
+    and an optional corpus whose tokens alone the vocabulary keeps."""
+
+    pruning: StructuredConfig = section(StructuredConfig)
+    calibration: CalibrationConfig = section(CalibrationConfig)
+    vocab_from: str | None = option(
+        None, "keep only tokens used by this corpus: a dataset (its train split) or .txt file"
+    )
+
+    def draw(self, text: bool) -> CalibrationConfig:
+        """The calibration draw, its defaults resolved (``text``: the data is a text corpus)."""
+        return replace(self.calibration, samples=self.calibration.samples or (UNIT_WINDOWS if text else UNIT_EXAMPLES))
+
+    @property
+    def needs_data(self) -> bool:
+        from prunekit.importance.structured import NEEDS_DATA
+
+        pruning = self.pruning
+        return (pruning.prunes_units and pruning.importance in NEEDS_DATA) or pruning.layers is not None
+
+
+@register_stage("prune-structured", PruneStructuredConfig, "one-shot removal of heads, FFN neurons, layers")
+def run_prune_structured(context: StageContext, config: PruneStructuredConfig) -> StageResult:
+    """Remove heads, FFN neurons, layers (and unused vocabulary) from ``context.model`` in place; scores
+    that need data use ``context.calibration`` or labelled batches drawn from ``context.data``."""
+    from prunekit.methods.speed import measure_latency_table
+    from prunekit.models import count_parameters
+    from prunekit.pruning.vocabulary import corpus_token_ids, prune_vocabulary, vocabulary_report
+
+    model, tokenizer = context.model, context.tokenizer
+    length = context.evaluation.max_length
+    pruning = replace(config.pruning, flops_seq_len=length)
+    pruning.validate(len(_layers(model)))
+    if pruning.latency_aware and not pruning.prunes_units:
+        raise ConfigError("--latency-aware allocates heads and neurons: pass --heads, --ffn or a budget")
+    if config.vocab_from and context.calibration is not None:
+        raise ConfigError("vocab_from with calibration batches: their token ids would not survive the new "
+                          "vocabulary; pass calibration as texts or data")  # fmt: skip
+    params_before, _ = count_parameters(model)
+    vocabulary = {}
+    if config.vocab_from:
+        vocab_before = model.get_input_embeddings().num_embeddings
+        texts = _corpus_texts(config.vocab_from, context.encoding)
+        tokenizer, kept = prune_vocabulary(model, tokenizer, corpus_token_ids(tokenizer, texts))
+        vocabulary = vocabulary_report(vocab_before, kept, model.get_input_embeddings().embedding_dim)
+    if pruning.latency_aware:
+        pruning.latency = measure_latency_table(model, (32, length), pruning.round_to)
+    batches, record = [], {}
+    if config.needs_data:  # drawn with the tokenizer the vocabulary left
+        batches, record = _calibration(replace(context, tokenizer=tokenizer), config.draw(_text(context)),
+                                       labelled_batches, f"--importance {pruning.importance} / --layers")  # fmt: skip
+        criteria = {pruning.importance} if pruning.prunes_units else set()
+        criteria |= {pruning.layer_importance} if pruning.layers is not None else set()
+        if criteria & NEEDS_LABELS and not all("labels" in batch for batch in batches):
+            raise ConfigError(f"{', '.join(sorted(criteria & NEEDS_LABELS))} scores need labelled batches (a "
+                              "'labels' tensor): pass labelled data")  # fmt: skip
+    kept = prune_structured(model, pruning, batches)
+    fields = dict(
+        method="structured",
+        importance=pruning.importance if pruning.prunes_units else None,
+        layer_importance=pruning.layer_importance if pruning.layers is not None else None,
+        scope=pruning.scope,
+        **record,
+        **({"latency_table": asdict(pruning.latency)} if pruning.latency else {}),
+        params_before=params_before,
+        **vocabulary,
+        **kept,
+    )
+    return StageResult("prune", model, tokenizer, fields, save_format="pruned")
+
+
+def _calibration(context: StageContext, calibration: CalibrationConfig, draw, what: str) -> tuple[list, dict]:
+    """The stage's calibration batches and how they were drawn: given ones as they are (labelled with
+    their own tokens for a causal LM when they carry no labels), else drawn from the data."""
+    if context.calibration is not None:
+        batches = list(context.calibration)
+        if _is_causal(context.model):
+            batches = [batch if "labels" in batch else {**batch, "labels": batch["input_ids"]} for batch in batches]
+        return batches, {"calibration": {"batches": len(batches), "given": True}}
+    data = context.calibration_data if context.calibration_data is not None else context.data
+    if data is None or data.train is None:
+        raise ConfigError(f"{what} needs calibration data: pass --data")
+    return draw(replace(context, data=data), calibration), {"calibration": calibration.record(data.task.causal_lm)}
+
+
+def _is_causal(model) -> bool:
+    return type(model).__name__.endswith("ForCausalLM")
+
+
+def _text(context: StageContext) -> bool:
+    """Whether calibration comes from a text corpus (a causal LM's)."""
+    data = context.calibration_data if context.calibration_data is not None else context.data
+    return data.task.causal_lm if data is not None else _is_causal(context.model)
+
+
+def _layers(model) -> list:
+    from prunekit.adapters import get_adapter
+
+    return get_adapter(model).layer_list()
+
+
+def _corpus_texts(source: str, encoding: str = "utf-8") -> list:
+    """Sentences (or sentence pairs) of ``source``: a .txt file (a sentence per line) or a dataset."""
+    from prunekit.data import load_task_data
+
+    path = Path(source)
+    if path.suffix == ".txt":
+        try:
+            return [line for line in path.read_text(encoding=encoding).splitlines() if line.strip()]
+        except OSError as err:
+            raise DataError(f"--vocab-from {source}: cannot read ({err.strerror})") from None
+        except UnicodeDecodeError as err:
+            reason = f"not valid {encoding} text ({err.reason}); pass --encoding"
+            raise DataError(f"--vocab-from {source}: {reason}") from None
+    train = load_task_data(source, need_eval=False, encoding=encoding).train
+    return list(zip(train.text_a, train.text_b)) if train.text_b else list(train.text_a)
