@@ -30,8 +30,13 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+IMPORT_LAYERS ?= ../shared/tools/import_layers.py
+
+# ruff, and the package's layers: no import cycle, nothing below the command line imports it
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	@if [ -f $(IMPORT_LAYERS) ]; then $(BIN)/python $(IMPORT_LAYERS) prunekit; \
+	else echo "lint: $(IMPORT_LAYERS) not found; import layers not checked"; fi
 
 bench: install
 	$(BIN)/python bench/foundation.py

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -98,6 +100,142 @@ def evaluate(
                            evaluation=settings)  # fmt: skip
     stage = STAGES["evaluate"]
     return finish(context, stage.run(context, stage.config()))
+
+
+def finetune(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: Data,
+    *,
+    teacher: PreTrainedModel | None = None,
+    masks: MaskSet | None = None,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> StageResult:
+    """Fine-tune ``model`` on ``data``'s training split, as ``prunekit finetune`` does: every weight, or
+    LoRA (``lora=True``, ``lora_r=`` ...), optionally pruning as it trains (``prune="magnitude"`` with
+    ``sparsity=``; ``prune="adaptive"`` with ``heads=`` / ``ffn=``), with soft targets from ``teacher``
+    (``alpha_kd=``, ``temperature=``), with the training options (``epochs=``, ``lr=``, ``batch_size=``,
+    ``max_steps=``, ``seed=``, ``max_train_samples=`` ...). ``masks``: the model's own, held while it
+    trains. Returns the result: ``.model`` (the trained model: LoRA merged, pruned units cut out),
+    ``.summary`` (evaluated on ``data``'s evaluation split), ``.masks``.
+
+    >>> result = finetune(model, tokenizer, "data/SST-2", lora=True, max_steps=300)  # doctest: +SKIP
+    """
+    if teacher is not None:
+        options.setdefault("distill_from", _name(teacher))
+    return _train("finetune", model, tokenizer, data, teacher, masks, out, overwrite, options)
+
+
+def distill(
+    student: PreTrainedModel,
+    teacher: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: Data,
+    *,
+    masks: MaskSet | None = None,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> StageResult:
+    """Train ``student`` on ``teacher``'s soft targets (``temperature=``, ``alpha_kd=``, ``alpha_ce=``),
+    hidden states (``alpha_hidden=``, ``layer_map=``) and attention maps (``alpha_attn=``), as
+    ``prunekit distill`` does, with the training and LoRA options of ``finetune``. Both models must share
+    the tokenizer. Returns the result (``.summary`` has ``teacher_metrics``)."""
+    options.setdefault("teacher", _name(teacher))
+    return _train("distill", student, tokenizer, data, teacher, masks, out, overwrite, options)
+
+
+@dataclass
+class RunResult:
+    """A finished ``prunekit.run``: its folder, one row per stage that made a model or a score, the report."""
+
+    out: Path
+    stages: list[dict[str, Any]]  # name, method, role, metric_name, metric, params, speedup (vs the parent), path
+    report: tuple[Path, Path]  # report.md, report.html
+
+
+def run(
+    recipe: str | os.PathLike | dict,
+    *,
+    out: str | os.PathLike,
+    model: str = "minilm",
+    data: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    overrides: Sequence[str] = (),
+    **defaults: Any,
+) -> RunResult:
+    """Run a recipe — a built-in name, a YAML file or a dict — as ``prunekit run`` does, in this process:
+    its stages into ``out/NN-name/`` (resumable with ``resume``), then the report. ``defaults`` are options
+    for every stage that takes them (``max_train_samples=2000``); ``overrides`` are ``--set`` strings
+    (``"stages[1].heads=0.25"``). A stage that fails raises its error, naming the stage.
+
+    >>> result = run("default", model="minilm", data="data/SST-2", out="runs/default", max_steps=300)  # doctest: +SKIP
+    >>> [(row["name"], row["metric"]) for row in result.stages]  # doctest: +SKIP
+    """
+    from prunekit.errors import ConfigError
+    from prunekit.io import check_output_dir, recover_output_dir
+    from prunekit.models import load_config, resolve_model
+    from prunekit.recipes.recipe import read_recipe
+    from prunekit.recipes.runner import check_lengths, is_main_process, publish_run, recipe_inputs, run_recipe
+    from prunekit.report.run_report import REPORT_HTML, REPORT_MD, read_run, write_report
+
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite: pick one")
+    parsed = read_recipe(str(recipe) if isinstance(recipe, os.PathLike) else recipe, overrides, defaults)
+    folder = resolve_model(model, "--model")  # a missing model fails now, not in stage 1
+    out = Path(out)
+    recover_output_dir(out)
+    inputs = [("--model", folder), ("--data", data), *recipe_inputs(parsed)]
+    check_output_dir(out, overwrite=True, inputs=inputs)  # an existing run: the runner decides
+    check_lengths(parsed, load_config(folder), model)
+    where = run_recipe(parsed, model, data, out, resume, overwrite)
+    if not is_main_process():
+        return RunResult(out, [], (out / REPORT_MD, out / REPORT_HTML))
+    write_report(where)
+    publish_run(where, out)
+    _, rows = read_run(out)
+    stages = [
+        {"name": row.name, "method": row.method, "role": row.role, "metric_name": row.metric_name,
+         "metric": row.metric, "params": row.summary.get("params_total"),
+         "speedup": row.timing.get("ratio_vs_parent"), "path": str(out / row.folder)}
+        for row in rows
+    ]  # fmt: skip
+    return RunResult(out, stages, (out / REPORT_MD, out / REPORT_HTML))
+
+
+def _train(name, model, tokenizer, data, teacher, masks, out, overwrite, options) -> StageResult:
+    """A training stage on in-memory models: its config from ``options``, the data loaded for the model
+    when it is a path, the Trainer in a scratch folder until the result is saved."""
+    from prunekit.io import work_dir
+    from prunekit.stages.inputs import evaluation_settings, resolved_data
+    from prunekit.stages.train import training_data
+
+    stage = STAGES[name]
+    path = isinstance(data, (str, os.PathLike))
+    config = stage.build_config({**options, **({"data": str(data)} if path else {})})
+    data_config = resolved_data(config.data, [model.config])
+    if path:
+        loaded, size = training_data(data_config, config.training, model.config, tokenizer, f"data={str(data)!r}")
+    else:
+        loaded, size = data, _train_size(data, tokenizer, data_config.max_length)
+    context = StageContext(model, tokenizer, loaded, masks=masks, model_name=_name(model),
+                           evaluation=evaluation_settings(data_config), encoding=data_config.encoding, teacher=teacher,
+                           train_size=size)  # fmt: skip
+    with work_dir(name) as scratch:
+        context.scratch = scratch
+        result = stage.run(context, config)
+        finish(context, result, out, overwrite)
+    return result
+
+
+def _train_size(data, tokenizer, max_length: int) -> int:
+    """Training examples of loaded data (a text corpus: blocks of ``max_length`` tokens)."""
+    from prunekit.data.text import packed_blocks
+
+    return len(packed_blocks(tokenizer, data.train, max_length)) if data.task.causal_lm else len(data.train)
 
 
 def _run(name, model, tokenizer, data, calibration, masks, max_length, out, overwrite, options) -> StageResult:

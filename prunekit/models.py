@@ -144,7 +144,7 @@ def load_model(
     where = f"{flag} {name}"
     if (Path(path) / SPARSE_FILE).is_file():  # prunekit's compact format: rebuilt dense, bit-exact
         try:
-            model = load_sparse(path, task)
+            model = load_sparse(path, model_class(config, task))
         except Exception as err:  # truncated/corrupt file, missing tensors
             raise ModelError(f"{where}: could not load {SPARSE_FILE} ({first_line(err)})") from None
         if task is not None and not task.causal_lm and model.config.num_labels != task.num_labels:
@@ -259,3 +259,13 @@ def weights_size_bytes(folder: str | os.PathLike) -> int:
     """Bytes of weight files on disk (safetensors / bin, shards included)."""
     folder = Path(folder)
     return sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin") and f.is_file())
+
+
+def task_of(folder: str) -> str | None:
+    """The task recorded in a model folder's summary.json, if it has one."""
+    import json
+
+    try:
+        return json.loads((Path(folder) / "summary.json").read_text()).get("task")
+    except (OSError, ValueError):
+        return None

@@ -178,13 +178,14 @@ def add_config_arguments(
     group: argparse._ActionsContainer, config: type, skip: Iterable[str] = (), only: Iterable[str] | None = None
 ) -> None:
     """Add a flag for every ``option`` field of the dataclass ``config`` and its sections (``only`` those
-    named there) but the fields named in ``skip`` (a field's name, or its dotted path in a section)."""
+    named there) but the fields named in ``skip`` (a field's name, its dotted path in a section, or its
+    option key)."""
     for path, field, flag, spec in leaf_options(config):
-        names = {field.name, ".".join(path)}
+        names = {field.name, ".".join(path), option_key(flag)}
         if names & set(skip) or (only is not None and not names & set(only)):
             continue
         if spec["switch"]:
-            group.add_argument(flag, action="store_true", help=spec["help"])
+            group.add_argument(flag, action="store_true", default=field.default, help=spec["help"])
             continue
         default = field.default
         shown = f" (default {default})" if default is not None and "default" not in spec["help"] else ""

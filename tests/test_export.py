@@ -161,8 +161,8 @@ def test_a_llama_classifier_exports_too(tmp_path):
 def test_the_ends_of_the_opset_range_are_written_as_asked(opset, tiny_bert, tmp_path):
     """--opset's range is what the exporter writes as asked and ONNX Runtime runs (below 17 torch.onnx
     silently wrote 18; above 25 a graph ONNX Runtime refuses): both ends still hold here."""
-    from prunekit.commands.export import OPSETS
     from prunekit.export.onnx import written_opset
+    from prunekit.stages.export import OPSETS
 
     assert opset in {str(OPSETS[0]), str(OPSETS[1])}
     out = tmp_path / "model.onnx"

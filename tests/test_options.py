@@ -15,9 +15,10 @@ from prunekit.methods.structured import StructuredConfig
 from prunekit.methods.workflow import Target, Workflow, WorkflowConfig
 from prunekit.options import FLAG, add_config_arguments, config_from_args, flag_name, option_fields
 from prunekit.pruning.schedules import CubicSchedule
-from prunekit.recipes.schema import METHODS, _command_options
-from prunekit.training.config import FinetuneConfig, LoraOptions
+from prunekit.recipes.schema import METHODS, Option
+from prunekit.training.config import FinetuneConfig
 from prunekit.training.distill_config import DistillConfig
+from prunekit.training.lora import LoraOptions
 
 
 def test_distill_flags_come_from_the_dataclass_with_its_defaults():
@@ -72,9 +73,25 @@ CONFIGS = [
 
 def options_of(where: str) -> dict:
     """A recipe method's options, or a command's (its words) read from its parser."""
+    import argparse
+
+    from prunekit.cli import build_parser
+
     if where in METHODS:
         return METHODS[where].options
-    return {option.key: option for option in _command_options(tuple(where.split()))}
+    parser = build_parser()
+    for word in where.split():
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+    options = {}
+    for action in parser._actions:
+        flag = next((f for f in action.option_strings if f.startswith("--")), None)
+        if flag is None:
+            continue
+        switch = isinstance(action, argparse._StoreTrueAction)
+        key = flag[2:].replace("-", "_")
+        choices = tuple(action.choices) if action.choices is not None else None
+        options[key] = Option(key, flag, action.type, choices, False if switch else action.default, switch, action.help)
+    return options
 
 
 @pytest.mark.parametrize("config, method, left", CONFIGS, ids=lambda v: getattr(v, "__name__", str(v)))

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import argparse
 
-from prunekit.commands.common import preflight, print_result, task_of, write_optional_json
+from prunekit.commands.common import preflight, print_result, write_optional_json
 from prunekit.errors import ConfigError
-from prunekit.options import count, positive_int
+from prunekit.options import add_config_arguments, positive_int
+from prunekit.stages.bench import TimingConfig
 
 
 def add_parser(commands) -> None:
     p = commands.add_parser("bench", help="CPU latency and FLOPs, optionally as a ratio against --vs")
     p.add_argument("--model", required=True, help="model folder")
     p.add_argument("--vs", help="baseline model folder, timed interleaved in the same run")
-    p.add_argument("--batch-size", type=positive_int, help="sequences per batch (default 32; --generate: 1)")
-    p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per sequence (default 128)")
-    p.add_argument("--threads", type=positive_int, default=2)
-    p.add_argument("--warmup", type=count, default=3)
-    p.add_argument("--repeats", type=positive_int, help="timed runs per model (default 20; --generate: 10)")
+    add_config_arguments(p, TimingConfig)
     generation = p.add_argument_group("generation (causal LMs)")
     generation.add_argument(
         "--generate",
@@ -33,7 +30,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from prunekit.evaluation import count_flops, make_inputs, make_summary, measure_latency, model_size
-    from prunekit.models import load_model
+    from prunekit.models import load_model, task_of
 
     if args.generate:
         args.seq_len = args.prompt_len + args.new_tokens  # what the position embeddings must hold
@@ -65,7 +62,7 @@ def run(args: argparse.Namespace) -> dict:
 def run_generation(args: argparse.Namespace, models: list, folders: dict[str, str]) -> dict:
     from prunekit.evaluation import make_summary, model_size, peak_memory_mb
     from prunekit.evaluation.generation import measure_generation
-    from prunekit.models import is_causal_lm
+    from prunekit.models import is_causal_lm, task_of
 
     for model, flag in zip(models, ("--model", "--vs")):
         if not is_causal_lm(model.config):

@@ -139,7 +139,7 @@ def prepare(args: argparse.Namespace, config_file: str, data_seed: int, command:
             f"--model {args.model}: takes at most {limit} tokens, and {command} times every model at "
             f"batch x length {shapes}"
         )
-    text = is_text_corpus(args.data, args.train_file, args.eval_file)
+    text = is_text_corpus(args.data, args.train, args.eval)
     if args.speedup is None and all(getattr(args, f) is None for f in TARGET_FLAGS):
         raise ConfigError(
             f"{command}: pass a target: --speedup, --heads/--ffn, --params-budget, --flops-budget or --sparsity"

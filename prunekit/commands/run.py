@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from prunekit.errors import ConfigError
 
@@ -35,33 +34,13 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from prunekit.io import check_output_dir, recover_output_dir
-    from prunekit.models import load_config, resolve_model
-    from prunekit.recipes.recipe import read_recipe
-    from prunekit.recipes.runner import (
-        check_lengths,
-        is_main_process,
-        publish_run,
-        recipe_inputs,
-        run_recipe,
-    )
-    from prunekit.report.run_report import REPORT_HTML, REPORT_MD, write_report
+    from prunekit.api import run as run_recipe
+    from prunekit.recipes.runner import is_main_process
 
-    if args.resume and args.overwrite:
-        raise ConfigError("--resume and --overwrite: pick one")
-    recipe = read_recipe(args.recipe, args.overrides)
-    folder = resolve_model(args.model, "--model")  # a missing model fails now, not in stage 1
-    out = Path(args.out)
-    recover_output_dir(out)
-    inputs = [("--model", folder), ("--data", args.data), *recipe_inputs(recipe)]
-    check_output_dir(out, overwrite=True, inputs=inputs)  # an existing run: prepare_out decides
-    check_lengths(recipe, load_config(folder), args.model)
-    where = run_recipe(recipe, args.model, args.data, out, args.resume, args.overwrite)
-    if not is_main_process():
-        return
-    write_report(where)
-    publish_run(where, out)
-    print(f"\nrun finished: {out}\nreport: {out / REPORT_MD} and {out / REPORT_HTML}")
+    result = run_recipe(args.recipe, out=args.out, model=args.model, data=args.data, resume=args.resume,
+                        overwrite=args.overwrite, overrides=args.overrides)  # fmt: skip
+    if is_main_process():
+        print(f"\nrun finished: {result.out}\nreport: {result.report[0]} and {result.report[1]}")
 
 
 def list_recipes(args: argparse.Namespace) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-import prunekit
 from prunekit.models import count_parameters, weights_size_bytes
+from prunekit.version import __version__
 
 SCHEMA_VERSION = 1
 
@@ -32,7 +32,7 @@ def make_summary(
 ) -> dict[str, Any]:
     """A result record: the common header, then ``fields`` in the order given. ``model_path`` is the
     folder ``model`` resolved to (an alias such as ``smollm2`` names a converted local folder)."""
-    header = {"schema_version": SCHEMA_VERSION, "prunekit_version": prunekit.__version__, "kind": kind, "model": model}
+    header = {"schema_version": SCHEMA_VERSION, "prunekit_version": __version__, "kind": kind, "model": model}
     if model_path is not None:
         header["model_path"] = model_path
     return {**header, "task": task, **fields}

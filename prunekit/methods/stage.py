@@ -26,7 +26,7 @@ from prunekit.training.lora import ADAPTER_DIR, attach_lora, merge_lora, trainab
 
 
 @dataclass
-class StageResult:
+class TrainingResult:
     model: PreTrainedModel  # plain: adapters merged, pruned units removed
     trainer: Trainer
     trainable_params: int
@@ -66,7 +66,7 @@ def train_stage(
     teacher: PreTrainedModel | None = None,
     kd: DistillConfig | None = None,
     evaluate: Callable[[PreTrainedModel], dict] | None = None,
-) -> StageResult:
+) -> TrainingResult:
     """Train ``model`` on ``data.train`` and return the plain result (see module docstring).
 
     ``masks``: the input's unstructured masks — held through training (with LoRA, the masked layers
@@ -83,7 +83,7 @@ def train_stage(
         trainer = distill(trained, teacher, tokenizer, data.train, data.task, config, kd, scratch, callbacks)
     else:
         trainer = finetune(trained, tokenizer, data.train, data.task, config, scratch, callbacks=callbacks)
-    result = StageResult(trained, trainer, trainable_parameters(trained), masks if lora else sparsity.masks)
+    result = TrainingResult(trained, trainer, trainable_parameters(trained), masks if lora else sparsity.masks)
     if lora:
         result.lora = {
             "r": lora.r,
@@ -106,7 +106,7 @@ def train_stage(
     return result
 
 
-def save_stage(result: StageResult, tokenizer: PreTrainedTokenizerBase, folder: str | Path) -> str | None:
+def save_stage(result: TrainingResult, tokenizer: PreTrainedTokenizerBase, folder: str | Path) -> str | None:
     """Write the stage's model folder: weights, tokenizer, masks, and the unmerged adapter in
     ``adapter/``. Returns the save format (``plain`` or ``prunekit``; None for a model without adapter)."""
     folder = Path(folder)

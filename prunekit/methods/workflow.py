@@ -45,7 +45,7 @@ from prunekit.methods.adaptive import AdaptiveConfig
 from prunekit.methods.gradual import SparsityCallback
 from prunekit.methods.magnitude import MagnitudeConfig, prune_magnitude
 from prunekit.methods.speed import LatencyTable, measure_speedups
-from prunekit.methods.stage import StageResult, save_stage, train_stage
+from prunekit.methods.stage import TrainingResult, save_stage, train_stage
 from prunekit.methods.structured import StructuredConfig, UnitTargets, check_budgets, prune_structured
 from prunekit.models import load_model
 from prunekit.options import auto_or, check_options, fraction, option, positive, positive_int, real, same_option
@@ -53,9 +53,9 @@ from prunekit.pruned_models import save_pruned
 from prunekit.pruning.masks import MaskSet
 from prunekit.pruning.schedules import CubicSchedule
 from prunekit.training import FinetuneConfig
-from prunekit.training.config import LoraOptions, auto_passes
+from prunekit.training.config import auto_passes
 from prunekit.training.distill import DistillConfig
-from prunekit.training.lora import lora_config
+from prunekit.training.lora import LoraOptions, lora_config
 
 ORDERS = ("joint", "lora-prune", "prune-lora")
 CONTROL = "control"  # not an order: the dense model fully fine-tuned for the same three stage lengths
@@ -363,7 +363,7 @@ class Workflow:
             )
         prune_structured(model, structured, batches)
 
-    def _write(self, model, spec, folder, total, save, result: StageResult | None) -> None:
+    def _write(self, model, spec, folder, total, save, result: TrainingResult | None) -> None:
         """Evaluate the stage's model and write its folder (model, tokenizer, summary with the row)."""
         metrics = self.evaluate(model)
         with atomic_output_dir(folder, overwrite=True) as tmp:

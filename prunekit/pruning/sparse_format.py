@@ -20,7 +20,6 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoConfig, PreTrainedModel
 
-from prunekit.data.tasks import TaskSpec
 from prunekit.pruning.masks import SPARSE_FILE, MaskSet, pack_bits, unpack_bits
 from prunekit.weights import load_state_dict_strict
 
@@ -68,16 +67,19 @@ def load_sparse_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]
     return state
 
 
-def load_sparse(folder: str | os.PathLike, task: TaskSpec | None = None) -> PreTrainedModel:
-    """The model (a sequence classifier, or a causal LM as ``models.model_class`` decides) rebuilt from
-    the sparse format, bit-exact.
+def load_sparse(folder: str | os.PathLike, model_class: type | None = None) -> PreTrainedModel:
+    """The model rebuilt from the sparse format, bit-exact: as ``model_class`` (an Auto class; default
+    ``AutoModelForSequenceClassification``, or ``AutoModelForCausalLM`` for a folder saved as one).
 
     Loading is strict: every tensor of the model must be in the file, except the second name of a
     tied pair (restored by ``tie_weights``). Anything missing or unexpected is a ValueError.
     """
-    from prunekit.models import model_class  # models imports this module
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     config = AutoConfig.from_pretrained(folder)
-    model = model_class(config, task).from_config(config, dtype=torch.float32)
+    if model_class is None:
+        causal = any(name.endswith("ForCausalLM") for name in config.architectures or ())
+        model_class = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
+    model = model_class.from_config(config, dtype=torch.float32)
     load_state_dict_strict(model, load_sparse_state_dict(folder))
     return model.eval()

@@ -13,6 +13,7 @@ given to every stage whose method takes them.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,12 +61,6 @@ class Recipe:
         return yaml.safe_dump(self.as_dict(), sort_keys=False, allow_unicode=True)
 
 
-def parent_name(model_stages: list[tuple[str, str | None]]) -> str | None:
-    """The run's dense reference among its ``(name, role)`` model-making stages, in order: the stage with
-    ``role: parent``, else the first."""
-    return next((name for name, role in model_stages if role == "parent"), model_stages[0][0] if model_stages else None)
-
-
 def _show(key: Any) -> str:
     """A key as a message shows it: plain when it is a word, else quoted (no line breaks in errors)."""
     return key if isinstance(key, str) and re.fullmatch(r"[\w@-]{1,60}", key) else quote(key)
@@ -109,8 +104,25 @@ def builtin_recipes() -> dict[str, Path]:
     return {path.stem: path for path in sorted(BUILTIN_DIR.glob("*.yaml"))}
 
 
-def read_recipe(spec: str, overrides: list[str] = ()) -> Recipe:
-    """A built-in recipe's name or a YAML file, with ``--set PATH=VALUE`` ``overrides``, checked."""
+def read_recipe(spec: str | dict, overrides: Sequence[str] = (), defaults: dict[str, Any] | None = None) -> Recipe:
+    """A built-in recipe's name, a YAML file or a recipe as a dict, with ``--set PATH=VALUE``
+    ``overrides`` and ``defaults`` (options for every stage that takes them), checked."""
+    if isinstance(spec, dict):
+        raw, origin = spec, "recipe"
+    else:
+        raw, origin = _read_file(spec), spec
+    check_size(raw, origin)
+    for override in overrides:
+        raw = apply_override(raw, override, origin)
+    if defaults:
+        if not isinstance(raw, dict) or not isinstance(raw.get("defaults") or {}, dict):
+            raise ConfigError(f"{origin}: its defaults is not a mapping")
+        raw = {**raw, "defaults": {**(raw.get("defaults") or {}), **defaults}}
+    return parse_recipe(raw, origin)
+
+
+def _read_file(spec: str) -> Any:
+    """The YAML of a built-in recipe's name or a file, read safely (no duplicate keys, bounded size)."""
     builtins = builtin_recipes()
     path = Path(spec)
     if spec in builtins and not path.exists():
@@ -133,10 +145,7 @@ def read_recipe(spec: str, overrides: list[str] = ()) -> Recipe:
         raise ConfigError(f"{spec}: not valid YAML{line}: {problem}") from None
     except (ValueError, RecursionError) as err:  # an integer of thousands of digits, nesting thousands deep
         raise ConfigError(f"{spec}: not a recipe: {first_line(err)}") from None
-    check_size(raw, spec)
-    for override in overrides:
-        raw = apply_override(raw, override, spec)
-    return parse_recipe(raw, spec)
+    return raw
 
 
 def apply_override(raw: Any, override: str, origin: str) -> Any:

@@ -1,13 +1,14 @@
 """``prunekit run``: a recipe's stages one after another, each in ``DIR/NN-name/``.
 
-Every stage is the prunekit command its method names, run as a child process (its own memory, its
-own log; under torchrun in the process itself), so a stage does exactly what the same command typed
-by hand does. A stage is finished when
-its ``stage.json`` exists (written last, atomically); ``--resume`` skips finished stages and reruns a
-killed one: a training stage with ``checkpoint_every`` continues from its latest Trainer checkpoint, a
-lottery stage after its last finished round, any other stage starts again from its seeded beginning
-(so it ends with the same model as an uninterrupted run). A failing stage
-(a NaN loss, a bad option) stops the run with its error line and leaves the finished stages as they are.
+Every stage runs in this process: its method's registered stage (``prunekit.stages``) is built from the
+stage's options, its context loaded from the previous stage's folder, and its result saved there with
+its summary.json — exactly what the command of the same name does, through the same code. Its console
+output also goes to its ``log.txt``, under a first line that is the command doing the same by hand. A
+stage is finished when its ``stage.json`` exists (written last, atomically); ``--resume`` skips finished
+stages and reruns a stopped one: a training stage with ``checkpoint_every`` continues from its latest
+Trainer checkpoint, a lottery stage after its last finished round, any other stage starts again from its
+seeded beginning (so it ends with the same model as an uninterrupted run). A failing stage (a NaN loss,
+a bad option) stops the run with an error naming the stage, and leaves the finished stages as they are.
 
 A run folder is self-contained: ``stage.json`` names the run's models relative to the run folder, and
 a resumed run finds each finished stage's model in that stage's own folder, so a copied or moved run
@@ -20,17 +21,18 @@ whole run); only the first writes anything, and the others wait for its folders.
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
+import gc
+import io
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prunekit.errors import ConfigError, PrunekitError, quote
+from prunekit.errors import ConfigError, PrunekitError, first_line, quote
 from prunekit.io import (
     atomic_output_dir,
     read_json,
@@ -41,7 +43,7 @@ from prunekit.io import (
 )
 from prunekit.models import WEIGHT_FILES
 from prunekit.recipes.recipe import INPUT, Recipe, Stage
-from prunekit.recipes.schema import METHODS, Method
+from prunekit.recipes.schema import METHODS
 
 RUN_FILE, RECIPE_FILE, STAGE_FILE, LOG_FILE = "run.json", "recipe.yaml", "stage.json", "log.txt"
 TICKET_DIR = "ticket"  # lottery's winning ticket inside its folder
@@ -233,32 +235,17 @@ def _input_of(stage: Stage, state: RunState) -> str:
 
 
 def stage_argv(stage: Stage, folder: Path, state: RunState, resume_partial: bool = False) -> list[str]:
-    """The prunekit command line of ``stage`` (``bench`` and ``export`` to hf run in this process)."""
+    """The prunekit command line doing what ``stage`` does, for its record and log (the stage itself runs
+    in this process)."""
     method = METHODS[stage.method]
-    options = dict(stage.options)
-    model = _input_of(stage, state)
-    if stage.role == "control":
-        options.pop("max_steps", None)  # its budget is the chain's
-    if stage.method == "merge":  # the previous stage's adapter, merged into the model that stage started from
-        options.setdefault("adapter", str(Path(model) / "adapter"))
-        made_by = _input_name(stage, state)
-        model = state.models[state.sources.get(made_by, made_by)]
+    options = _stage_options(stage, state)
+    model = _model_input(stage, state)
     argv = list(method.command)
-    if method.chain_flag and not (stage.method == "distill" and "student_layers" in options):
+    if method.chain_flag and model is not None:
         argv += [method.chain_flag, model]
-    for words in method.fixed.values():
-        argv += words
-    if "data" in method.options and "data" not in options and state.data is not None:
-        argv += ["--data", state.data]
+    argv += method.fixed_argv()
     for key, value in options.items():
-        argv += method.options[key].argv(state.resolve(value))
-    if stage.role == "control":
-        budget = state.steps[state.current]
-        if budget < 1:
-            raise ConfigError(
-                f"stage {folder.name}: the control trains as many steps as the model before it took; none did"
-            )
-        argv += ["--max-steps", str(budget)]
+        argv += method.options[key].argv(value)
     if options.get("checkpoint_every"):
         argv += ["--checkpoint-dir", str(checkpoint_dir(folder))]
     if method.makes_model:
@@ -268,37 +255,89 @@ def stage_argv(stage: Stage, folder: Path, state: RunState, resume_partial: bool
     return argv
 
 
+def _stage_options(stage: Stage, state: RunState) -> dict:
+    """The stage's options as its stage config takes them: ``@stage`` references made folders, the run's
+    ``--data`` where the stage names none, a merge's adapter, a control's step budget."""
+    method = METHODS[stage.method]
+    options = {key: state.resolve(value) for key, value in stage.options.items()}
+    if "data" in method.options and "data" not in options and state.data is not None:
+        options = {"data": state.data, **options}
+    if stage.method == "merge":  # the previous stage's adapter, merged into the model that stage started from
+        options.setdefault("adapter", str(Path(_input_of(stage, state)) / "adapter"))
+    if stage.role == "control":  # its budget is the chain's
+        budget = state.steps[state.current]
+        if budget < 1:
+            raise ConfigError("the control trains as many steps as the model before it took; none did")
+        options["max_steps"] = budget
+    return options
+
+
+def _model_input(stage: Stage, state: RunState) -> str | None:
+    """The model the stage starts from: the chain's (a merge: the base its adapter was trained on; a
+    distill stage building its student from the teacher: none)."""
+    if stage.method == "bench" or (stage.method == "distill" and "student_layers" in stage.options):
+        return None
+    if stage.method == "merge":
+        made_by = _input_name(stage, state)
+        return state.models[state.sources.get(made_by, made_by)]
+    return _input_of(stage, state)
+
+
 def checkpoint_dir(folder: Path) -> Path:
     """Where a stage with ``checkpoint_every`` keeps its Trainer checkpoints until it finishes."""
     return folder.parent / f".{folder.name}.checkpoints"
 
 
 def _run_stage(stage: Stage, folder: Path, state: RunState) -> dict:
-    method = METHODS[stage.method]
+    from prunekit.stages import STAGES
+
+    registered = STAGES[stage.method]
     started = time.time()
     record = {"stage": stage.as_dict(), "method": stage.method, "input": _shown(_input_of(stage, state), state)}
-    if not is_main_process():
-        if method.trains:
-            _run_command(stage_argv(stage, folder, state), None)
-        return _wait_for(folder)
-    if method.makes_model:
-        recover_output_dir(folder)
-        partial = folder.parent / f".{folder.name}.partial"
-        resume_partial = stage.method == "lottery" and partial.is_dir()
-        argv = stage_argv(stage, folder, state, resume_partial)
-        log = folder.parent / f".{folder.name}.log"
-        if not _complete(stage, folder):  # else: finished, killed before its stage.json
-            _run_command(argv, log, folder.name)
-        _move_log(log, folder)
-        shutil.rmtree(checkpoint_dir(folder), ignore_errors=True)  # the stage is done: nothing to continue
-    else:
-        with atomic_output_dir(folder) as tmp:
-            argv = _run_in(stage, method, tmp, state, folder.name)
+    try:
+        config = registered.build_config(_stage_options(stage, state))
+        if not is_main_process():
+            if registered.trains:
+                _execute(registered, config, stage, folder, state)
+            return _wait_for(folder)
+        if registered.makes_model:
+            recover_output_dir(folder)
+            partial = folder.parent / f".{folder.name}.partial"
+            resume_partial = stage.method == "lottery" and partial.is_dir()
+            argv = stage_argv(stage, folder, state, resume_partial)
+            log = folder.parent / f".{folder.name}.log"
+            if not _complete(stage, folder):  # else: finished, killed before its stage.json
+                with _logged(log, argv):
+                    _execute(registered, config, stage, folder, state, resume_partial)
+            _move_log(log, folder)
+            shutil.rmtree(checkpoint_dir(folder), ignore_errors=True)  # the stage is done: nothing to continue
+        else:
+            with atomic_output_dir(folder) as tmp:
+                argv = _run_in(registered, config, stage, tmp, state)
+    except PrunekitError as err:
+        raise PrunekitError(
+            f"stage {folder.name} stopped: {err}. The stages before it are kept; fix the recipe (or --set) and "
+            "rerun with --resume"
+        ) from None
+    except Exception as err:  # a bug: the traceback went to the console and the stage's log
+        raise PrunekitError(f"stage {folder.name} stopped: {type(err).__name__}: {first_line(err)}") from err
     summary = read_json(folder / "summary.json", f"stage {folder.name}'s result")
     record.update(argv=argv, model=_shown(_model_of(stage, folder), state), seconds=round(time.time() - started, 1))
     record["train_steps"] = (summary.get("train") or {}).get("steps") if stage.method != "lottery" else None
     write_json_atomic(folder / STAGE_FILE, record)
     return record
+
+
+def _execute(registered, config, stage: Stage, folder: Path, state: RunState, resume: bool = False) -> dict:
+    """A model-making stage, from its input model into ``folder`` (training in its checkpoint folder
+    when it keeps checkpoints)."""
+    from prunekit.stages import StageInputs, execute
+
+    inputs = StageInputs(_model_input(stage, state), out=str(folder), resume=resume)
+    checkpoints = str(checkpoint_dir(folder)) if stage.options.get("checkpoint_every") else None
+    summary = execute(registered, config, inputs, checkpoints)
+    gc.collect()  # the stage's models go before the next stage loads its own
+    return summary
 
 
 def _complete(stage: Stage, folder: Path) -> bool:
@@ -332,30 +371,28 @@ def _shown(model: str | None, state: RunState) -> str | None:
     return str(path.relative_to(run)) if path.is_relative_to(run) else _same_input(model)
 
 
-def _run_in(stage: Stage, method: Method, tmp: Path, state: RunState, label: str) -> list[str]:
-    """Stages whose results are files (evaluate, export) or that time the whole run (bench), made in ``tmp``
-    (``label``: the stage folder's name, for messages)."""
-    from prunekit.recipes.timing import bench_stage
+def _run_in(registered, config, stage: Stage, tmp: Path, state: RunState) -> list[str]:
+    """Stages whose results are files (evaluate, export) or that time the whole run (bench), made in
+    ``tmp``; returns the record's command line."""
+    from prunekit.stages import StageInputs, execute
 
     if stage.method == "bench":
-        bench_stage(state, stage.options, tmp / "summary.json")
-        return []
-    if stage.method == "export" and stage.options.get("format") == "hf":
-        shutil.copytree(
-            state.models[state.current],
-            tmp / "model",
-            ignore=shutil.ignore_patterns(STAGE_FILE, LOG_FILE, "summary.json"),
-        )
-        summary = {"kind": "export", "format": "hf", "model": _shown(state.models[state.current], state)}
-        write_json_atomic(tmp / "summary.json", {**summary, "path": "model"})
-        return []
-    argv = [*stage_argv(stage, tmp, state), "--json", str(tmp / "summary.json")]
-    if stage.method == "export":
-        argv += ["--out", str(tmp / "model.onnx")]
-    _run_command(argv, tmp / LOG_FILE, label)
+        roles = {r["stage"]["name"]: r["stage"].get("role") for r in state.records}
+        run_models = {name: (folder, roles.get(name)) for name, folder in state.models.items() if name != INPUT}
+        inputs, argv = StageInputs(state.model, run_models=run_models), []
+    else:
+        argv = [*stage_argv(stage, tmp, state), "--json", str(tmp / "summary.json")]
+        target = {"onnx": "model.onnx", "hf": "model"}.get(config.format) if stage.method == "export" else None
+        if target == "model.onnx":
+            argv += ["--out", str(tmp / target)]
+        elif target == "model":
+            argv = []
+        inputs = StageInputs(_model_input(stage, state), out=str(tmp / target) if target else None)
+    with _logged(tmp / LOG_FILE, argv):
+        summary = execute(registered, config, inputs)
     if stage.method == "export":  # the file's place once the stage folder is published
-        summary = read_json(tmp / "summary.json", "the export's result")
-        write_json_atomic(tmp / "summary.json", {**summary, "path": "model.onnx"})
+        summary = {**summary, "path": target}
+    write_json_atomic(tmp / "summary.json", summary)
     return argv
 
 
@@ -379,55 +416,32 @@ def _wait_for(folder: Path) -> dict:
     return read_json(folder / STAGE_FILE)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: a SIGKILLed ``prunekit run`` takes its stage down with it (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+class _Tee(io.TextIOBase):
+    """Writes to the console stream and to the stage's log."""
+
+    def __init__(self, stream, log) -> None:
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self.log.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.log.flush()
 
 
-def _run_command(argv: list[str], log: Path | None, label: str = "") -> None:
-    """Run ``prunekit ARGV`` as a child; its output goes to the console and to ``log``. Under torchrun
-    the stage runs in this process instead: every stage then trains in the one process group the
-    launcher set up (successive child groups deadlocked in gloo's rendezvous)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from prunekit.cli import main
-
-        if main(argv) != 0:  # main printed the error line
-            raise PrunekitError(f"stage {label} stopped (see the error above); rerun with --resume once fixed")
-        return
-    command = [sys.executable, "-m", "prunekit.cli", *argv]
-    sink = open(log, "wb") if log is not None else None
-    try:
-        if sink is not None:
-            sink.write(("$ prunekit " + " ".join(argv) + "\n").encode())
-            sink.flush()
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-        tail = b""
-        try:
-            while chunk := child.stdout.read1(65536):
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-                if sink is not None:
-                    sink.write(chunk)
-                    sink.flush()
-                tail = (tail + chunk)[-4096:]
-            code = child.wait()
-        except BaseException:
-            child.terminate()
-            child.wait()
-            raise
-    finally:
-        if sink is not None:
-            sink.close()
-    if code == 130:
-        raise KeyboardInterrupt
-    if code != 0:
-        lines = [line.strip() for line in tail.decode(errors="replace").replace("\r", "\n").splitlines()]
-        errors = [line for line in lines if ": error: " in line]
-        reason = errors[-1].split(": error: ", 1)[1] if errors else (lines[-1] if lines else f"exit code {code}")
-        raise PrunekitError(
-            f"stage {label} stopped: {reason}. The stages before it are kept; fix the recipe (or --set) and "
-            "rerun with --resume"
-        )
+@contextlib.contextmanager
+def _logged(log: Path, argv: list[str]):
+    """The stage's console output (stdout and stderr) also goes to ``log``, after a first line that is
+    the command doing the same by hand; a traceback of a failing stage goes there too."""
+    with open(log, "w", encoding="utf-8") as sink:
+        sink.write("$ prunekit " + " ".join(argv) + "\n")
+        with contextlib.redirect_stdout(_Tee(sys.stdout, sink)), contextlib.redirect_stderr(_Tee(sys.stderr, sink)):
+            try:
+                yield
+            except Exception as err:
+                if not isinstance(err, PrunekitError):
+                    traceback.print_exc()
+                raise

@@ -1,17 +1,17 @@
-"""What a recipe stage may say: each method's options, read from the CLI parser of the command it runs.
+"""What a recipe stage may say: each method's options, read from its registered stage's config
+(``prunekit.stages``).
 
-The command's argparse definition is the one source of truth: a recipe key is the long flag without
-dashes (``--max-train-samples`` <-> ``max_train_samples``), with the flag's type, range, choices and
-default; a value is checked by the very function that checks the flag. So ``prunekit finetune --help``
-and a ``finetune`` stage can never disagree.
+The config's ``option`` fields are the one source of truth: a recipe key is the field's flag without
+dashes (``--max-train-samples`` <-> ``max_train_samples``), with its parser, range, choices and default;
+a value is checked by the very function that checks the flag, and the command's flags are generated from
+the same fields. So ``prunekit finetune --help`` and a ``finetune`` stage can never disagree.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prunekit.errors import quote
@@ -27,7 +27,7 @@ class Option:
 
     key: str
     flag: str
-    parse: Callable[[str], Any] | None  # the flag's argparse type (None: any string)
+    parse: Callable[[str], Any] | None  # the flag's parser (None: any string)
     choices: tuple | None
     default: Any
     switch: bool  # a store_true flag: the value is a bool
@@ -58,118 +58,97 @@ class Option:
 
 @dataclass(frozen=True)
 class Method:
-    """A recipe method: the command it runs and what it fixes or adds."""
+    """A recipe method: its registered stage, and the command words its record shows (``argv``: the
+    command that does what the stage did, for a person to rerun by hand)."""
 
     name: str
     command: tuple[str, ...]  # the CLI words, e.g. ("prune", "structured")
-    help: str
-    fixed: dict[str, tuple[str, ...]] = field(default_factory=dict)  # key -> the flags the method implies
     chain_flag: str | None = "--model"  # where the previous stage's model goes
-    makes_model: bool = True  # its stage folder is a model the next stage starts from
-    extra: tuple[Option, ...] = ()  # keys the runner adds (export's format)
-    omit: frozenset[str] = frozenset()  # command flags this method does not take
+
+    @property
+    def stage(self):
+        from prunekit.stages import STAGES
+
+        return STAGES[self.name]
+
+    @property
+    def help(self) -> str:
+        return self.stage.help
+
+    @property
+    def makes_model(self) -> bool:
+        return self.stage.makes_model
 
     @property
     def trains(self) -> bool:
-        return self.command[0] in ("finetune", "distill", "lottery")
+        return self.stage.trains
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        """Options the method's name fixes (``lora``: ``lora: true``)."""
+        return dict(self.stage.fixed)
 
     @functools.cached_property
     def options(self) -> dict[str, Option]:
-        found = {option.key: option for option in _command_options(self.command)}
-        for key in (*self.fixed, *self.omit):
-            found.pop(key, None)
-        return {**found, **{option.key: option for option in self.extra}}
+        return {
+            key: Option(key, flag, spec["parse"], spec["choices"], False if spec["switch"] else default,
+                        spec["switch"], spec["help"])
+            for key, flag, spec, default in self.stage.options
+        }  # fmt: skip
+
+    def fixed_argv(self) -> list[str]:
+        """The command-line words of the fixed options."""
+        from prunekit.options import leaf_options, option_key
+
+        specs = {option_key(flag): (flag, spec) for _, _, flag, spec in leaf_options(self.stage.config)}
+        words = []
+        for key, value in self.fixed.items():
+            flag, spec = specs[key]
+            words += Option(key, flag, spec["parse"], spec["choices"], None, spec["switch"], spec["help"]).argv(value)
+        return words
 
 
-def _format_option() -> Option:
-    return Option(
-        "format",
-        "",
-        None,
-        ("onnx", "hf"),
-        "onnx",
-        False,
-        "onnx: an ONNX graph checked against PyTorch; hf: a copy of the model folder",
-    )
-
-
-# flags of `prunekit bench` a bench stage does not take: it times every model of the run, forward passes
-_BENCH_OMIT = frozenset({"vs", "generate", "prompt_len", "new_tokens"})
-
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("finetune", ("finetune",), "fine-tune every weight (optionally pruning gradually: prune: magnitude)"),
-        Method(
-            "lora", ("finetune",), "train LoRA adapters on the frozen model, then merge them", {"lora": ("--lora",)}
-        ),
-        Method(
-            "adaptive",
-            ("finetune",),
-            "fine-tune while scoring and removing heads and FFN neurons",
-            {"prune": ("--prune", "adaptive")},
-        ),
-        Method("merge", ("merge",), "merge a LoRA adapter (default: the previous stage's adapter/) into its base"),
-        Method(
-            "prune-magnitude", ("prune", "magnitude"), "one-shot unstructured pruning (magnitude, Wanda, SparseGPT)"
-        ),
-        Method("prune-structured", ("prune", "structured"), "one-shot removal of heads, FFN neurons, layers"),
-        Method(
-            "distill",
-            ("distill",),
-            "train the previous stage's model (the student) on a teacher's soft targets",
-            chain_flag="--student",
-        ),
-        Method("lottery", ("lottery",), "iterative magnitude pruning with rewinding; the winning ticket goes on"),
-        Method("evaluate", ("evaluate",), "evaluate the current model", makes_model=False),
-        Method(
-            "bench",
-            ("bench",),
-            "time every model of the run interleaved, against the parent and the control",
-            chain_flag=None,
-            makes_model=False,
-            omit=_BENCH_OMIT,
-        ),
-        Method(
-            "export",
-            ("export", "onnx"),
-            "export the current model (format: onnx or hf)",
-            makes_model=False,
-            extra=(_format_option(),),
-        ),
-    )
+# the command words of the built-in stages (a stage registered elsewhere shows its own name), in the order
+# messages and `prunekit recipes` list them
+COMMANDS = {
+    "finetune": ("finetune",),
+    "lora": ("finetune",),
+    "adaptive": ("finetune",),
+    "merge": ("merge",),
+    "prune-magnitude": ("prune", "magnitude"),
+    "prune-structured": ("prune", "structured"),
+    "distill": ("distill",),
+    "lottery": ("lottery",),
+    "evaluate": ("evaluate",),
+    "bench": ("bench",),
+    "export": ("export", "onnx"),
 }
+CHAIN_FLAGS = {"distill": "--student", "bench": None}  # where the previous stage's model goes (default --model)
 
 
-def _command_options(command: tuple[str, ...]) -> list[Option]:
-    parser = _subparser(command)
-    options = []
-    for action in parser._actions:
-        longs = [flag for flag in action.option_strings if flag.startswith("--")]
-        if not longs or longs[0] in RUNNER_FLAGS:
-            continue
-        flag = longs[0]
-        switch = isinstance(action, argparse._StoreTrueAction)
-        options.append(
-            Option(
-                key=flag[2:].replace("-", "_"),
-                flag=flag,
-                parse=action.type,
-                choices=tuple(action.choices) if action.choices is not None else None,
-                default=False if switch else action.default,
-                switch=switch,
-                help=action.help,
-            )
-        )
-    return options
+class _Methods(Mapping):
+    """Every registered stage as a recipe method: the built-in ones first, then any registered since."""
+
+    def _names(self) -> list[str]:
+        from prunekit.stages import STAGES
+
+        return [*(name for name in COMMANDS if name in STAGES), *(name for name in STAGES if name not in COMMANDS)]
+
+    def __init__(self) -> None:
+        self._made: dict[str, Method] = {}  # stages are only ever added: a method, once made, stays right
+
+    def __getitem__(self, name: str) -> Method:
+        if not isinstance(name, str) or name not in self._names():
+            raise KeyError(name)
+        if name not in self._made:
+            self._made[name] = Method(name, COMMANDS.get(name, (name,)), CHAIN_FLAGS.get(name, "--model"))
+        return self._made[name]
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
-@functools.cache
-def _subparser(command: tuple[str, ...]) -> argparse.ArgumentParser:
-    from prunekit.cli import build_parser
-
-    parser = build_parser()
-    for word in command:
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        parser = sub.choices[word]
-    return parser
+METHODS: Mapping[str, Method] = _Methods()

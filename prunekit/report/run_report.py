@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prunekit.errors import ConfigError
 from prunekit.io import read_json
-from prunekit.recipes.recipe import parent_name
+from prunekit.stages.bench import parent_name
 
 REPORT_MD, REPORT_HTML, PLOTS_DIR = "report.md", "report.html", "plots"
 

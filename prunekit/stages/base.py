@@ -43,7 +43,7 @@ class StageContext:
     """What a stage works on. ``model_name`` is the model as the user named it and ``model_path`` the
     folder it came from (None for a model built in memory): both go into the summary."""
 
-    model: PreTrainedModel
+    model: PreTrainedModel | None  # None for a stage that works on many (bench: the run's models)
     tokenizer: PreTrainedTokenizerBase | None = None
     data: Any = None  # TaskData or TextCorpus: evaluation (and training) data, or None
     calibration: Iterable[Batch] | None = None  # batches a one-shot method scores with, or None
@@ -54,29 +54,40 @@ class StageContext:
     task: str | None = None  # the task name to record when there is no data (a folder's summary says it)
     encoding: str = "utf-8"  # of the text files a stage reads itself (a vocabulary corpus)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    teacher: PreTrainedModel | None = None  # soft targets for a training stage
+    train_size: int | None = None  # training examples (a text corpus: blocks of max_length tokens)
+    scratch: str | None = None  # the Trainer's work folder, kept until the result is saved
+    loaded_fields: dict[str, Any] = field(default_factory=dict)  # summary keys the loading decided
+    out: str | None = None  # for a stage that writes its own folder (lottery's rounds): where, and how
+    resume: bool = False
+    overwrite: bool = False
 
     @property
     def task_name(self) -> str | None:
         return self.data.task.name if self.data is not None else self.task
 
 
-SAVE_FORMATS = ("dense", "sparse", "pruned")
+SAVE_FORMATS = ("dense", "sparse", "pruned", "stage", "written")
 
 
 @dataclass
 class StageResult:
     """A stage's outcome. ``fields`` are the stage's own summary keys; ``save_format`` says how the model
     is written: ``dense`` (``save_pretrained`` and its masks), ``sparse`` (prunekit's bitmask format) or
-    ``pruned`` (``save_pruned``: a config that matches structurally pruned shapes), or None when the stage
-    makes no model. ``summary`` is filled in by ``finish``."""
+    ``pruned`` (``save_pruned``: a config that matches structurally pruned shapes), ``stage`` (a training
+    stage's model, masks and LoRA adapter: ``methods.stage.save_stage``), ``written`` (the stage wrote its
+    folder and summary itself, or made a summary of many models: bench), or None when the stage makes no
+    model. ``summary`` is filled in by ``finish``."""
 
     kind: str
-    model: PreTrainedModel
+    model: PreTrainedModel | None
     tokenizer: PreTrainedTokenizerBase | None
     fields: dict[str, Any] = field(default_factory=dict)
     masks: MaskSet | None = None
     save_format: str | None = "dense"  # None: the stage makes no model (evaluate): nothing to save
     summary: dict[str, Any] = field(default_factory=dict)
+    is_main: bool = True  # False in every torchrun process but the first: those write nothing
+    training: Any = None  # a training stage's ``methods.stage.TrainingResult`` (its LoRA adapter is saved too)
 
     def save(self, folder: str | os.PathLike) -> dict[str, Any]:
         """Write the model folder (weights, config, tokenizer, masks); returns summary fields it decides."""
@@ -85,6 +96,10 @@ class StageResult:
 
         folder = Path(folder)
         extra: dict[str, Any] = {}
+        if self.save_format == "stage":
+            from prunekit.methods.stage import save_stage
+
+            return {"save_format": save_stage(self.training, self.tokenizer, folder)}
         if self.save_format == "sparse":
             save_sparse(self.model, self.masks, folder)  # its bitmasks are the masks: no separate masks file
         elif self.save_format == "pruned":
@@ -98,30 +113,81 @@ class StageResult:
         return extra
 
 
+@dataclass
+class StageInputs:
+    """What a stage is given besides its config when it starts from saved folders (the command line,
+    recipes): the model it starts from, and where its result goes."""
+
+    model: str | None  # a model folder or an alias (minilm, smollm2); distill's student may be built instead
+    out: str | None = None  # the result's folder (lottery and export write there themselves)
+    resume: bool = False  # continue a stopped stage that keeps its own progress (lottery's rounds)
+    overwrite: bool = False
+    run_models: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # bench: the run's models, roles
+
+
 @dataclass(frozen=True)
 class Stage:
-    """A registered stage: its recipe name, its config class, what it does and the function that does it."""
+    """A registered stage: its recipe name, its config class, the function that builds its context from
+    saved folders (``load``), the one that runs it, and options its recipe name fixes (``lora`` is
+    ``finetune`` with ``lora: true``)."""
 
     name: str
     config: type
     run: Callable[[StageContext, Any], StageResult]
+    load: Callable[[Any, StageInputs], StageContext]
     help: str
     makes_model: bool = True
+    trains: bool = False  # it runs the Trainer: a work folder, checkpoints, every torchrun process takes part
+    fixed: tuple[tuple[str, Any], ...] = ()
+    omit: tuple[str, ...] = ()  # options of its config it does not take (they are set for it)
+
+    @property
+    def options(self) -> list[tuple[str, str, dict, Any]]:
+        """``(key, flag, spec, default)`` of every option the stage takes, its fixed ones aside."""
+        from prunekit.options import leaf_options, option_key
+
+        left = {*dict(self.fixed), *self.omit}
+        return [(option_key(flag), flag, spec, field.default) for _, field, flag, spec in leaf_options(self.config)
+                if option_key(flag) not in left]  # fmt: skip
+
+    def build_config(self, options: dict[str, Any]) -> Any:
+        """The stage's config from options named as recipe keys (a fixed one may not be given)."""
+        from prunekit.options import config_from_options
+
+        for key in (*dict(self.fixed), *self.omit):
+            if key in options:
+                raise ConfigError(f"{key}: not an option of stage {self.name} (it sets it itself)")
+        return config_from_options(self.config, {**options, **dict(self.fixed)}, owner=self.name)
 
 
 STAGES: dict[str, Stage] = {}
 
 
-def register_stage(name: str, config: type, help: str, makes_model: bool = True):
+def register_stage(
+    name: str,
+    config: type,
+    help: str,
+    load: Callable[[Any, StageInputs], StageContext],
+    *,
+    makes_model: bool = True,
+    trains: bool = False,
+    fixed: dict[str, Any] | None = None,
+    omit: tuple[str, ...] = (),
+):
     """Decorator: file ``run(context, config)`` in ``STAGES`` as the stage ``name``."""
 
     def register(run: Callable[[StageContext, Any], StageResult]) -> Callable[[StageContext, Any], StageResult]:
-        if name in STAGES:
-            raise ValueError(f"stage {name!r} is registered twice")
-        STAGES[name] = Stage(name, config, run, help, makes_model)
+        add_stage(Stage(name, config, run, load, help, makes_model, trains, tuple((fixed or {}).items()), omit))
         return run
 
     return register
+
+
+def add_stage(stage: Stage) -> None:
+    """Register ``stage`` (a second name for the same run, e.g. ``lora``, is a second ``Stage``)."""
+    if stage.name in STAGES:
+        raise ValueError(f"stage {stage.name!r} is registered twice")
+    STAGES[stage.name] = stage
 
 
 def get_stage(name: str) -> Stage:
@@ -129,6 +195,26 @@ def get_stage(name: str) -> Stage:
         raise ConfigError(f"stage {name!r}: not a stage{did_you_mean(name, list(STAGES))}; expected one of "
                           f"{', '.join(STAGES)}")  # fmt: skip
     return STAGES[name]
+
+
+def execute(
+    stage: Stage, config: Any, inputs: StageInputs, checkpoint_dir: str | None = None, kind: str | None = None
+) -> dict[str, Any]:
+    """Run a stage from saved folders: load its context, run it (a training stage in ``checkpoint_dir``,
+    where it keeps resumable checkpoints, or a scratch folder), save the result to ``inputs.out`` with its
+    summary.json. Returns the summary ({} in every torchrun process but the first)."""
+    from prunekit.io import work_dir
+
+    context = stage.load(config, inputs)
+    if not stage.trains:
+        return finish(context, stage.run(context, config), inputs.out, inputs.overwrite)
+    if checkpoint_dir is not None:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        context.scratch = checkpoint_dir
+        return finish(context, stage.run(context, config), inputs.out, inputs.overwrite)
+    with work_dir(kind or stage.name) as scratch:
+        context.scratch = scratch
+        return finish(context, stage.run(context, config), inputs.out, inputs.overwrite)
 
 
 def finish(
@@ -140,12 +226,16 @@ def finish(
     without; for a stage that makes no model, the input folder's)."""
     from prunekit.io import atomic_output_dir, write_json_atomic
 
+    if not result.is_main:
+        return {}
+    if result.save_format == "written":  # the stage saved its folder and summary itself
+        return result.summary
     evaluation = evaluation_fields(context.evaluation, result.model, result.tokenizer, context.data,
                                    context.evaluation.batch_size)  # fmt: skip
     header = dict(kind=result.kind, model=context.model_name, task=context.task_name, model_path=context.model_path)
 
     def summary_for(folder: Path | None, extra: dict) -> dict[str, Any]:
-        fields = {**result.fields, **extra, **evaluation, **model_size(result.model, folder)}
+        fields = {**evaluation, **model_size(result.model, folder), **result.fields, **extra}
         if result.masks is not None:
             fields.update(result.masks.report())
         return make_summary(**header, **fields)

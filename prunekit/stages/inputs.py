@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -14,7 +14,74 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 from prunekit.errors import ConfigError
 from prunekit.options import option, positive_int
 from prunekit.options import seed as seed_number
-from prunekit.stages.base import Batch, StageContext
+from prunekit.stages.base import Batch, EvaluationSettings, StageContext, StageInputs
+
+DEFAULT_MAX_LENGTH, LM_MAX_LENGTH = 128, 512  # tokens per example; per perplexity window of a text corpus
+
+
+@dataclass
+class DataConfig:
+    """Where a stage's data comes from and how it is read (the ``--data`` flags, declared once)."""
+
+    data: str | None = option(None, "GLUE task folder, CSV/TSV/JSONL file or folder, or hub dataset name")
+    task: str | None = option(None, "GLUE task name when the folder name does not say it (sst2, mrpc, ...)")
+    train: str | None = option(None, "training file (overrides the one in --data)")
+    eval: str | None = option(None, "evaluation file (overrides the one in --data)")
+    text_columns: str | None = option(None, "your own data: one or two text columns, 'a' or 'a,b'")
+    label_column: str | None = option(None, "your own data: the label column")
+    no_header: bool = option(False, "files have no header; columns are 0-based indices", switch=True)
+    regression: bool | None = option(
+        None, "float labels: regression (detected when labels are non-integer numbers)", switch=True
+    )
+    max_eval_samples: int | None = option(None, "evaluate on the first N examples only", parse=positive_int)
+    max_length: int | None = option(
+        None,
+        f"tokens per example (default {DEFAULT_MAX_LENGTH}); for a text corpus, tokens per perplexity window "
+        f"(default {LM_MAX_LENGTH})",
+        parse=positive_int,
+    )
+    stride: int | None = option(
+        None, "text corpus: a perplexity window starts every N tokens (default: --max-length, no overlap)",
+        parse=positive_int,
+    )  # fmt: skip
+    max_eval_tokens: int | None = option(
+        None, "text corpus: score the first N tokens of the dev text only", parse=positive_int
+    )
+    encoding: str = option("utf-8", "text encoding of the data files")
+    skip_bad_rows: bool = option(
+        False, "skip (and count) malformed rows instead of stopping at the first one", switch=True
+    )
+
+    def task_options(self) -> dict[str, Any]:
+        """What ``load_data`` takes besides the data path."""
+        return dict(task=self.task, train_file=self.train, eval_file=self.eval, text_columns=self.text_columns,
+                    label_column=self.label_column, no_header=self.no_header, regression=self.regression,
+                    max_eval_samples=self.max_eval_samples, encoding=self.encoding,
+                    skip_bad_rows=self.skip_bad_rows)  # fmt: skip
+
+
+def default_max_length(data: DataConfig, model_configs: Iterable[PretrainedConfig]) -> int:
+    """``--max-length``'s default: 512 tokens a perplexity window on a text corpus, 128 an example, within
+    every model's positions."""
+    from prunekit.data.text import is_text_corpus
+    from prunekit.models import max_positions
+
+    default = LM_MAX_LENGTH if is_text_corpus(data.data, data.train, data.eval) else DEFAULT_MAX_LENGTH
+    limits = [max_positions(config) for config in model_configs]
+    return min([default, *(limit for limit in limits if limit is not None)])
+
+
+def resolved_data(data: DataConfig, model_configs: Iterable[PretrainedConfig]) -> DataConfig:
+    """The data settings with ``max_length``'s default resolved for the models."""
+    if data.max_length is not None:
+        return data
+    return replace(data, max_length=default_max_length(data, model_configs))
+
+
+def evaluation_settings(data: DataConfig) -> EvaluationSettings:
+    """How a stage's result is evaluated, from the data settings."""
+    return EvaluationSettings(max_length=data.max_length, stride=data.stride, max_eval_tokens=data.max_eval_tokens)
+
 
 MAGNITUDE_SAMPLES = 128  # SparseGPT's and Wanda's calibration draw: 128 examples (text: windows)
 UNIT_EXAMPLES, UNIT_WINDOWS = 512, 128  # unit scores' draw (measured: bench/peer_setting.py)
@@ -144,3 +211,26 @@ def given_batches(
     if tokenizer is None:
         raise ConfigError("calibration given as texts: pass tokenizer= as well")
     return [tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt") for text in items]
+
+
+def load_saved(config: Any, inputs: StageInputs, trained_head: bool = False) -> StageContext:
+    """A stage's context from a saved model as it is: the model (a causal LM for a text corpus), its
+    masks, and — when the config has a ``data`` section that names data — the data read for it. The
+    loader of a stage that needs nothing more (``register_stage(..., load=load_saved)``)."""
+    from prunekit.models import load_config, load_model, resolve_model, task_of
+    from prunekit.pruning.masks import MaskSet
+
+    folder = resolve_model(inputs.model, "--model")
+    data_config = getattr(config, "data", None)
+    data = None
+    if data_config is not None:
+        data_config = resolved_data(data_config, [load_config(folder)])
+        if data_config.data or data_config.eval:
+            data = load_data(load_config(folder), data_config.data, where=f"--model {inputs.model}", text=True,
+                             **data_config.task_options())  # fmt: skip
+    model, tokenizer = load_model(inputs.model, data.task if data is not None and data.task.causal_lm else None,
+                                  trained_head=trained_head)  # fmt: skip
+    return StageContext(model, tokenizer, data, masks=MaskSet.load(folder, model), model_name=inputs.model,
+                        model_path=folder, task=task_of(folder), out=inputs.out,
+                        evaluation=evaluation_settings(data_config) if data_config else EvaluationSettings(),
+                        encoding=data_config.encoding if data_config else "utf-8")  # fmt: skip

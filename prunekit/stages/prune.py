@@ -11,12 +11,13 @@ from prunekit.errors import ConfigError, DataError
 from prunekit.methods.magnitude import MagnitudeConfig, prune_magnitude
 from prunekit.methods.structured import StructuredConfig, prune_structured
 from prunekit.options import option, section
-from prunekit.stages.base import StageContext, StageResult, register_stage
+from prunekit.stages.base import StageContext, StageInputs, StageResult, register_stage
 from prunekit.stages.inputs import (
     MAGNITUDE_SAMPLES,
     UNIT_EXAMPLES,
     UNIT_WINDOWS,
     CalibrationConfig,
+    DataConfig,
     example_batches,
     labelled_batches,
 )
@@ -34,6 +35,7 @@ class PruneMagnitudeConfig:
     save_format: str = option(
         "dense", "dense: plain save_pretrained with zeros; sparse: bitmask + values", choices=("dense", "sparse")
     )
+    data: DataConfig = section(DataConfig)
 
     @property
     def needs_data(self) -> bool:
@@ -45,7 +47,38 @@ class PruneMagnitudeConfig:
         return replace(self.calibration, samples=self.calibration.samples or MAGNITUDE_SAMPLES)
 
 
-@register_stage("prune-magnitude", PruneMagnitudeConfig, "one-shot unstructured pruning (magnitude, Wanda, SparseGPT)")
+def load_one_shot(config, inputs: StageInputs, masks: bool) -> StageContext:
+    """A one-shot stage's context: the data (its training split drawn for calibration when the method
+    needs it), the model as saved (a causal LM for a text corpus) and, with ``masks``, its masks."""
+    from prunekit.data.text import is_text_corpus
+    from prunekit.models import load_config, load_model, resolve_model, task_of
+    from prunekit.pruning.masks import MaskSet
+    from prunekit.stages.inputs import evaluation_settings, load_data, resolved_data
+
+    folder = resolve_model(inputs.model, "--model")
+    model_config = load_config(folder)
+    data_config = resolved_data(config.data, [model_config])
+    if config.needs_data and not (data_config.data or data_config.train):
+        raise ConfigError(f"--importance {config.pruning.importance} needs calibration data: pass --data")
+    draw = config.draw(is_text_corpus(data_config.data, data_config.train, data_config.eval))
+    data = None
+    if data_config.data or data_config.eval or data_config.train:
+        options = {**data_config.task_options(), "max_train_samples": draw.samples, "seed": draw.seed}
+        data = load_data(model_config, data_config.data, where=f"--model {inputs.model}", need_train=config.needs_data,
+                         text=True, **options)  # fmt: skip
+    model, tokenizer = load_model(inputs.model, data.task if data is not None and data.task.causal_lm else None)
+    return StageContext(model, tokenizer, data, masks=MaskSet.load(folder, model) if masks else None,
+                        model_name=inputs.model, model_path=folder, task=task_of(folder),
+                        evaluation=evaluation_settings(data_config), encoding=data_config.encoding)  # fmt: skip
+
+
+@register_stage(
+    "prune-magnitude",
+    PruneMagnitudeConfig,
+    "one-shot unstructured pruning (magnitude, Wanda, SparseGPT)",
+    load=lambda config, inputs: load_one_shot(config, inputs, masks=True),
+    omit=("calibration_batch_size",),  # one example a batch
+)
 def run_prune_magnitude(context: StageContext, config: PruneMagnitudeConfig) -> StageResult:
     """Zero the lowest-scored weights of ``context.model`` in place; its masks (the input's, grown) are
     the result's. Wanda and SparseGPT calibrate on ``context.calibration`` or, without it, on examples
@@ -78,6 +111,7 @@ class PruneStructuredConfig:
     vocab_from: str | None = option(
         None, "keep only tokens used by this corpus: a dataset (its train split) or .txt file"
     )
+    data: DataConfig = section(DataConfig)
 
     def draw(self, text: bool) -> CalibrationConfig:
         """The calibration draw, its defaults resolved (``text``: the data is a text corpus)."""
@@ -91,7 +125,12 @@ class PruneStructuredConfig:
         return (pruning.prunes_units and pruning.importance in NEEDS_DATA) or pruning.layers is not None
 
 
-@register_stage("prune-structured", PruneStructuredConfig, "one-shot removal of heads, FFN neurons, layers")
+@register_stage(
+    "prune-structured",
+    PruneStructuredConfig,
+    "one-shot removal of heads, FFN neurons, layers",
+    load=lambda config, inputs: load_one_shot(config, inputs, masks=False),
+)
 def run_prune_structured(context: StageContext, config: PruneStructuredConfig) -> StageResult:
     """Remove heads, FFN neurons, layers (and unused vocabulary) from ``context.model`` in place; scores
     that need data use ``context.calibration`` or labelled batches drawn from ``context.data``."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, replace
-from typing import Any
 
 from prunekit.errors import ConfigError
 from prunekit.options import auto_or, check_options, fraction, non_negative, option, positive, positive_int
@@ -53,6 +52,9 @@ class FinetuneConfig:
         "--checkpoint-dir; rerunning the command continues from the latest one",
         parse=positive_int,
     )
+    max_train_samples: int | None = option(
+        None, "train on a seeded random subset of N examples (text corpus: blocks)", parse=positive_int
+    )
     max_length: int = 128  # tokens; longer inputs are truncated (the data flag --max-length)
     logging_steps: float = 0.02  # a fraction of the steps: ~50 points of the loss curve
 
@@ -68,30 +70,3 @@ class FinetuneConfig:
         if warmup == "auto":
             warmup = AUTO_WARMUP if self.epochs == "auto" and epochs > 1 else 0.0
         return replace(self, epochs=epochs, warmup_ratio=warmup)
-
-
-@dataclass
-class LoraOptions:
-    """LoRA (PEFT) adapters on a frozen base; each field is also a flag. ``peft_config`` builds PEFT's
-    ``LoraConfig`` for a model (``training.lora.lora_config``)."""
-
-    lora: bool = option(False, "train LoRA adapters and the task head instead of every weight", switch=True)
-    lora_r: int = option(8, "adapter rank", parse=positive_int)
-    lora_alpha: float | None = option(None, "scaling numerator (default 2 x rank)", parse=positive)
-    lora_dropout: float = option(0.05, "dropout on the adapter input", parse=fraction)
-    lora_targets: str = option(
-        "auto",
-        "'auto' (every attention and FFN projection, found through the model adapter) or a regex over Linear "
-        "module names",
-    )
-
-    def __post_init__(self) -> None:
-        check_options(self)
-
-    def peft_config(self, model: Any) -> Any:
-        """PEFT's ``LoraConfig`` for ``model``, or None without ``lora``."""
-        from prunekit.training.lora import lora_config
-
-        if not self.lora:
-            return None
-        return lora_config(model, self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_targets)

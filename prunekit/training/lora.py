@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,7 @@ from prunekit.adapters import get_adapter
 from prunekit.data import Split, TaskSpec
 from prunekit.errors import ConfigError
 from prunekit.models import is_causal_lm
+from prunekit.options import check_options, fraction, option, positive, positive_int
 from prunekit.pruning.masks import MaskSet
 from prunekit.training.finetune import FinetuneConfig, finetune
 
@@ -130,3 +133,28 @@ def finetune_lora_merged(
     peft_model = attach_lora(model, lora, masks)
     finetune(peft_model, tokenizer, train, task, config, work_dir, callbacks)
     merge_lora(peft_model, masks)
+
+
+@dataclass
+class LoraOptions:
+    """LoRA (PEFT) adapters on a frozen base; each field is also a flag. ``peft_config`` builds PEFT's
+    ``LoraConfig`` for a model (``training.lora.lora_config``)."""
+
+    lora: bool = option(False, "train LoRA adapters and the task head instead of every weight", switch=True)
+    lora_r: int = option(8, "adapter rank", parse=positive_int)
+    lora_alpha: float | None = option(None, "scaling numerator (default 2 x rank)", parse=positive)
+    lora_dropout: float = option(0.05, "dropout on the adapter input", parse=fraction)
+    lora_targets: str = option(
+        "auto",
+        "'auto' (every attention and FFN projection, found through the model adapter) or a regex over Linear "
+        "module names",
+    )
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+    def peft_config(self, model: Any) -> Any:
+        """PEFT's ``LoraConfig`` for ``model``, or None without ``lora``."""
+        if not self.lora:
+            return None
+        return lora_config(model, self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_targets)
