@@ -22,9 +22,8 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from prunekit.options import config_from_options
 from prunekit.pruning.masks import MaskSet
-from prunekit.stages import STAGES, EvaluationSettings, StageContext, StageResult, finish
+from prunekit.stages import STAGES, StageContext, StageResult, finish
 from prunekit.stages.inputs import given_batches, load_data
 
 Data = str | os.PathLike | Any  # a data file or folder, or data loaded already (TaskData, TextCorpus)
@@ -38,7 +37,6 @@ def prune_magnitude(
     data: Data | None = None,
     calibration: Calibration | None = None,
     masks: MaskSet | None = None,
-    max_length: int = 128,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     **options: Any,
@@ -56,7 +54,7 @@ def prune_magnitude(
 
     >>> result = prune_magnitude(model, tokenizer, data="data/SST-2", importance="wanda")  # doctest: +SKIP
     """
-    return _run("prune-magnitude", model, tokenizer, data, calibration, masks, max_length, out, overwrite, options)
+    return _run("prune-magnitude", model, tokenizer, data, calibration, masks, out, overwrite, options)
 
 
 def prune_structured(
@@ -65,7 +63,6 @@ def prune_structured(
     *,
     data: Data | None = None,
     calibration: Calibration | None = None,
-    max_length: int = 128,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     **options: Any,
@@ -79,27 +76,26 @@ def prune_structured(
 
     >>> result = prune_structured(model, tokenizer, data="data/SST-2", heads=0.5, ffn=0.5)  # doctest: +SKIP
     """
-    return _run("prune-structured", model, tokenizer, data, calibration, None, max_length, out, overwrite, options)
+    return _run("prune-structured", model, tokenizer, data, calibration, None, out, overwrite, options)
 
 
-def evaluate(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    data: Data,
-    *,
-    max_length: int = 128,
-    stride: int | None = None,
-    max_eval_tokens: int | None = None,
-    batch_size: int | None = None,
-) -> dict[str, Any]:
+def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, data: Data, **options: Any) -> dict[str, Any]:
     """``model`` scored on ``data``'s evaluation split with the task's official metric(s) (a causal LM:
-    perplexity on a text corpus, in windows of ``max_length`` tokens every ``stride``); returns the
-    ``prunekit evaluate`` summary (``metrics``, ``main_metric``, sizes)."""
-    settings = EvaluationSettings(max_length, stride, max_eval_tokens, batch_size)
-    context = StageContext(model, tokenizer, _load(model, data, "data", need_train=False), model_name=_name(model),
-                           evaluation=settings)  # fmt: skip
+    perplexity on a text corpus, in windows of ``max_length=`` tokens every ``stride=``, the first
+    ``max_eval_tokens=``), as ``prunekit evaluate`` does (``batch_size=``, ``max_eval_samples=``,
+    ``device=``, ``dtype=`` ...); returns its summary (``metrics``, ``main_metric``, sizes)."""
+    from dataclasses import replace
+
+    from prunekit.stages.inputs import evaluation_settings, resolved_data
+
     stage = STAGES["evaluate"]
-    return finish(context, stage.run(context, stage.config()))
+    config = stage.build_config(options)
+    model.to(device=config.runtime.torch_device(), dtype=config.runtime.torch_dtype())
+    data_config = resolved_data(config.data, [model.config])
+    settings = replace(evaluation_settings(data_config), batch_size=config.batch_size)
+    context = StageContext(model, tokenizer, _load(model, data, data_config, "data", need_train=False),
+                           model_name=_name(model), evaluation=settings, runtime=config.runtime)  # fmt: skip
+    return finish(context, stage.run(context, config))
 
 
 def finetune(
@@ -216,6 +212,7 @@ def _train(name, model, tokenizer, data, teacher, masks, out, overwrite, options
     stage = STAGES[name]
     path = isinstance(data, (str, os.PathLike))
     config = stage.build_config({**options, **({"data": str(data)} if path else {})})
+    config.runtime.for_training()  # the Trainer moves the model; the weights stay float32
     data_config = resolved_data(config.data, [model.config])
     if path:
         loaded, size = training_data(data_config, config.training, model.config, tokenizer, f"data={str(data)!r}")
@@ -223,7 +220,7 @@ def _train(name, model, tokenizer, data, teacher, masks, out, overwrite, options
         loaded, size = data, _train_size(data, tokenizer, data_config.max_length)
     context = StageContext(model, tokenizer, loaded, masks=masks, model_name=_name(model),
                            evaluation=evaluation_settings(data_config), encoding=data_config.encoding, teacher=teacher,
-                           train_size=size)  # fmt: skip
+                           train_size=size, runtime=config.runtime)  # fmt: skip
     with work_dir(name) as scratch:
         context.scratch = scratch
         result = stage.run(context, config)
@@ -238,38 +235,47 @@ def _train_size(data, tokenizer, max_length: int) -> int:
     return len(packed_blocks(tokenizer, data.train, max_length)) if data.task.causal_lm else len(data.train)
 
 
-def _run(name, model, tokenizer, data, calibration, masks, max_length, out, overwrite, options) -> StageResult:
-    """Build the stage's config from ``options``, its context from the given objects, run it, finish."""
+def _run(name, model, tokenizer, data, calibration, masks, out, overwrite, options) -> StageResult:
+    """A one-shot stage on an in-memory model: its config from ``options``, the model moved to the
+    config's device and dtype, data and calibration loaded or taken as given, run, finish."""
+    from prunekit.stages.inputs import evaluation_settings, resolved_data
+
     stage = STAGES[name]
-    config = config_from_options(stage.config, options, owner=name.replace("-", "_"))
-    causal = type(model).__name__.endswith("ForCausalLM")
-    draw = config.draw(text=causal)
-    loaded = _load(model, data, "data", need_train=config.needs_data and calibration is None, draw=draw)
+    config = stage.build_config(options)
+    model.to(device=config.runtime.torch_device(), dtype=config.runtime.torch_dtype())
+    data_config = resolved_data(config.data, [model.config])
+    draw = config.draw(text=type(model).__name__.endswith("ForCausalLM"))
+    loaded = _load(model, data, config.data, "data", need_train=config.needs_data and calibration is None, draw=draw)
     calibration_data = None
     if isinstance(calibration, (str, os.PathLike)):
-        calibration_data = _load(model, calibration, "calibration", need_train=True, need_eval=False, draw=draw)
+        calibration_data = _load(model, calibration, config.data, "calibration", need_train=True, need_eval=False,
+                                 draw=draw)  # fmt: skip
     context = StageContext(
         model,
         tokenizer,
         loaded,
-        calibration=given_batches(calibration, tokenizer, max_length),
+        calibration=given_batches(calibration, tokenizer, data_config.max_length),
         calibration_data=calibration_data,
         masks=masks,
         model_name=_name(model),
-        evaluation=EvaluationSettings(max_length=max_length),
+        evaluation=evaluation_settings(data_config),
+        runtime=config.runtime,
     )
     result = stage.run(context, config)
     finish(context, result, out, overwrite)
     return result
 
 
-def _load(model, data, where: str, need_train: bool, need_eval: bool = True, draw=None):
-    """``data`` as the stage reads it: loaded for ``model`` when it is a path, as given otherwise."""
+def _load(model, data, data_config, where: str, need_train: bool, need_eval: bool = True, draw=None):
+    """``data`` as the stage reads it: loaded for ``model`` (with ``data_config``'s reading options) when it
+    is a path, as given otherwise."""
     if not isinstance(data, (str, os.PathLike)):
         return data
-    draw_options = {"max_train_samples": draw.samples, "seed": draw.seed} if draw is not None else {}
+    options = data_config.task_options()
+    if draw is not None:
+        options.update(max_train_samples=draw.samples, seed=draw.seed)
     return load_data(model.config, str(data), where=f"{where}={str(data)!r}", need_train=need_train,
-                     need_eval=need_eval, **draw_options)  # fmt: skip
+                     need_eval=need_eval, **options)  # fmt: skip
 
 
 def _name(model: PreTrainedModel) -> str:

@@ -116,7 +116,12 @@ def model_class(config: PretrainedConfig, task: TaskSpec | None = None) -> type:
 
 
 def load_model(
-    name: str, task: TaskSpec | None = None, flag: str = "--model", trained_head: bool = False
+    name: str,
+    task: TaskSpec | None = None,
+    flag: str = "--model",
+    trained_head: bool = False,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model with a sequence-classification head (a causal LM for the ``lm`` task), and its tokenizer.
 
@@ -124,8 +129,8 @@ def load_model(
     without a task the model loads as saved (a fine-tuned model to evaluate or benchmark, or a causal
     LM saved as one). ``flag`` names the option the user passed the model with, for error messages.
     Loading is strict (``load_weights``); ``trained_head``: a model saved without a head is an error
-    rather than one with a new random head. Masks saved with the model are not applied here: see
-    ``MaskSet.load``.
+    rather than one with a new random head. The weights come in ``dtype`` (float32 by default) on
+    ``device`` (the CPU by default). Masks saved with the model are not applied here: see ``MaskSet.load``.
 
     >>> model, tokenizer = load_model("minilm", glue_task("sst2"))  # doctest: +SKIP
     """
@@ -153,9 +158,12 @@ def load_model(
                 f"{task.num_labels}; prune a model fine-tuned on this task"
             )
         check_finite_weights(model, where)
+        model.to(dtype)
     else:
         model = load_weights(model_class(config, task), path, config, where, relabel=bool(overrides),
-                             trained_head=trained_head)  # fmt: skip
+                             trained_head=trained_head, dtype=dtype)  # fmt: skip
+    if device is not None:
+        model.to(device)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

@@ -80,7 +80,7 @@ def test_calibration_as_texts_batches_or_a_path(tiny_llama_lm, text_dir):
 
 def test_api_errors_name_the_option(tiny_bert):
     model, tokenizer = load_model(str(tiny_bert))
-    with pytest.raises(ConfigError, match=r"sparsty: not an option of prune_magnitude \(did you mean 'sparsity'\?\)"):
+    with pytest.raises(ConfigError, match=r"sparsty: not an option of prune-magnitude \(did you mean 'sparsity'\?\)"):
         prunekit.prune_magnitude(model, sparsty=0.5)
     with pytest.raises(ConfigError, match=r"--sparsity 1\.5: expected a number in"):
         prunekit.prune_magnitude(model, sparsity=1.5)

@@ -7,7 +7,8 @@ import argparse
 
 from prunekit.commands.common import preflight, print_result, write_optional_json
 from prunekit.errors import ConfigError
-from prunekit.options import add_config_arguments, positive_int
+from prunekit.options import add_config_arguments, config_from_args, positive_int
+from prunekit.stages import STAGES
 from prunekit.stages.bench import TimingConfig
 
 
@@ -15,7 +16,7 @@ def add_parser(commands) -> None:
     p = commands.add_parser("bench", help="CPU latency and FLOPs, optionally as a ratio against --vs")
     p.add_argument("--model", required=True, help="model folder")
     p.add_argument("--vs", help="baseline model folder, timed interleaved in the same run")
-    add_config_arguments(p, TimingConfig)
+    add_config_arguments(p, TimingConfig, skip=STAGES["bench"].omit)
     generation = p.add_argument_group("generation (causal LMs)")
     generation.add_argument(
         "--generate",
@@ -37,9 +38,11 @@ def run(args: argparse.Namespace) -> dict:
     label = "--prompt-len + --new-tokens" if args.generate else None
     folders = preflight(args, {"--model": args.model, "--vs": args.vs}, length_flag="--seq-len", length_label=label)
     names = [args.model] + ([args.vs] if args.vs else [])
-    models = [load_model(name, flag=flag)[0] for name, flag in zip(names, ("--model", "--vs"))]
+    runtime = config_from_args(TimingConfig, args).runtime
+    where = dict(dtype=runtime.torch_dtype(), device=runtime.torch_device())
+    models = [load_model(name, flag=flag, **where)[0] for name, flag in zip(names, ("--model", "--vs"))]
     if args.generate:
-        return run_generation(args, models, folders)
+        return run_generation(args, models, folders, runtime.record())
     args.batch_size, args.repeats = args.batch_size or 32, args.repeats or 20
     inputs = [make_inputs(model, args.batch_size, args.seq_len) for model in models]
     flops = [count_flops(model, batch) for model, batch in zip(models, inputs)]
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> dict:
         folder = folders[("--model", "--vs")[index]]
         return dict(**model_size(models[index], folder), latency_ms=stats[index].as_dict(), flops=flops[index])
 
-    summary = make_summary("bench", args.model, task_of(folders["--model"]), **describe(0), ratio_vs=None)
+    summary = make_summary("bench", args.model, task_of(folders["--model"]), **describe(0), ratio_vs=None,
+                           **runtime.record())  # fmt: skip
     if args.vs:
         # ratio_vs: how many times faster --model is than --vs (> 1 means faster).
         summary["ratio_vs"] = round(stats[1].median / stats[0].median, 4)
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
-def run_generation(args: argparse.Namespace, models: list, folders: dict[str, str]) -> dict:
+def run_generation(args: argparse.Namespace, models: list, folders: dict[str, str], runtime: dict) -> dict:
     from prunekit.evaluation import make_summary, model_size, peak_memory_mb
     from prunekit.evaluation.generation import measure_generation
     from prunekit.models import is_causal_lm, task_of
@@ -76,7 +80,7 @@ def run_generation(args: argparse.Namespace, models: list, folders: dict[str, st
         return dict(**model_size(models[index], folder), generate=stats[index].as_dict())
 
     summary = make_summary("bench", args.model, task_of(folders["--model"]), model_path=folders["--model"],
-                           **describe(0), ratio_vs=None)  # fmt: skip
+                           **describe(0), ratio_vs=None, **runtime)  # fmt: skip
     if args.vs:
         # > 1 means --model is faster: decode throughput ratio; prefill latency ratio
         summary["ratio_vs"] = round(stats[0].decode_tokens_per_s / stats[1].decode_tokens_per_s, 4)

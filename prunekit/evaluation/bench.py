@@ -11,6 +11,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import PreTrainedModel
 
+from prunekit.devices import model_device, synchronize
+
 
 class TimingRecord:
     """A dataclass of measurements as summary.json stores them: floats rounded to 4 decimals."""
@@ -39,7 +41,8 @@ def make_inputs(model: PreTrainedModel, batch_size: int, seq_len: int, seed: int
     generator = torch.Generator().manual_seed(seed)
     vocab = model.get_input_embeddings().num_embeddings
     input_ids = torch.randint(min(1000, vocab - 1), vocab, (batch_size, seq_len), generator=generator)
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    device = model_device(model)
+    return {"input_ids": input_ids.to(device), "attention_mask": torch.ones_like(input_ids).to(device)}
 
 
 def count_flops(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> int:
@@ -68,8 +71,11 @@ def measure_latency(
         with torch.inference_mode():
             for round_index in range(warmup + repeats):
                 for model, batch, times in zip(models, inputs, timings):
+                    device = model_device(model)
+                    synchronize(device)
                     start = time.perf_counter()
                     model(**batch)
+                    synchronize(device)
                     elapsed = (time.perf_counter() - start) * 1000.0
                     if round_index >= warmup:
                         times.append(elapsed)

@@ -13,6 +13,7 @@ import torch
 from transformers import PreTrainedModel
 
 from prunekit.adapters import get_adapter
+from prunekit.devices import synchronize
 from prunekit.evaluation.bench import TimingRecord, make_inputs
 
 
@@ -45,12 +46,16 @@ def _generate(model: PreTrainedModel, input_ids: torch.Tensor, new_tokens: int) 
     """(prefill seconds, decode seconds) of greedy generation of ``new_tokens`` after ``input_ids``."""
     # transformers renamed ``past_key_values`` to ``cache`` during v5
     name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    device = input_ids.device
+    synchronize(device)
     start = time.perf_counter()
     output = model(input_ids=input_ids, use_cache=True)
+    synchronize(device)
     prefill = time.perf_counter() - start
     for _ in range(new_tokens):
         token = output.logits[:, -1:].argmax(-1)
         output = model(input_ids=token, use_cache=True, **{name: output[name]})
+    synchronize(device)
     return prefill, time.perf_counter() - start - prefill
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from prunekit.devices import model_device, to_device
 from prunekit.pruning.select import ScoreFn
 
 
@@ -24,12 +25,13 @@ def input_channel_norms(
 
     Batches should carry no padding (e.g. one example per batch), so pad tokens do not count.
     """
-    sums = {name: torch.zeros(linear.in_features, dtype=torch.float64) for name, linear in linears.items()}
+    sums = {name: torch.zeros(linear.in_features, dtype=torch.float64, device=linear.weight.device)
+            for name, linear in linears.items()}  # fmt: skip
 
     def hook(name: str):
         def accumulate(_module, inputs, _output):
             x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double()  # (tokens, in_features)
-            sums[name] += (x * x).sum(0).cpu()
+            sums[name] += (x * x).sum(0)
 
         return accumulate
 
@@ -37,8 +39,9 @@ def input_channel_norms(
     was_training = model.training
     model.eval()
     try:
+        device = model_device(model)
         for batch in tqdm(batches, desc="calibrate", leave=False):
-            model(**batch)
+            model(**to_device(batch, device))
     finally:
         for handle in handles:
             handle.remove()

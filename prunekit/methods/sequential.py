@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prunekit.adapters import get_adapter
+from prunekit.devices import model_device, to_device
 from prunekit.errors import ConfigError
 from prunekit.importance.weights import wanda_scores
 from prunekit.pruning.masks import MaskSet
@@ -42,9 +43,10 @@ def first_layer_inputs(model: nn.Module, first_layer: nn.Module, batches: Iterab
     use_cache = getattr(model.config, "use_cache", None)
     model.config.use_cache = False  # a KV cache passed to every layer would grow on each replay
     try:
+        device = model_device(model)
         for batch in tqdm(batches, desc="calibration inputs", leave=False):
             try:
-                model(**batch)
+                model(**to_device(batch, device))
             except _Captured:
                 pass
     finally:
@@ -78,8 +80,9 @@ class _InputStatistics:
     def __init__(self, linears: dict[str, nn.Linear], full: bool, shared: dict[str, str]):
         owners = {name: linear for name, linear in linears.items() if name not in shared}
         shape = (lambda n: (n, n)) if full else (lambda n: (n,))
-        self.sums = {
-            name: torch.zeros(shape(linear.in_features), dtype=torch.float64) for name, linear in owners.items()
+        self.sums = {  # on the layer's device: a GPU accumulates its own activations
+            name: torch.zeros(shape(linear.in_features), dtype=torch.float64, device=linear.weight.device)
+            for name, linear in owners.items()
         }
         self.tokens = dict.fromkeys(owners, 0)
         self.full, self.shared = full, shared
@@ -87,7 +90,7 @@ class _InputStatistics:
 
     def _hook(self, name: str):
         def accumulate(_module, inputs, _output):
-            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float().cpu()  # float32 product, float64 sum
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()  # float32 product, float64 sum
             self.sums[name] += (x.T @ x if self.full else (x * x).sum(0)).double()
             self.tokens[name] += x.shape[0]
 

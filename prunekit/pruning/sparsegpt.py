@@ -21,7 +21,7 @@ def inverse_hessian_factor(hessian: torch.Tensor, dampening: float) -> tuple[tor
     h = hessian.double().clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
-    h += dampening * torch.mean(torch.diag(h)) * torch.eye(h.shape[0], dtype=h.dtype)
+    h += dampening * torch.mean(torch.diag(h)) * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
     try:
         inverse = torch.cholesky_inverse(torch.linalg.cholesky(h))
         return torch.linalg.cholesky(inverse, upper=True).float(), dead
@@ -52,8 +52,9 @@ def sparsegpt_prune(
         raise ConfigError(f"--block-size {block_size}: must be a multiple of the pattern's group size {pattern[1]}")
     if pattern is not None and weight.shape[1] % pattern[1]:
         raise ConfigError(f"--pattern: {weight.shape[1]} input features do not split into groups of {pattern[1]}")
-    factor, dead = inverse_hessian_factor(hessian, dampening)
-    w = weight.detach().float().clone()
+    factor, dead = inverse_hessian_factor(hessian.to(weight.device), dampening)
+    keep = keep.to(weight.device) if keep is not None else None
+    w = weight.detach().float().clone()  # updated in float32 whatever the weights' dtype
     w[:, dead] = 0.0
     cols = w.shape[1]
     pruned = torch.zeros_like(w, dtype=torch.bool)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from prunekit.devices import DTYPES, model_device
 from prunekit.errors import ConfigError, did_you_mean
 from prunekit.evaluation import evaluation_fields, make_summary, model_size
 from prunekit.pruning.masks import MaskSet
@@ -58,6 +59,7 @@ class StageContext:
     train_size: int | None = None  # training examples (a text corpus: blocks of max_length tokens)
     scratch: str | None = None  # the Trainer's work folder, kept until the result is saved
     loaded_fields: dict[str, Any] = field(default_factory=dict)  # summary keys the loading decided
+    runtime: Any = None  # the DeviceConfig the stage runs under: recorded in the summary, its save_dtype applied
     out: str | None = None  # for a stage that writes its own folder (lottery's rounds): where, and how
     resume: bool = False
     overwrite: bool = False
@@ -238,7 +240,12 @@ def finish(
         fields = {**evaluation, **model_size(result.model, folder), **result.fields, **extra}
         if result.masks is not None:
             fields.update(result.masks.report())
+        if context.runtime is not None:
+            fields.update(context.runtime.record(model_device(result.model)))
         return make_summary(**header, **fields)
+
+    if context.runtime is not None and context.runtime.save_dtype and result.save_format not in (None, "written"):
+        result.model.to(DTYPES[context.runtime.save_dtype])
 
     if result.save_format is None:  # nothing made: the size is the input folder's
         result.summary = summary_for(Path(context.model_path) if context.model_path else None, {})

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prunekit.devices import DeviceConfig
 from prunekit.errors import ConfigError
-from prunekit.options import count, option, positive_int
+from prunekit.options import count, option, positive_int, section
 from prunekit.stages.base import StageContext, StageInputs, StageResult, register_stage
 
 
@@ -20,6 +21,7 @@ class TimingConfig:
     threads: int = option(2, "threads the timed passes use", parse=positive_int)
     warmup: int = option(3, "untimed passes first", parse=count)
     repeats: int | None = option(None, "timed runs per model (default 20; --generate: 10)", parse=positive_int)
+    runtime: DeviceConfig = section(DeviceConfig)
 
 
 def parent_name(model_stages: list[tuple[str, str | None]]) -> str | None:
@@ -41,6 +43,7 @@ def load_run_models(config: TimingConfig, inputs: StageInputs) -> StageContext:
     "time every model of the run interleaved, against the parent and the control",
     load=load_run_models,
     makes_model=False,
+    omit=("save_dtype",),
 )
 def run_bench(context: StageContext, config: TimingConfig) -> StageResult:
     """``{"models": {stage: {latency_ms, flops, ratio_vs_parent, ratio_vs_control}}, ...}``: forward passes
@@ -53,7 +56,9 @@ def run_bench(context: StageContext, config: TimingConfig) -> StageResult:
     names = list(run_models)
     parent = parent_name([(name, role) for name, (_, role) in run_models.items()])
     control = next((name for name, (_, role) in run_models.items() if role == "control"), None)
-    models = [load_model(folder)[0] for folder, _ in run_models.values()]
+    runtime = config.runtime
+    models = [load_model(folder, dtype=runtime.torch_dtype(), device=runtime.torch_device())[0]
+              for folder, _ in run_models.values()]  # fmt: skip
     inputs = [make_inputs(model, batch, config.seq_len) for model in models]
     flops = [count_flops(model, batch_inputs) for model, batch_inputs in zip(models, inputs)]
     stats = measure_latency(models, inputs, threads=config.threads, warmup=config.warmup,
@@ -71,5 +76,5 @@ def run_bench(context: StageContext, config: TimingConfig) -> StageResult:
         ratio = f", {row['ratio_vs_parent']:.2f}x the parent" if parent else ""
         print(f"  {name:<20} {row['latency_ms']['median']:8.2f} ms{ratio}")
     summary = make_summary("bench-run", context.model_name, None, parent=parent, control=control, batch_size=batch,
-                           seq_len=config.seq_len, models=rows)  # fmt: skip
+                           seq_len=config.seq_len, models=rows, **runtime.record())  # fmt: skip
     return StageResult("bench-run", None, None, save_format="written", summary=summary)

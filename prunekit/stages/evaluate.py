@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from prunekit.devices import DeviceConfig
 from prunekit.errors import ConfigError
 from prunekit.options import option, positive_int, section
 from prunekit.stages.base import StageContext, StageInputs, StageResult, register_stage
@@ -18,6 +19,7 @@ class EvaluateConfig:
         None, "examples per batch (default 64; text corpus: windows, default 4)", parse=positive_int
     )
     data: DataConfig = section(DataConfig)
+    runtime: DeviceConfig = section(DeviceConfig)
 
 
 def load_evaluate(config: EvaluateConfig, inputs: StageInputs) -> StageContext:
@@ -29,7 +31,12 @@ def load_evaluate(config: EvaluateConfig, inputs: StageInputs) -> StageContext:
 
 
 @register_stage(
-    "evaluate", EvaluateConfig, "evaluate the current model", load=load_evaluate, makes_model=False, omit=("train",)
+    "evaluate",
+    EvaluateConfig,
+    "evaluate the current model",
+    load=load_evaluate,
+    makes_model=False,
+    omit=("train", "save_dtype"),
 )
 def run_evaluate(context: StageContext, config: EvaluateConfig) -> StageResult:
     if context.data is None or context.data.eval is None:

@@ -214,9 +214,10 @@ def given_batches(
 
 
 def load_saved(config: Any, inputs: StageInputs, trained_head: bool = False) -> StageContext:
-    """A stage's context from a saved model as it is: the model (a causal LM for a text corpus), its
-    masks, and — when the config has a ``data`` section that names data — the data read for it. The
-    loader of a stage that needs nothing more (``register_stage(..., load=load_saved)``)."""
+    """A stage's context from a saved model as it is: the model (a causal LM for a text corpus) on the
+    config's ``runtime`` device and dtype, its masks, and — when the config has a ``data`` section that
+    names data — the data read for it. The loader of a stage that needs nothing more
+    (``register_stage(..., load=load_saved)``)."""
     from prunekit.models import load_config, load_model, resolve_model, task_of
     from prunekit.pruning.masks import MaskSet
 
@@ -228,9 +229,11 @@ def load_saved(config: Any, inputs: StageInputs, trained_head: bool = False) -> 
         if data_config.data or data_config.eval:
             data = load_data(load_config(folder), data_config.data, where=f"--model {inputs.model}", text=True,
                              **data_config.task_options())  # fmt: skip
+    runtime = getattr(config, "runtime", None)  # without one (export): the CPU, float32
+    where = dict(dtype=runtime.torch_dtype(), device=runtime.torch_device()) if runtime is not None else {}
     model, tokenizer = load_model(inputs.model, data.task if data is not None and data.task.causal_lm else None,
-                                  trained_head=trained_head)  # fmt: skip
+                                  trained_head=trained_head, **where)  # fmt: skip
     return StageContext(model, tokenizer, data, masks=MaskSet.load(folder, model), model_name=inputs.model,
-                        model_path=folder, task=task_of(folder), out=inputs.out,
+                        model_path=folder, task=task_of(folder), out=inputs.out, runtime=runtime,
                         evaluation=evaluation_settings(data_config) if data_config else EvaluationSettings(),
                         encoding=data_config.encoding if data_config else "utf-8")  # fmt: skip

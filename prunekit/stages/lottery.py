@@ -8,6 +8,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from prunekit.devices import DeviceConfig
 from prunekit.errors import ConfigError
 from prunekit.methods.lottery import LotteryConfig
 from prunekit.options import option, positive_int, section
@@ -33,6 +34,7 @@ class LotteryStageConfig:
     )
     training: FinetuneConfig = section(FinetuneConfig)
     data: DataConfig = section(DataConfig)
+    runtime: DeviceConfig = section(DeviceConfig)
 
     def search(self) -> LotteryConfig:
         """The search settings with the controls switch and the training seed."""
@@ -65,8 +67,8 @@ def run_lottery(context: StageContext, config: LotteryStageConfig) -> StageResul
     started = time.perf_counter()
     search_config = config.search()
     model, tokenizer, data = context.model, context.tokenizer, context.data
-    training = replace(config.training, max_length=context.evaluation.max_length,
-                       max_steps=config.steps_per_round).resolved(context.train_size)  # fmt: skip
+    training = replace(config.training, max_length=context.evaluation.max_length, max_steps=config.steps_per_round,
+                       **config.runtime.for_training()).resolved(context.train_size)  # fmt: skip
     out = Path(context.out)
     settings = {
         **asdict(search_config),
@@ -129,6 +131,7 @@ def run_lottery(context: StageContext, config: LotteryStageConfig) -> StageResul
         train={"samples": context.train_size, **asdict(training)},
         eval_samples=len(data.eval),
         search_seconds=round(time.perf_counter() - started, 1),
+        **config.runtime.record(),
     )
     write_json_atomic(staging / "summary.json", summary)
     replace_dir(staging, out)
@@ -146,6 +149,7 @@ def load_lottery(config: LotteryStageConfig, inputs: StageInputs) -> StageContex
     from prunekit.pruning.masks import MaskSet
 
     config.search()  # settings that contradict each other fail before any data is read
+    config.runtime.for_training()
     model = inputs.model
     folder = resolve_model(model, "--model")
     data_config = resolved_data(config.data, [load_config(folder)])
@@ -155,4 +159,5 @@ def load_lottery(config: LotteryStageConfig, inputs: StageInputs) -> StageContex
     loaded, tokenizer = load_model(model, data.task)
     return StageContext(loaded, tokenizer, data, masks=MaskSet.load(folder, loaded), model_name=model,
                         model_path=folder, evaluation=evaluation_settings(data_config), train_size=len(data.train),
-                        out=inputs.out, resume=inputs.resume, overwrite=inputs.overwrite)  # fmt: skip
+                        out=inputs.out, resume=inputs.resume, overwrite=inputs.overwrite,
+                        runtime=config.runtime)  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from prunekit.devices import DeviceConfig
 from prunekit.errors import ConfigError, ModelError, first_line
 from prunekit.options import option, section
 from prunekit.stages.base import StageContext, StageResult, register_stage
@@ -19,6 +20,7 @@ class MergeStageConfig:
 
     adapter: str | None = option(None, "PEFT adapter folder, e.g. DIR/adapter of `finetune --lora`")
     data: DataConfig = section(DataConfig)
+    runtime: DeviceConfig = section(DeviceConfig)
 
 
 @register_stage(
@@ -60,8 +62,10 @@ def load_merge(config: MergeStageConfig, model: str) -> StageContext:
         raise ModelError(f"--adapter {adapter}: no config.json with the task head's labels (written by prunekit)")
     head = load_config(str(adapter), "--adapter")  # the fine-tuned head: labels, problem type
     data_config = resolved_data(config.data, [load_config(folder)])
+    runtime = config.runtime
     base = load_weights(model_class(head), folder, head, f"--model {model}", relabel=not is_causal_lm(head),
-                        new_head_from="--adapter", saved_architectures=load_config(folder).architectures)  # fmt: skip
+                        new_head_from="--adapter", saved_architectures=load_config(folder).architectures,
+                        dtype=runtime.torch_dtype()).to(runtime.torch_device())  # fmt: skip
     try:
         masks = MaskSet.load(folder, base)  # checked against the plain model, before wrapping
         wrapped = PeftModel.from_pretrained(base, str(adapter))
@@ -73,5 +77,5 @@ def load_merge(config: MergeStageConfig, model: str) -> StageContext:
     if data_config.data or data_config.eval:
         data = load_data(head, data_config.data, where=f"--adapter {adapter}", text=True,
                          **{k: v for k, v in data_config.task_options().items() if k != "train_file"})  # fmt: skip
-    return StageContext(wrapped, load_tokenizer(folder), data, masks=masks, model_name=model,
+    return StageContext(wrapped, load_tokenizer(folder), data, masks=masks, model_name=model, runtime=runtime,
                         evaluation=evaluation_settings(data_config), encoding=data_config.encoding)  # fmt: skip

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from prunekit.devices import DeviceConfig
 from prunekit.errors import ConfigError, DataError
 from prunekit.methods.magnitude import MagnitudeConfig, prune_magnitude
 from prunekit.methods.structured import StructuredConfig, prune_structured
@@ -36,6 +37,7 @@ class PruneMagnitudeConfig:
         "dense", "dense: plain save_pretrained with zeros; sparse: bitmask + values", choices=("dense", "sparse")
     )
     data: DataConfig = section(DataConfig)
+    runtime: DeviceConfig = section(DeviceConfig)
 
     @property
     def needs_data(self) -> bool:
@@ -66,9 +68,11 @@ def load_one_shot(config, inputs: StageInputs, masks: bool) -> StageContext:
         options = {**data_config.task_options(), "max_train_samples": draw.samples, "seed": draw.seed}
         data = load_data(model_config, data_config.data, where=f"--model {inputs.model}", need_train=config.needs_data,
                          text=True, **options)  # fmt: skip
-    model, tokenizer = load_model(inputs.model, data.task if data is not None and data.task.causal_lm else None)
+    runtime = config.runtime
+    model, tokenizer = load_model(inputs.model, data.task if data is not None and data.task.causal_lm else None,
+                                  dtype=runtime.torch_dtype(), device=runtime.torch_device())  # fmt: skip
     return StageContext(model, tokenizer, data, masks=MaskSet.load(folder, model) if masks else None,
-                        model_name=inputs.model, model_path=folder, task=task_of(folder),
+                        model_name=inputs.model, model_path=folder, task=task_of(folder), runtime=runtime,
                         evaluation=evaluation_settings(data_config), encoding=data_config.encoding)  # fmt: skip
 
 
@@ -112,6 +116,7 @@ class PruneStructuredConfig:
         None, "keep only tokens used by this corpus: a dataset (its train split) or .txt file"
     )
     data: DataConfig = section(DataConfig)
+    runtime: DeviceConfig = section(DeviceConfig)
 
     def draw(self, text: bool) -> CalibrationConfig:
         """The calibration draw, its defaults resolved (``text``: the data is a text corpus)."""

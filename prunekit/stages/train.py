@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from prunekit.devices import DeviceConfig
 from prunekit.errors import ConfigError
 from prunekit.methods.adaptive import AdaptiveConfig
 from prunekit.methods.gradual import SparsityCallback
@@ -90,6 +91,7 @@ class FinetuneStageConfig:
     temperature: float = same_option(DistillConfig, "temperature")
     alpha_kd: float = option(0.5, "soft-target weight; the task loss gets 1 - it", parse=real(0, 1))
     data: DataConfig = section(DataConfig)
+    runtime: DeviceConfig = section(DeviceConfig)
 
     def __post_init__(self) -> None:
         if self.lora.lora and self.pruning.prune == "magnitude":
@@ -188,6 +190,7 @@ class DistillStageConfig:
     training: FinetuneConfig = section(FinetuneConfig)
     lora: LoraOptions = section(LoraOptions)
     data: DataConfig = section(DataConfig)
+    runtime: DeviceConfig = section(DeviceConfig)
 
 
 @register_stage(
@@ -233,10 +236,12 @@ def run_distill(context: StageContext, config: DistillStageConfig) -> StageResul
 
 
 def _resolved(training: FinetuneConfig, context: StageContext) -> FinetuneConfig:
-    """The training flags with the data's token length and ``auto`` made numbers for the data's size."""
+    """The training flags with the data's token length, the device and precision, and ``auto`` made
+    numbers for the data's size."""
     from dataclasses import replace
 
-    return replace(training, max_length=context.evaluation.max_length).resolved(context.train_size)
+    where = context.runtime.for_training() if context.runtime is not None else {}
+    return replace(training, max_length=context.evaluation.max_length, **where).resolved(context.train_size)
 
 
 def _trained(kind: str, context: StageContext, result, fields: dict) -> StageResult:
@@ -277,6 +282,7 @@ def load_finetune(config: FinetuneStageConfig, model: str) -> StageContext:
     from prunekit.models import load_config, load_model, load_tokenizer, resolve_model
     from prunekit.pruning.masks import MaskSet
 
+    config.runtime.for_training()  # a device it cannot train on fails before any data is read
     folder = resolve_model(model, "--model")
     data_config = resolved_data(config.data, [load_config(folder)])
     data, size = training_data(
@@ -287,7 +293,7 @@ def load_finetune(config: FinetuneStageConfig, model: str) -> StageContext:
     teacher = load_model(config.distill_from, flag="--distill-from")[0] if config.distill_from else None
     return StageContext(loaded, tokenizer, data, masks=MaskSet.load(folder, loaded), model_name=model,
                         model_path=folder, evaluation=evaluation_settings(data_config), encoding=data_config.encoding,
-                        teacher=teacher, train_size=size)  # fmt: skip
+                        teacher=teacher, train_size=size, runtime=config.runtime)  # fmt: skip
 
 
 def load_distill(config: DistillStageConfig, student: str | None) -> StageContext:
@@ -302,6 +308,7 @@ def load_distill(config: DistillStageConfig, student: str | None) -> StageContex
 
     if (student is None) == (config.student_layers is None):
         raise ConfigError("distill: pass --student or --student-layers (one of them)")
+    config.runtime.for_training()
     teacher_folder = resolve_model(config.teacher, "--teacher")
     folders = [teacher_folder, *([resolve_model(student, "--student")] if student else [])]
     data_config = resolved_data(config.data, [load_config(folder) for folder in folders])
@@ -330,7 +337,7 @@ def load_distill(config: DistillStageConfig, student: str | None) -> StageContex
         masks, name, folder, loaded = MaskSet.load(folders[1], model), student, folders[1], {}
     return StageContext(model, tokenizer, data, masks=masks, model_name=name, model_path=folder,
                         evaluation=evaluation_settings(data_config), encoding=data_config.encoding, teacher=teacher,
-                        train_size=size, loaded_fields=loaded)  # fmt: skip
+                        train_size=size, loaded_fields=loaded, runtime=config.runtime)  # fmt: skip
 
 
 for _name, _fixed, _help in (

@@ -57,6 +57,8 @@ class FinetuneConfig:
     )
     max_length: int = 128  # tokens; longer inputs are truncated (the data flag --max-length)
     logging_steps: float = 0.02  # a fraction of the steps: ~50 points of the loss curve
+    device: str = "auto"  # --device: cpu trains on the CPU even where a GPU is
+    precision: str = "float32"  # --dtype: bfloat16 / float16 train in mixed precision over float32 weights
 
     def __post_init__(self) -> None:
         check_options(self)

@@ -25,6 +25,7 @@ from prunekit.training.config import FinetuneConfig
 def training_arguments(config: FinetuneConfig, work_dir: str | Path, train_size: int) -> TrainingArguments:
     """The Trainer's arguments for ``config`` on ``train_size`` examples (which resolves ``auto``)."""
     config = config.resolved(train_size)
+    cpu = config.device == "cpu" or not torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(work_dir),
         num_train_epochs=config.epochs,
@@ -41,9 +42,11 @@ def training_arguments(config: FinetuneConfig, work_dir: str | Path, train_size:
         save_total_limit=1,  # the latest checkpoint is enough to continue
         report_to="none",
         dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_pin_memory=not cpu,
         # accelerate runs multi-process CPU training (gloo) only when told it is on the CPU
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=cpu,
+        bf16=config.precision == "bfloat16",
+        fp16=config.precision == "float16",
         ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
