@@ -16,14 +16,14 @@ import json
 import shutil
 import statistics
 from dataclasses import replace
-from functools import partial
 
 from harness import SST2, markdown_table, work_dir, write_results
 
+from prunekit.commands.compress import time_stages
 from prunekit.data import load_task_data
-from prunekit.evaluation import evaluate_model
-from prunekit.methods.workflow import Target, Workflow, WorkflowConfig, time_stages
 from prunekit.models import load_model
+from prunekit.recipes.orders import Target, WorkflowConfig, order_recipe, stage_rows, stages_of
+from prunekit.recipes.runner import run_stages
 
 VARIANTS = {
     "LoRAPrune scores": {"adaptive_score": "lora"},
@@ -40,11 +40,8 @@ def main() -> None:
     settings = json.loads((study_dir / "study_config.json").read_text())
     fields = {k: v for k, v in settings.items() if k in WorkflowConfig.__dataclass_fields__}
     base = WorkflowConfig(**{**fields, "target": Target(**settings["target"]), "order": "joint"})
-    data = load_task_data(str(SST2), max_train_samples=settings["max_train_samples"], seed=study["seeds"][0])
-    dense, tokenizer = load_model("minilm", data.task)
-    evaluate = partial(
-        evaluate_model, tokenizer=tokenizer, split=data.eval, task=data.task, max_length=base.max_length, progress=False
-    )
+    data = load_task_data(str(SST2), need_train=False)
+    dense, _ = load_model("minilm", data.task)
     joint = {run["seed"]: run for run in study["runs"] if run["order"] == "joint"}
     rows = []
     for seed in args.seeds:
@@ -55,9 +52,12 @@ def main() -> None:
         rows.append({**row, "accuracy": run["metrics"]["accuracy"], "speedup_32x128": speedup})
         for name, change in VARIANTS.items():
             out = work_dir("variants") / f"{name.split()[0].lower()}-{seed}"
-            if not (out / "teacher" / "summary.json").is_file():
+            if not (out / "teacher" / "stage.json").is_file():
                 shutil.copytree(study_dir / f"seed-{seed}" / "joint" / "teacher", out / "teacher", dirs_exist_ok=True)
-            final = Workflow(replace(base, seed=seed, **change), "minilm", data, out, evaluate, resume=True).run()[-1]
+            config = replace(base, seed=seed, **change)
+            run_stages(order_recipe(config, {"max_length": config.max_length}), "minilm", str(SST2), out)
+            specs = stages_of("joint", config.stage_steps, config.prune_with)
+            final = stage_rows(out, specs)[-1]
             time_stages(dense, [final], out, ((32, 128),))
             speedup = final.extra["speedup"]["32x128"]
             rows.append({**row, "variant": name, "accuracy": final.metrics["accuracy"], "speedup_32x128": speedup})

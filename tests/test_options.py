@@ -12,9 +12,9 @@ from prunekit.methods.adaptive import AdaptiveConfig
 from prunekit.methods.lottery import LotteryConfig
 from prunekit.methods.magnitude import MagnitudeConfig
 from prunekit.methods.structured import StructuredConfig
-from prunekit.methods.workflow import Target, Workflow, WorkflowConfig
 from prunekit.options import FLAG, add_config_arguments, config_from_args, flag_name, option_fields
 from prunekit.pruning.schedules import CubicSchedule
+from prunekit.recipes.orders import Target, WorkflowConfig, order_recipe
 from prunekit.recipes.schema import METHODS, Option
 from prunekit.training.config import FinetuneConfig
 from prunekit.training.distill_config import DistillConfig
@@ -158,4 +158,4 @@ def test_auto_training_lengths_resolve_from_the_data_size():
     assert workflow.stage_steps == "auto" and workflow.resolved(3_667).stage_steps == 6 * 115  # MRPC: 115 a pass
     assert WorkflowConfig(Target(heads=0.5), stage_steps=40).resolved(3_667).stage_steps == 40
     with pytest.raises(ConfigError, match="stage_steps is 'auto'"):  # refused before any model is loaded
-        Workflow(workflow, "no-such-model", data=None, out="unused", evaluate=None)
+        order_recipe(workflow, {})

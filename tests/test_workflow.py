@@ -11,8 +11,9 @@ from transformers import AutoModelForSequenceClassification
 
 from prunekit.errors import ConfigError
 from prunekit.methods import speed
-from prunekit.methods.workflow import Workflow, stages_of
 from prunekit.models import load_model
+from prunekit.recipes.orders import stages_of
+from prunekit.stages import STAGES
 from tests.conftest import cli, tree_digest
 from tests.tiny import save_tiny_model, tiny_tokenizer
 
@@ -23,18 +24,18 @@ def _summary(folder) -> dict:
     return json.loads((folder / "summary.json").read_text())
 
 
-def interrupt_in_stage(monkeypatch, stage: str = "pruned"):
-    """Make the workflow stop (as Ctrl-C would) when it starts training ``stage``; returns the
-    function that lets it train again."""
-    original = Workflow._train
+def interrupt_in_stage(monkeypatch, method: str = "adaptive"):
+    """Make the run stop (as Ctrl-C would) when it starts the stage of ``method`` (the joint order's
+    pruned stage); returns the function that lets it run again."""
+    import dataclasses
 
-    def interrupted(self, model, tokenizer, spec, *args):
-        if spec.name == stage:
-            raise KeyboardInterrupt
-        return original(self, model, tokenizer, spec, *args)
+    original = STAGES[method]
 
-    monkeypatch.setattr(Workflow, "_train", interrupted)
-    return lambda: monkeypatch.setattr(Workflow, "_train", original)
+    def interrupted(context, config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(STAGES, method, dataclasses.replace(original, run=interrupted))
+    return lambda: monkeypatch.setitem(STAGES, method, original)
 
 
 def _logits(folder) -> torch.Tensor:
@@ -96,12 +97,12 @@ def test_compress_resumes_after_its_last_finished_stage(tiny_bert, sentiment_dir
     assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --heads 0.5") == 130
     staging = tmp_path / ".resumed.partial"
     assert (staging / "teacher" / "summary.json").is_file() and not out.exists()
-    teacher = tree_digest(staging / "teacher")
+    teacher = (staging / "teacher" / "model.safetensors").read_bytes()
     resume_training()
     assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --heads 0.5") == 2  # kept
     assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --heads 0.4 --resume") == 2
     assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} {TRAIN} --heads 0.5 --resume") == 0
-    assert tree_digest(out / "teacher") == teacher  # loaded, not trained again
+    assert (out / "teacher" / "model.safetensors").read_bytes() == teacher  # kept, not trained again
     torch.testing.assert_close(_logits(out / "final"), _logits(whole / "final"), atol=1e-5, rtol=0)
 
 
@@ -175,9 +176,8 @@ def test_study_ordering_compares_the_orders_at_equal_steps(tiny_bert, sentiment_
     assert set(summary["control"]["per_seed"]) == {"1", "2"}
     assert (out / "ordering.png").stat().st_size > 0 and "| joint |" in (out / "study.md").read_text()
     for seed in (1, 2):  # the shared teacher stage was trained once and reused
-        assert tree_digest(out / f"seed-{seed}" / "joint" / "teacher") == tree_digest(
-            out / f"seed-{seed}" / "lora-prune" / "teacher"
-        )
+        weights = [out / f"seed-{seed}" / order / "teacher" / "model.safetensors" for order in ("joint", "lora-prune")]
+        assert weights[0].read_bytes() == weights[1].read_bytes()
     assert tree_digest(out / "seed-1" / "joint" / "final") != tree_digest(out / "seed-2" / "joint" / "final")
 
 

@@ -1,6 +1,7 @@
 """``prunekit compress``: the recommended workflow in one command — LoRA fine-tune → adaptive pruning
 (LoRA, distilled from the LoRA-tuned teacher) → final fine-tune (distilled) — then evaluated and timed
-against the dense model. See ``prunekit.methods.workflow``."""
+against the dense model. It is the ``joint`` order written as a recipe (``prunekit.recipes.orders``) and
+run by the recipe runner, in ``.OUT.partial`` until it is complete."""
 
 from __future__ import annotations
 
@@ -15,17 +16,17 @@ from prunekit.commands.common import (
     load_text_training_data,
     preflight,
 )
+from prunekit.devices import DeviceConfig
 from prunekit.errors import ConfigError
-from prunekit.evaluation.summary import evaluation_fields
-from prunekit.methods.workflow import Target, WorkflowConfig
 from prunekit.options import add_config_arguments, config_from_args, positive_int, real, seed
+from prunekit.recipes.orders import Target, WorkflowConfig
 
 CONFIG_FILE = "compress_config.json"
 SHAPES = ((32, 128), (1, 128))  # latency ratios: a throughput batch and a single request
 TARGET_FLAGS = [field.name for field in fields(Target)]  # --speedup aside
 
 
-ALLOCATION = ("scope", "round_to", "min_heads", "min_ffn", "score_ema", "adaptive_score", "prune_with")
+ALLOCATION = ("scope", "round_to", "min_heads", "min_ffn", "score_ema", "adaptive_score", "prune_with", "latency_aware")
 
 
 def add_workflow_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,15 +42,10 @@ def add_workflow_arguments(p: argparse.ArgumentParser) -> None:
     )
     add_config_arguments(group, Target)
     add_config_arguments(group, WorkflowConfig, only=ALLOCATION)
-    group.add_argument(
-        "--latency-aware",
-        action="store_true",
-        help="time every width a layer may keep (batch 32 x 128) and let widths differ across layers only where "
-        "the scores gain and it costs no time over uniform widths",
-    )
     group = p.add_argument_group("training")
     group.add_argument("--max-train-samples", type=positive_int, help="train on a seeded random subset of N")
     add_config_arguments(group, WorkflowConfig, skip=ALLOCATION)
+    add_config_arguments(p.add_argument_group("device (every stage; the timing runs on the CPU)"), DeviceConfig)
     group.add_argument("--resume", action="store_true", help="continue a killed run in --out after its last stage")
 
 
@@ -70,10 +66,23 @@ def add_parser(commands) -> None:
     p.set_defaults(handler=run)
 
 
-def workflow_config(args: argparse.Namespace, train_size: int, order: str, seed: int, target, latency=None):
+def workflow_config(args: argparse.Namespace, train_size: int, order: str, seed: int, target, data_seed=None):
     """The ``WorkflowConfig`` the flags ask for; ``--stage-steps auto`` resolved for ``train_size``."""
-    fixed = dict(target=target, order=order, seed=seed, max_length=args.max_length, latency=latency)
+    fixed = dict(target=target, order=order, seed=seed, max_length=args.max_length, data_seed=data_seed,
+                 max_train_samples=args.max_train_samples)  # fmt: skip
     return config_from_args(WorkflowConfig, args, **fixed).resolved(train_size)
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    """The data and device flags every stage reads with (the data itself goes to the runner)."""
+    from dataclasses import asdict
+
+    from prunekit.stages.inputs import DataConfig
+
+    reading = {key: value for key, value in asdict(config_from_args(DataConfig, args)).items() if key != "data"}
+    device = config_from_args(DeviceConfig, args)
+    device.for_training()  # a device the stages cannot train on fails before any work
+    return {**reading, **{k: v for k, v in asdict(device).items() if v != getattr(DeviceConfig, k)}}
 
 
 def resolve_target(args: argparse.Namespace, model, config_file: str) -> tuple:
@@ -107,25 +116,10 @@ def _saved(out: Path, config_file: str, key: str):
     return None
 
 
-def resolve_latency(args: argparse.Namespace, model, config_file: str):
-    """With ``--latency-aware``: the per-width latency table, measured once (a ``--resume`` reuses it)."""
-    from prunekit.methods.speed import LatencyTable, check_single_process, measure_latency_table
-
-    if not args.latency_aware:
-        return None
-    if args.sparsity is not None:
-        raise ConfigError("--latency-aware allocates heads and neurons: not for an unstructured --sparsity")
-    check_single_process("--latency-aware")
-    saved = _saved(Path(args.out), config_file, "latency") if args.resume else None
-    if saved is not None:
-        return LatencyTable.from_dict(saved)
-    return measure_latency_table(model, SHAPES[0], args.round_to, args.threads)
-
-
 def prepare(args: argparse.Namespace, config_file: str, data_seed: int, command: str) -> tuple:
     """What ``compress`` and ``study`` do before any training: checks, data, the dense model (the
-    timing reference), the target; returns ``data, train_size, dense, target, plan, latency, evaluate``
-    (``train_size``: training examples, or blocks of --max-length tokens of a text corpus)."""
+    timing reference), the target; returns ``data, train_size, dense, target, plan`` (``train_size``:
+    training examples, or blocks of --max-length tokens of a text corpus)."""
     from prunekit.data import load_task_data
     from prunekit.data.text import is_text_corpus
     from prunekit.models import load_config, load_model, max_positions
@@ -149,39 +143,77 @@ def prepare(args: argparse.Namespace, config_file: str, data_seed: int, command:
     else:
         data = load_task_data(args.data, max_train_samples=args.max_train_samples, seed=data_seed, **data_kwargs(args))
         train_size = len(data.train)
-    dense, tokenizer = load_model(args.model, data.task)
+    dense, _ = load_model(args.model, data.task)
     target, plan = resolve_target(args, dense, config_file)
-    latency = resolve_latency(args, dense, config_file)
+    if args.latency_aware:
+        from prunekit.methods.speed import check_single_process
 
-    def evaluate(model) -> dict:
-        return evaluation_fields(args, model, tokenizer, data)["metrics"]
-
-    return data, train_size, dense, target, plan, latency, evaluate
+        if target.unstructured:
+            raise ConfigError("--latency-aware allocates heads and neurons: not for an unstructured --sparsity")
+        check_single_process("--latency-aware")
+    return data, train_size, dense, target, plan
 
 
 def run(args: argparse.Namespace) -> dict:
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from prunekit.io import replace_dir, staging_dir, write_json_atomic
-    from prunekit.methods.workflow import Workflow, dense_control, time_stages
+    from prunekit.recipes.orders import order_recipe, stage_rows, stages_of
+    from prunekit.recipes.runner import is_main_process, run_stages
+    from prunekit.report.run_report import write_report
 
     out = Path(args.out)
-    data, train_size, dense, target, plan, latency, evaluate = prepare(args, CONFIG_FILE, args.seed, "compress")
-    config = workflow_config(args, train_size, "joint", args.seed, target, latency)
+    data, train_size, dense, target, plan = prepare(args, CONFIG_FILE, args.seed, "compress")
+    config = workflow_config(args, train_size, "joint", args.seed, target)
+    reading = data_options(args)
+    latency = latency_table(args, dense, CONFIG_FILE)
     settings = {"model": args.model, "data": args.data, "max_train_samples": args.max_train_samples, **asdict(config)}
-    settings["speedup_plan"] = plan
+    settings.update(speedup_plan=plan, latency=latency)
     staging = staging_dir(out, settings, CONFIG_FILE, args.resume, args.overwrite)
-    workflow = Workflow(config, args.model, data, staging, evaluate, args.resume)
-    rows = workflow.run()
-    control = dense_control(args.model, data, config, staging, evaluate, args.resume) if args.control else None
-    if not rows:  # not the main process under torchrun
+    if latency is not None:  # every stage allocates from the table measured once (a resumed run too)
+        config = replace(config, latency_table=str(staging.absolute() / LATENCY_FILE))
+        write_json_atomic(staging / LATENCY_FILE, latency)
+    run_stages(order_recipe(config, reading, control=args.control), args.model, args.data, staging)
+    if not is_main_process():
         return {}
+    rows = stage_rows(staging, stages_of("joint", config.stage_steps, config.prune_with, target.unstructured))
+    control = stage_rows(staging, stages_of("control", config.stage_steps))[0] if args.control else None
     time_stages(dense, [*rows, *([control] if control else [])], staging, SHAPES, args.threads)
     summary = _summary(args, data.task, config, rows, control, plan)
+    summary["config"]["latency"] = latency
     write_json_atomic(staging / "summary.json", summary)
+    write_report(staging)
     replace_dir(staging, out)
     _print_table(summary)
     return summary
+
+
+LATENCY_FILE = "latency_table.json"
+
+
+def latency_table(args: argparse.Namespace, dense, config_file: str) -> dict | None:
+    """With ``--latency-aware``: the per-width latency table, measured once (a ``--resume`` reuses the
+    one the interrupted run measured: timings differ from run to run)."""
+    from dataclasses import asdict
+
+    from prunekit.methods.speed import measure_latency_table
+
+    if not args.latency_aware:
+        return None
+    saved = _saved(Path(args.out), config_file, "latency") if args.resume else None
+    return saved if saved is not None else asdict(measure_latency_table(dense, SHAPES[0], args.round_to, args.threads))
+
+
+def time_stages(dense, rows: list, out: Path, shapes: tuple[tuple[int, int], ...], threads: int | None = None) -> None:
+    """Time every stage's saved model against ``dense`` (interleaved, per shape); the latency ratios go
+    into each row's ``extra["speedup"]`` as ``{"32x128": ratio}`` (> 1: faster than dense)."""
+    from prunekit.methods.speed import measure_speedups
+    from prunekit.models import load_model
+
+    models = [load_model(str(Path(out) / row.folder))[0] for row in rows]
+    ratios = measure_speedups(dense, models, shapes, threads)
+    for index, row in enumerate(rows):
+        row.extra["speedup"] = {f"{b}x{s}": per_shape[index] for (b, s), per_shape in zip(shapes, ratios)}
 
 
 def _summary(args, task, config, rows, control, plan) -> dict:

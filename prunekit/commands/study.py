@@ -1,6 +1,8 @@
 """``prunekit study ordering``: LoRA → prune, prune → LoRA and joint (adaptive) with the same target
 and the same total training steps, over several seeds, against the equal-budget dense control.
-Writes a table (mean ± std), a plot (metric vs measured speed-up per order) and summary.json."""
+Each order of each seed is a recipe run (``prunekit.recipes.orders``) in ``seed-N/ORDER/``, the control
+in ``seed-N/control/``. Writes a table (mean ± std), a plot (metric vs measured speed-up per order) and
+summary.json."""
 
 from __future__ import annotations
 
@@ -9,7 +11,16 @@ import statistics
 from pathlib import Path
 
 from prunekit.commands.common import add_data_arguments, add_output_arguments
-from prunekit.commands.compress import SHAPES, add_workflow_arguments, prepare, workflow_config
+from prunekit.commands.compress import (
+    LATENCY_FILE,
+    SHAPES,
+    add_workflow_arguments,
+    data_options,
+    latency_table,
+    prepare,
+    time_stages,
+    workflow_config,
+)
 from prunekit.errors import ConfigError
 from prunekit.options import positive_int, seed
 
@@ -17,7 +28,7 @@ CONFIG_FILE = "study_config.json"
 
 
 def add_parser(commands) -> None:
-    from prunekit.methods.workflow import ORDERS
+    from prunekit.recipes.orders import ORDERS
 
     study = commands.add_parser("study", help="measured comparisons of workflows (ordering: LoRA x pruning)")
     kinds = study.add_subparsers(dest="study", required=True, metavar="STUDY")
@@ -35,12 +46,13 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from prunekit.evaluation import make_summary
     from prunekit.io import replace_dir, staging_dir, write_json_atomic
-    from prunekit.methods.workflow import Workflow, dense_control, time_stages
     from prunekit.models import count_parameters
+    from prunekit.recipes.orders import control_recipe, order_recipe, stage_rows, stages_of
+    from prunekit.recipes.runner import is_main_process, run_stages
     from prunekit.report import plot_ordering
 
     if len(set(args.seeds)) != len(args.seeds):
@@ -49,10 +61,9 @@ def run(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--orders {' '.join(args.orders)}: each order once")
     out = Path(args.out)
     first = args.seeds[0]  # the data subset is drawn once, so seeds vary training only
-    data, size, dense, target, plan, latency, evaluate = prepare(args, CONFIG_FILE, first, "study ordering")
-    configs = {
-        (order, s): workflow_config(args, size, order, s, target, latency) for s in args.seeds for order in args.orders
-    }
+    data, size, dense, target, plan = prepare(args, CONFIG_FILE, first, "study ordering")
+    configs = {(order, s): workflow_config(args, size, order, s, target, data_seed=first)
+               for s in args.seeds for order in args.orders}  # fmt: skip
     settings = {
         "model": args.model,
         "data": args.data,
@@ -62,18 +73,30 @@ def run(args: argparse.Namespace) -> dict:
         **{k: v for k, v in asdict(configs[args.orders[0], first]).items() if k not in ("order", "seed")},
         "speedup_plan": plan,
     }
+    reading = data_options(args)
+    settings["latency"] = latency = latency_table(args, dense, CONFIG_FILE)
     staging = staging_dir(out, settings, CONFIG_FILE, args.resume, args.overwrite)
+    if latency is not None:  # every order and seed allocates from the table measured once
+        write_json_atomic(staging / LATENCY_FILE, latency)
+        path = str(staging.absolute() / LATENCY_FILE)
+        configs = {key: replace(config, latency_table=path) for key, config in configs.items()}
     finals, controls = {}, {}
     for s in args.seeds:
         seed_dir = staging / f"seed-{s}"
-        controls[s] = dense_control(args.model, data, configs[args.orders[0], s], seed_dir, evaluate, resume=True)
+        config = configs[args.orders[0], s]
+        run_stages(control_recipe(config, reading), args.model, args.data, seed_dir / "control")
         for order in args.orders:
             _reuse_teacher(seed_dir, order)
-            rows = Workflow(configs[order, s], args.model, data, seed_dir / order, evaluate, resume=True).run()
-            if rows:
-                finals[order, s] = rows[-1]
-                rows[-1].folder = f"seed-{s}/{order}/{rows[-1].folder}"
-    if not finals:  # not the main process under torchrun
+            run_stages(order_recipe(configs[order, s], reading), args.model, args.data, seed_dir / order)
+        if not is_main_process():
+            continue
+        controls[s] = stage_rows(seed_dir / "control", stages_of("control", config.stage_steps),
+                                 f"seed-{s}/control/")[0]  # fmt: skip
+        for order in args.orders:
+            spec = configs[order, s]
+            specs = stages_of(order, spec.stage_steps, spec.prune_with, target.unstructured)
+            finals[order, s] = stage_rows(seed_dir / order, specs, f"seed-{s}/{order}/")[-1]
+    if not is_main_process():
         return {}
     time_stages(dense, list(finals.values()), staging, SHAPES, args.threads)
     metric = data.task.main_metric
@@ -105,18 +128,20 @@ def run(args: argparse.Namespace) -> dict:
 
 def _reuse_teacher(seed_dir: Path, order: str) -> None:
     """``joint`` and ``lora-prune`` start with the same teacher stage (same seed, data and settings, so
-    the same weights): the second order reuses the first one's instead of training it again."""
+    the same weights): the second order's run takes the first one's finished stage instead of training
+    it again."""
     import shutil
 
-    from prunekit.methods.workflow import stages_of
+    from prunekit.recipes.orders import stages_of
 
     if not any(spec.becomes_teacher for spec in stages_of(order, 1)):
         return
     done = [seed_dir / other / "teacher" for other in ("joint", "lora-prune") if other != order]
     mine = seed_dir / order / "teacher"
-    source = next((folder for folder in done if (folder / "summary.json").is_file()), None)
-    if source is not None and not (mine / "summary.json").is_file():
-        shutil.copytree(source, mine, dirs_exist_ok=True)
+    source = next((folder for folder in done if (folder / "stage.json").is_file()), None)
+    if source is not None and not (mine / "stage.json").is_file():
+        shutil.rmtree(mine, ignore_errors=True)
+        shutil.copytree(source, mine)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

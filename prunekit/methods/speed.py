@@ -150,6 +150,18 @@ def measure_latency_table(
     return LatencyTable(heads, dict(zip(widths, _monotone(latency[len(head_counts) :]))), shape)
 
 
+def latency_table_for(
+    model: PreTrainedModel, shape: tuple[int, int], round_to: int, saved: str | None = None
+) -> LatencyTable:
+    """The per-width latency table of ``model``: read from ``saved`` (a JSON file of an earlier
+    measurement: a resumed run allocates from the timings it made first), else measured now."""
+    if saved is None:
+        return measure_latency_table(model, shape, round_to)
+    from prunekit.io import read_json
+
+    return LatencyTable.from_dict(read_json(saved, "a latency table (--latency-table)"))
+
+
 def _monotone(values: Sequence[float]) -> list[float]:
     """The closest non-decreasing sequence in least squares (pool adjacent violators), rounded."""
     blocks: list[list[float]] = []  # [mean, size]

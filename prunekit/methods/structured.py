@@ -54,6 +54,9 @@ class UnitTargets:
         "only where the scores gain and it costs no time over uniform widths",
         switch=True,
     )
+    latency_table: str | None = option(
+        None, "with --latency-aware: a table measured before (JSON) to allocate from instead of timing anew"
+    )
     flops_seq_len: int = 128
     latency: LatencyTable | None = None  # measured per-width latency: allocate for the most score per time
 

@@ -53,6 +53,11 @@ class Recipe:
     stages: list[Stage]
     description: str = ""
     origin: str = ""  # the file (or built-in name) it came from, for messages
+    numbered: bool = True  # stage folders NN-name; False (commands that promise DIR/final/ ...): name alone
+
+    def folder_name(self, index: int, stage: Stage) -> str:
+        """The folder of the ``index``-th stage (from 1) inside the run folder."""
+        return f"{index:02d}-{stage.name}" if self.numbered else stage.name
 
     def as_dict(self) -> dict[str, Any]:
         return {"description": self.description, "stages": [stage.as_dict() for stage in self.stages]}

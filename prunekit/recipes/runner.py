@@ -70,8 +70,8 @@ class RunState:
         return value
 
 
-def stage_folder(out: Path, index: int, stage: Stage) -> Path:
-    return out / f"{index:02d}-{stage.name}"
+def stage_folder(out: Path, index: int, stage: Stage, recipe: Recipe | None = None) -> Path:
+    return out / (recipe.folder_name(index, stage) if recipe is not None else f"{index:02d}-{stage.name}")
 
 
 def is_main_process() -> bool:
@@ -98,8 +98,9 @@ def input_settings(model: str, data: str | None) -> dict:
 
 
 def prepare_out(folder: Path, out: Path, recipe: Recipe, model: str, data: str | None, resume: bool) -> None:
-    """Check that ``folder`` may hold this run (with ``resume``: that it holds this run); save the run and
-    the recipe. ``folder`` is ``out``, or for ``--overwrite`` the staging folder beside it."""
+    """Check that ``folder`` may hold this run (with ``resume``: that it holds this run, with the same
+    inputs and, for its finished stages, the same recipe). ``folder`` is ``out``, or for ``--overwrite``
+    the staging folder beside it."""
     settings = input_settings(model, data)
     if not is_main_process():
         return  # the first process checks and writes; the others follow its folders
@@ -127,12 +128,19 @@ def prepare_out(folder: Path, out: Path, recipe: Recipe, model: str, data: str |
     elif holds_run:
         raise ConfigError(f"--out {out}: holds a run already; pass --resume to continue it or --overwrite")
     for index, stage in enumerate(recipe.stages, 1):
-        _finished(stage_folder(folder, index, stage), stage)  # a changed recipe is refused before anything is written
+        _finished(stage_folder(folder, index, stage, recipe), stage)  # a changed recipe: refused before any work
+
+
+def _record_run(folder: Path, recipe: Recipe, settings: dict) -> None:
+    """Refuse a recipe that changed under the finished stages in ``folder``, then save the run's inputs
+    (once) and the recipe (later stages may change on ``--resume``)."""
+    for index, stage in enumerate(recipe.stages, 1):
+        _finished(stage_folder(folder, index, stage, recipe), stage)
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / RUN_FILE).is_file():
         started = time.strftime("%Y-%m-%dT%H:%M:%S")
         write_json_atomic(folder / RUN_FILE, {**settings, "recipe": recipe.origin, "started": started})
-    write_text_atomic(folder / RECIPE_FILE, recipe.dump())  # later stages may change on --resume
+    write_text_atomic(folder / RECIPE_FILE, recipe.dump())
 
 
 def publish_run(folder: Path, out: Path) -> None:
@@ -184,13 +192,22 @@ def run_recipe(
     out = Path(out)
     folder = run_folder(out, resume, overwrite)
     prepare_out(folder, out, recipe, model, data, resume)
+    return run_stages(recipe, model, data, folder)
+
+
+def run_stages(recipe: Recipe, model: str, data: str | None, folder: Path) -> Path:
+    """The stages of ``recipe`` in ``folder``, finished ones kept (a command that manages the folder
+    itself, such as ``compress`` with its staging, calls this directly). Returns ``folder``."""
+    folder = Path(folder)
+    if is_main_process():
+        _record_run(folder, recipe, input_settings(model, data))
     state = RunState(folder, model, data, models={INPUT: model})
     for index, stage in enumerate(recipe.stages, 1):
-        stage_dir = stage_folder(folder, index, stage)
+        stage_dir = stage_folder(folder, index, stage, recipe)
         record = _finished(stage_dir, stage)
         if record is None:
             print(f"\n== stage {stage_dir.name} ({stage.method})", flush=True)
-            record = _run_stage(stage, stage_dir, state)
+            record = _run_stage(stage, stage_dir, state, index)
         else:
             print(f"== stage {stage_dir.name} ({stage.method}): finished earlier, kept", flush=True)
         _advance(state, stage, stage_dir, record)
@@ -288,18 +305,20 @@ def checkpoint_dir(folder: Path) -> Path:
     return folder.parent / f".{folder.name}.checkpoints"
 
 
-def _run_stage(stage: Stage, folder: Path, state: RunState) -> dict:
+def _run_stage(stage: Stage, folder: Path, state: RunState, index: int) -> dict:
     from prunekit.stages import STAGES
 
     registered = STAGES[stage.method]
     started = time.time()
-    record = {"stage": stage.as_dict(), "method": stage.method, "input": _shown(_input_of(stage, state), state)}
+    record = {"stage": stage.as_dict(), "index": index, "method": stage.method,
+              "input": _shown(_input_of(stage, state), state)}  # fmt: skip
     try:
         config = registered.build_config(_stage_options(stage, state))
         if not is_main_process():
             if registered.trains:
                 _execute(registered, config, stage, folder, state)
-            return _wait_for(folder)
+            _everyone_here()  # the first process has written the stage's folder and record
+            return read_json(folder / STAGE_FILE)
         if registered.makes_model:
             recover_output_dir(folder)
             partial = folder.parent / f".{folder.name}.partial"
@@ -325,6 +344,7 @@ def _run_stage(stage: Stage, folder: Path, state: RunState) -> dict:
     record.update(argv=argv, model=_shown(_model_of(stage, folder), state), seconds=round(time.time() - started, 1))
     record["train_steps"] = (summary.get("train") or {}).get("steps") if stage.method != "lottery" else None
     write_json_atomic(folder / STAGE_FILE, record)
+    _everyone_here()
     return record
 
 
@@ -409,11 +429,13 @@ def _move_log(log: Path, folder: Path) -> None:
         os.replace(log, folder / LOG_FILE)
 
 
-def _wait_for(folder: Path) -> dict:
-    """Another torchrun process: the first one writes the stage's folder; wait for it."""
-    while not (folder / STAGE_FILE).is_file():
-        time.sleep(1)
-    return read_json(folder / STAGE_FILE)
+def _everyone_here() -> None:
+    """Under torchrun, wait until every process has finished the stage: the others then read the record
+    the first one wrote (before it could move the run folder away)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
 
 
 class _Tee(io.TextIOBase):

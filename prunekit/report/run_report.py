@@ -47,9 +47,12 @@ def read_run(out: str | os.PathLike) -> tuple[dict, list[StageRow]]:
     if not (out / RUN_FILE).is_file():
         raise ConfigError(f"{out}: not a prunekit run folder (no {RUN_FILE}); pass the --out of `prunekit run`")
     run = read_json(out / RUN_FILE, "the run's inputs")
+    records = [(folder, read_json(folder / STAGE_FILE, "a finished stage's record"))
+               for folder in sorted(path for path in out.iterdir() if (path / STAGE_FILE).is_file())]  # fmt: skip
+    # stable: a run made before records had an index stays in folder order
+    records.sort(key=lambda item: item[1]["index"] if isinstance(item[1].get("index"), int) else 0)
     rows = []
-    for folder in sorted(path for path in out.iterdir() if (path / STAGE_FILE).is_file()):
-        record = read_json(folder / STAGE_FILE, "a finished stage's record")
+    for folder, record in records:
         summary = read_json(folder / "summary.json", f"stage {folder.name}'s result")
         stage = record.get("stage")
         if not isinstance(stage, dict) or not isinstance(stage.get("name"), str) or record.get("method") is None:

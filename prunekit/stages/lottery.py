@@ -154,7 +154,7 @@ def load_lottery(config: LotteryStageConfig, inputs: StageInputs) -> StageContex
     folder = resolve_model(model, "--model")
     data_config = resolved_data(config.data, [load_config(folder)])
     data = load_task_data(data_config.data, max_train_samples=config.training.max_train_samples,
-                          seed=config.training.seed, **data_config.task_options())  # fmt: skip
+                          seed=config.training.draw_seed, **data_config.task_options())  # fmt: skip
     set_seed(config.training.seed)  # before the classifier head is initialised: θ0 is reproducible
     loaded, tokenizer = load_model(model, data.task)
     return StageContext(loaded, tokenizer, data, masks=MaskSet.load(folder, loaded), model_name=model,

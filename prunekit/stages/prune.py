@@ -139,7 +139,7 @@ class PruneStructuredConfig:
 def run_prune_structured(context: StageContext, config: PruneStructuredConfig) -> StageResult:
     """Remove heads, FFN neurons, layers (and unused vocabulary) from ``context.model`` in place; scores
     that need data use ``context.calibration`` or labelled batches drawn from ``context.data``."""
-    from prunekit.methods.speed import measure_latency_table
+    from prunekit.methods.speed import latency_table_for
     from prunekit.models import count_parameters
     from prunekit.pruning.vocabulary import corpus_token_ids, prune_vocabulary, vocabulary_report
 
@@ -160,7 +160,7 @@ def run_prune_structured(context: StageContext, config: PruneStructuredConfig) -
         tokenizer, kept = prune_vocabulary(model, tokenizer, corpus_token_ids(tokenizer, texts))
         vocabulary = vocabulary_report(vocab_before, kept, model.get_input_embeddings().embedding_dim)
     if pruning.latency_aware:
-        pruning.latency = measure_latency_table(model, (32, length), pruning.round_to)
+        pruning.latency = latency_table_for(model, (32, length), pruning.round_to, pruning.latency_table)
     batches, record = [], {}
     if config.needs_data:  # drawn with the tokenizer the vocabulary left
         batches, record = _calibration(replace(context, tokenizer=tokenizer), config.draw(_text(context)),

@@ -56,6 +56,7 @@ class FinetunePruning:
     min_heads: int = same_option(UnitTargets, "min_heads")
     min_ffn: int = same_option(UnitTargets, "min_ffn")
     latency_aware: bool = same_option(UnitTargets, "latency_aware")
+    latency_table: str | None = same_option(UnitTargets, "latency_table")
     round_to: int = same_option(AdaptiveConfig, "round_to")
     score_ema: float = same_option(AdaptiveConfig, "beta")
     adaptive_score: str = same_option(AdaptiveConfig, "score")
@@ -124,7 +125,7 @@ def run_finetune(context: StageContext, config: FinetuneStageConfig) -> StageRes
     result is the plain model: LoRA merged (the input's zeros kept), gated-off heads and neurons cut out."""
     from prunekit.evaluation import peak_memory_mb
     from prunekit.evaluation.summary import evaluation_fields
-    from prunekit.methods.speed import measure_latency_table
+    from prunekit.methods.speed import latency_table_for
     from prunekit.methods.stage import train_stage
     from prunekit.training.distill import check_teacher
 
@@ -139,7 +140,8 @@ def run_finetune(context: StageContext, config: FinetuneStageConfig) -> StageRes
             raise ConfigError("--adaptive-score lora scores from LoRA factors: train with --lora")
         adaptive = pruning.adaptive(training.max_length)
         if adaptive.latency_aware:
-            adaptive.latency = measure_latency_table(model, (32, training.max_length), adaptive.round_to)
+            shape = (32, training.max_length)
+            adaptive.latency = latency_table_for(model, shape, adaptive.round_to, pruning.latency_table)
     held = None if config.lora.lora else masks
     if pruning.prune == "magnitude":
         sparsity = SparsityCallback(held, pruning.schedule(), pruning.magnitude())
@@ -265,12 +267,13 @@ def training_data(data: DataConfig, training: FinetuneConfig, model_config, toke
     if is_text_corpus(data.data, data.train, data.eval):
         corpus = load_data(model_config, data.data, where=where, need_train=True, text=True, train_file=data.train,
                            eval_file=data.eval, encoding=data.encoding)  # fmt: skip
-        corpus.train.max_blocks, corpus.train.seed = training.max_train_samples, training.seed
+        corpus.train.max_blocks, corpus.train.seed = training.max_train_samples, training.draw_seed
         return corpus, len(packed_blocks(tokenizer, corpus.train, data.max_length))
     options = data.task_options()
     if label_names is not None:
         options["label_names"] = label_names
-    loaded = load_task_data(data.data, max_train_samples=training.max_train_samples, seed=training.seed, **options)
+    loaded = load_task_data(data.data, max_train_samples=training.max_train_samples, seed=training.draw_seed,
+                            **options)  # fmt: skip
     return loaded, len(loaded.train)
 
 

@@ -55,6 +55,9 @@ class FinetuneConfig:
     max_train_samples: int | None = option(
         None, "train on a seeded random subset of N examples (text corpus: blocks)", parse=positive_int
     )
+    data_seed: int | None = option(
+        None, "seed of the --max-train-samples draw (default: --seed; fix it to vary training only)", parse=seed_number
+    )
     max_length: int = 128  # tokens; longer inputs are truncated (the data flag --max-length)
     logging_steps: float = 0.02  # a fraction of the steps: ~50 points of the loss curve
     device: str = "auto"  # --device: cpu trains on the CPU even where a GPU is
@@ -64,6 +67,11 @@ class FinetuneConfig:
         check_options(self)
         if self.max_length < 8:
             raise ConfigError(f"--max-length {self.max_length}: expected at least 8 tokens")
+
+    @property
+    def draw_seed(self) -> int:
+        """The seed of the training subset's draw."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     def resolved(self, train_size: int, world_size: int | None = None) -> FinetuneConfig:
         """This config with ``auto`` epochs / warm-up made numbers for ``train_size`` training examples."""
