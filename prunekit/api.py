@@ -175,7 +175,8 @@ def run(
     from prunekit.io import check_output_dir, recover_output_dir
     from prunekit.models import load_config, resolve_model
     from prunekit.recipes.recipe import read_recipe
-    from prunekit.recipes.runner import check_lengths, is_main_process, publish_run, recipe_inputs, run_recipe
+    from prunekit.recipes.run_folder import check_lengths, is_main_process, publish_run, recipe_inputs
+    from prunekit.recipes.runner import run_recipe
     from prunekit.report.run_report import REPORT_HTML, REPORT_MD, read_run, write_report
 
     if resume and overwrite:

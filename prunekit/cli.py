@@ -7,17 +7,16 @@ with code 2. SIGTERM is turned into a normal exit so temp folders are removed an
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Sequence
 
 from prunekit.commands import COMMANDS
 from prunekit.errors import PrunekitError
+from prunekit.logs import configure_logging
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -40,18 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(verbose: bool) -> None:
-    level = logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if not verbose:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()  # per-load weight bars; the Trainer's own progress bar stays
-        warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation notes from inside peft/transformers
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush does not fail on the closed pipe."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -68,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # a bad flag (one line printed) or --help
         return stop.code if isinstance(stop.code, int) else 2
-    _configure_logging(args.verbose)
+    configure_logging(args.verbose)
     command = " ".join(filter(None, (args.command, getattr(args, "method", None), getattr(args, "format", None))))
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None

@@ -53,6 +53,12 @@ def seed(text: str) -> int:
     return value
 
 
+def seed_option() -> Any:
+    """The ``--seed`` option every config that draws random numbers declares (one help, one default)."""
+    return option(42, "seed of everything random in the stage: a new task head, the data order, dropout, random "
+                  "scores", parse=seed)  # fmt: skip
+
+
 def real(low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False):
     """An argparse type for a finite float in a range, e.g. ``real(0, 1, high_open=True)`` for [0, 1)."""
     if low is not None and high is not None:
@@ -119,11 +125,13 @@ def option(
     choices: Iterable | None = None,
     switch: bool = False,
     flag: str | None = None,
+    hidden: bool = False,
 ) -> Any:
     """A dataclass field that is also a command-line flag (``switch``: a store_true flag; ``flag``: its
-    name when it is not the field's name with dashes)."""
+    name when it is not the field's name with dashes; ``hidden``: an older spelling kept working, left
+    out of ``--help`` and the recipe schema)."""
     spec = {"help": help, "parse": parse, "choices": tuple(choices) if choices else None, "switch": switch,
-            "flag": flag}  # fmt: skip
+            "flag": flag, "hidden": hidden}  # fmt: skip
     return dataclasses.field(default=default, metadata={FLAG: spec})
 
 
@@ -184,33 +192,101 @@ def add_config_arguments(
         names = {field.name, ".".join(path), option_key(flag)}
         if names & set(skip) or (only is not None and not names & set(only)):
             continue
+        help_text = spec["help"] if spec["switch"] else option_help(field.default, spec["help"])
+        help_text = argparse.SUPPRESS if spec["hidden"] else help_text
         if spec["switch"]:
-            group.add_argument(flag, action="store_true", default=field.default, help=spec["help"])
+            group.add_argument(flag, action=_GivenSwitch, default=field.default, help=help_text)
             continue
-        default = field.default
-        shown = f" (default {default})" if default is not None and "default" not in spec["help"] else ""
-        help_text = spec["help"] + shown
-        group.add_argument(flag, type=spec["parse"], choices=spec["choices"], default=default, help=help_text)
+        group.add_argument(flag, action=_Given, type=spec["parse"], choices=spec["choices"], default=field.default,
+                           help=help_text)  # fmt: skip
+
+
+def option_help(default: Any, help: str) -> str:
+    """What ``--help`` (and ``prunekit run --options``) says of an option: its help and its default
+    (unless the help says it)."""
+    shown = f" (default {default})" if default is not None and "default" not in help else ""
+    return help + shown
+
+
+GIVEN = "_prunekit_given"  # the Namespace attribute listing the option keys given on the command line
+
+
+class _NotesGiven(argparse.Action):
+    """Stores a flag's value (as its argparse base does) and notes its key as given: a default never is."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        given = getattr(namespace, GIVEN, None) or set()
+        setattr(namespace, GIVEN, given | {self.dest})
+
+
+class _Given(_NotesGiven, argparse._StoreAction):
+    pass
+
+
+class _GivenSwitch(_NotesGiven, argparse._StoreTrueAction):
+    pass
+
+
+def given_options(args: argparse.Namespace) -> set[str]:
+    """The option keys given on the command line (by their flags), defaults aside."""
+    return set(getattr(args, GIVEN, None) or ())
+
+
+def check_effective(config: Any, given: Iterable[str]) -> None:
+    """Refuse an option that was given (a key in ``given``) but has no effect in the mode ``config``
+    chose: every config (and section) with an ``ineffective()`` method returns ``{key: why}`` for the
+    options it would ignore, e.g. ``{"heads": "without --prune adaptive"}``."""
+    given = set(given)
+    for part in _parts(config):
+        ignored = part.ineffective() if hasattr(part, "ineffective") else {}
+        for key in sorted(given & set(ignored)):
+            raise ConfigError(f"--{key.replace('_', '-')}: has no effect {ignored[key]}; leave it out")
+
+
+def _parts(config: Any) -> list[Any]:
+    """``config`` and every section inside it."""
+    found = [config]
+    for field in dataclasses.fields(config):
+        if SECTION in field.metadata:
+            found += _parts(getattr(config, field.name))
+    return found
+
+
+def unused(keys: Iterable[str], why: str) -> dict[str, str]:
+    """``{key: why}`` for each of ``keys``: what an ``ineffective()`` method returns."""
+    return dict.fromkeys(keys, why)
 
 
 def config_from_args(config: type, args: argparse.Namespace, **overrides: Any) -> Any:
     """The dataclass ``config`` (sections included) with every ``option`` field the parsed flags have
     taken from them; ``overrides`` set top-level fields."""
-    return _build(config, lambda field, flag: getattr(args, option_key(flag), _UNSET), overrides)
+    built = _build(config, lambda field, flag: getattr(args, option_key(flag), _UNSET), overrides)
+    check_effective(built, given_options(args))
+    return built
 
 
 _UNSET = object()
 
 
-def config_from_options(config: type, options: dict[str, Any], owner: str | None = None, **overrides: Any) -> Any:
+def config_from_options(
+    config: type,
+    options: dict[str, Any],
+    owner: str | None = None,
+    given: Iterable[str] | None = None,
+    **overrides: Any,
+) -> Any:
     """The dataclass ``config`` (sections included) from keyword options named as recipe keys
-    (``calibration_samples=64``); a key it does not have is an error naming ``owner`` and the close ones."""
+    (``calibration_samples=64``); a key it does not have is an error naming ``owner`` and the close ones,
+    and so is one in ``given`` (default: every key of ``options``) that has no effect (``check_effective``)."""
     keys = {option_key(flag) for _, _, flag, _ in leaf_options(config)}
     for key in options:
         if key not in keys:
             where = owner or config.__name__
             raise ConfigError(f"{key}: not an option of {where}{did_you_mean(key, sorted(keys))}")
-    return _build(config, lambda field, flag: options.get(option_key(flag), _UNSET), overrides)
+    built = _build(config, lambda field, flag: options.get(option_key(flag), _UNSET), overrides)
+    check_effective(built, options if given is None else given)
+    return built
 
 
 def _build(config: type, value_of: Callable[[dataclasses.Field, str], Any], overrides: dict[str, Any]) -> Any:

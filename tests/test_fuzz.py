@@ -126,7 +126,7 @@ FLAG_RANGES = {
     ("finetune", "--warmup-ratio"): lambda v: 0 <= v < 1,
     ("finetune", "--seed"): lambda v: 0 <= v < 2**32,
     ("finetune", "--sparsity"): lambda v: 0 <= v < 1,
-    ("finetune", "--alpha-kd"): lambda v: 0 <= v <= 1,
+    ("finetune", "--alpha-kd"): lambda v: v >= 0,
     ("distill", "--temperature"): lambda v: v > 0,
     ("lottery", "--tolerance"): lambda v: v >= 0,
     ("lottery", "--prune-per-round"): lambda v: 0 < v < 1,

@@ -204,8 +204,8 @@ CASES = [
         "--sparsity nan",
     ),
     (
-        "finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --distill-from {w}/model --alpha-kd 2",
-        "--alpha-kd 2",
+        "finetune --model {w}/model --data {w}/data/SST-2 --out {w}/new --distill-from {w}/model --alpha-kd -1",
+        "--alpha-kd -1",
     ),
     ("lottery --model {w}/model --data {w}/data/SST-2 --out {w}/new --tolerance nan", "--tolerance nan"),
     ("lottery --model {w}/model --data {w}/data/SST-2 --out {w}/new --prune-per-round 1", "--prune-per-round 1"),

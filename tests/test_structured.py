@@ -175,7 +175,7 @@ def test_a_pass_through_layer_is_the_one_dropped(criterion):
 def test_global_taylor_pruning_gives_uneven_widths_that_train(family):
     model = tiny(family)
     model.train()
-    result = prune_structured(model, StructuredConfig(importance="taylor", heads=0.5, ffn=0.4), [batch(8)])
+    result = prune_structured(model, StructuredConfig(importance="taylor", heads=0.5, ffn=0.4, round_to=1), [batch(8)])
     widths = [layer["ffn"] for layer in result["structure"]]
     assert len(set(widths)) > 1
     heads = [layer["heads"] for layer in result["structure"]]
@@ -211,7 +211,7 @@ def test_iterative_pruning_rescores_the_smaller_model_and_ends_at_the_target(fam
     model = tiny(family)
     neurons = 2 * tiny_config(family).intermediate_size
     result = prune_structured(
-        model, StructuredConfig(importance="taylor", heads=0.5, ffn=0.25, iterations=3), [batch(8)]
+        model, StructuredConfig(importance="taylor", heads=0.5, ffn=0.25, iterations=3, round_to=1), [batch(8)]
     )
     assert seen == [neurons, round(neurons * 0.75), round(neurons * 0.5)]  # scored 3 times, each time smaller
     assert sum(layer["ffn"] for layer in result["structure"]) == neurons // 4

@@ -7,6 +7,7 @@ import argparse
 
 from prunekit.commands.common import preflight, print_result, write_optional_json
 from prunekit.errors import ConfigError
+from prunekit.evaluation.bench import REPEATS, SHAPE
 from prunekit.options import add_config_arguments, config_from_args, positive_int
 from prunekit.stages import STAGES
 from prunekit.stages.bench import TimingConfig
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> dict:
     models = [load_model(name, flag=flag, **where)[0] for name, flag in zip(names, ("--model", "--vs"))]
     if args.generate:
         return run_generation(args, models, folders, runtime.record())
-    args.batch_size, args.repeats = args.batch_size or 32, args.repeats or 20
+    args.batch_size, args.repeats = args.batch_size or SHAPE[0], args.repeats or REPEATS
     inputs = [make_inputs(model, args.batch_size, args.seq_len) for model in models]
     flops = [count_flops(model, batch) for model, batch in zip(models, inputs)]
     stats = measure_latency(models, inputs, threads=args.threads, warmup=args.warmup, repeats=args.repeats)

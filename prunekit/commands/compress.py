@@ -18,11 +18,14 @@ from prunekit.commands.common import (
 )
 from prunekit.devices import DeviceConfig
 from prunekit.errors import ConfigError
-from prunekit.options import add_config_arguments, config_from_args, positive_int, real, seed
+from prunekit.evaluation.bench import SHAPE
+from prunekit.options import add_config_arguments, config_from_args, real
 from prunekit.recipes.orders import Target, WorkflowConfig
+from prunekit.stages.bench import TimingConfig
+from prunekit.training.config import FinetuneConfig
 
 CONFIG_FILE = "compress_config.json"
-SHAPES = ((32, 128), (1, 128))  # latency ratios: a throughput batch and a single request
+SHAPES = (SHAPE, (1, SHAPE[1]))  # latency ratios: a throughput batch and a single request
 TARGET_FLAGS = [field.name for field in fields(Target)]  # --speedup aside
 
 
@@ -43,9 +46,11 @@ def add_workflow_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(group, Target)
     add_config_arguments(group, WorkflowConfig, only=ALLOCATION)
     group = p.add_argument_group("training")
-    group.add_argument("--max-train-samples", type=positive_int, help="train on a seeded random subset of N")
+    add_config_arguments(group, FinetuneConfig, only=("max_train_samples",))
     add_config_arguments(group, WorkflowConfig, skip=ALLOCATION)
     add_config_arguments(p.add_argument_group("device (every stage; the timing runs on the CPU)"), DeviceConfig)
+    add_config_arguments(p.add_argument_group("timing (batch 32 x 128 and 1 x 128, on the CPU)"), TimingConfig,
+                         only=("threads",))  # fmt: skip
     group.add_argument("--resume", action="store_true", help="continue a killed run in --out after its last stage")
 
 
@@ -58,11 +63,10 @@ def add_parser(commands) -> None:
     add_output_arguments(p)
     add_data_arguments(p, with_train=True)
     add_workflow_arguments(p)
-    p.add_argument("--seed", type=seed, default=42)
+    add_config_arguments(p, FinetuneConfig, only=("seed",))
     p.add_argument(
         "--control", action="store_true", help="also train the equal-budget dense control (same total steps)"
     )
-    p.add_argument("--threads", type=positive_int, help="threads for the latency measurements (default: torch's)")
     p.set_defaults(handler=run)
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 
 from prunekit.errors import ConfigError
+from prunekit.options import add_config_arguments
+from prunekit.stages.inputs import DataConfig
+from prunekit.training.config import FinetuneConfig
+
+BUDGET = ("max_steps", "max_train_samples")  # what a first, short run of a recipe cuts
 
 
 def add_parser(commands) -> None:
@@ -25,6 +30,11 @@ def add_parser(commands) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue a stopped run: finished stages are kept")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    budget = p.add_argument_group(
+        "budget (for every stage that takes it, as recipe defaults; the control trains as many steps as the chain)"
+    )
+    add_config_arguments(budget, FinetuneConfig, only=BUDGET)
+    add_config_arguments(budget, DataConfig, only=("max_length",))
     p.set_defaults(handler=run)
 
     p = commands.add_parser("recipes", help="list the built-in recipes, or show one (--show NAME)")
@@ -37,14 +47,19 @@ def run(args: argparse.Namespace) -> None:
     from prunekit.api import run as run_recipe
     from prunekit.recipes.runner import is_main_process
 
+    budget = {key: getattr(args, key) for key in (*BUDGET, "max_length") if getattr(args, key) is not None}
     result = run_recipe(args.recipe, out=args.out, model=args.model, data=args.data, resume=args.resume,
-                        overwrite=args.overwrite, overrides=args.overrides)  # fmt: skip
+                        overwrite=args.overwrite, overrides=args.overrides, **budget)  # fmt: skip
     if is_main_process():
-        print(f"\nrun finished: {result.out}\nreport: {result.report[0]} and {result.report[1]}")
+        from prunekit.report.run_report import markdown_table, read_run, table
+
+        print(f"\nrun finished: {result.out}\n\n{markdown_table(*table(read_run(result.out)[1]))}")
+        print(f"\nreport: {result.report[0]} and {result.report[1]}")
 
 
 def list_recipes(args: argparse.Namespace) -> None:
     from prunekit.errors import did_you_mean
+    from prunekit.options import option_help
     from prunekit.recipes.recipe import builtin_recipes, read_recipe
     from prunekit.recipes.schema import METHODS
 
@@ -57,10 +72,8 @@ def list_recipes(args: argparse.Namespace) -> None:
         method = METHODS[args.options]
         print(f"{method.name}: {method.help} (prunekit {' '.join(method.command)})")
         for option in method.options.values():
-            default = (
-                "" if option.default is None or "default" in (option.help or "") else f" (default {option.default})"
-            )
-            print(f"  {option.key:<24} {option.help or ''}{default}")
+            if not option.hidden:
+                print(f"  {option.key:<24} {option_help(option.default, option.help or '')}")
         return
     if args.show:
         print(read_recipe(args.show).dump(), end="")

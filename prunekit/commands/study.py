@@ -22,7 +22,7 @@ from prunekit.commands.compress import (
     workflow_config,
 )
 from prunekit.errors import ConfigError
-from prunekit.options import positive_int, seed
+from prunekit.options import seed
 
 CONFIG_FILE = "study_config.json"
 
@@ -41,7 +41,6 @@ def add_parser(commands) -> None:
     add_workflow_arguments(p)
     p.add_argument("--seeds", type=seed, nargs="+", default=[1, 2, 3], help="one run of every order per seed")
     p.add_argument("--orders", nargs="+", choices=ORDERS, default=list(ORDERS), help="orders to compare (default all)")
-    p.add_argument("--threads", type=positive_int, help="threads for the latency measurements (default: torch's)")
     p.set_defaults(handler=run)
 
 

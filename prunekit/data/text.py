@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from prunekit.data.readers import EVAL_STEMS, decode_file, is_text_corpus
+from prunekit.data.readers import decode_file
+from prunekit.data.sources import EVAL_STEMS, is_text_corpus
 from prunekit.data.tasks import LM_TASK, TaskSpec
 from prunekit.errors import ConfigError, DataError
 

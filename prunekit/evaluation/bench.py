@@ -13,6 +13,13 @@ from transformers import PreTrainedModel
 
 from prunekit.devices import model_device, synchronize
 
+# how every latency is timed unless a command's timing flags say otherwise (prunekit bench, export, the
+# latency tables and speed-ups of compress / study / adaptive pruning): one shape, threads and run counts
+SHAPE = (32, 128)  # batch x tokens
+THREADS = 2
+WARMUP = 3
+REPEATS = 20
+
 
 class TimingRecord:
     """A dataclass of measurements as summary.json stores them: floats rounded to 4 decimals."""
@@ -57,9 +64,9 @@ def measure_latency(
     models: Sequence[PreTrainedModel],
     inputs: Sequence[dict[str, torch.Tensor]],
     *,
-    threads: int,
-    warmup: int = 3,
-    repeats: int = 20,
+    threads: int = THREADS,
+    warmup: int = WARMUP,
+    repeats: int = REPEATS,
 ) -> list[LatencyStats]:
     """Time each model's forward pass, interleaved A B A B so drift hits every model alike."""
     previous_threads = torch.get_num_threads()

@@ -33,10 +33,10 @@ from transformers import TrainerCallback
 
 from prunekit.adapters import get_adapter
 from prunekit.errors import ConfigError
-from prunekit.methods.structured import UnitTargets, allocate, budget_fraction
-from prunekit.options import option, positive_int, real, same_option
+from prunekit.methods.structured import UnitTargets, allocate, keep_fractions
+from prunekit.options import option, real, same_option
 from prunekit.pruning.gates import UnitGates
-from prunekit.pruning.schedules import CubicSchedule
+from prunekit.pruning.schedules import CubicSchedule, keep_fraction_at
 from prunekit.pruning.surgery import prune_heads, prune_neurons
 from prunekit.pruning.units import select_top
 
@@ -47,7 +47,6 @@ SCORES = ("gate", "lora")
 class AdaptiveConfig(UnitTargets):
     """Adaptive pruning: ``UnitTargets`` reached on the cubic schedule's timing, scored as training goes."""
 
-    round_to: int = option(32, "FFN widths a multiple of this", parse=positive_int)
     beta: float = option(0.85, "EMA factor of the scores", parse=real(0, 1, high_open=True), flag="--score-ema")
     score: str = option(
         "gate",
@@ -131,23 +130,8 @@ class AdaptivePruningCallback(TrainerCallback):
 
     def _targets(self, progress: float) -> tuple[float | None, float | None]:
         """Keep fractions for heads and neurons at this point of the schedule."""
-        config = self.config
-        heads, ffn = config.heads, config.ffn
-        fraction = budget_fraction(
-            self.adapter,
-            lambda f: self._counts(heads if heads is not None else f, ffn if ffn is not None else f),
-            config.params_budget,
-            config.flops_budget,
-            config.flops_seq_len,
-        )
-        if fraction is not None:
-            heads = heads if heads is not None else fraction
-            ffn = ffn if ffn is not None else fraction
-
-        def now(target: float | None) -> float | None:
-            return None if target is None else 1 - progress * (1 - target)
-
-        return now(heads), now(ffn)
+        heads, ffn, _ = keep_fractions(self.adapter, self.config, self._counts)
+        return keep_fraction_at(heads, progress), keep_fraction_at(ffn, progress)
 
     def _alive_scores(self, scores: list[torch.Tensor], gates: list[torch.Tensor]) -> list[torch.Tensor]:
         """Scores with pruned units at -inf, so they are never chosen again."""

@@ -33,7 +33,7 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback
 from prunekit.errors import ConfigError, ModelError
 from prunekit.io import atomic_output_dir, write_json_atomic
 from prunekit.methods.magnitude import MagnitudeConfig, compute_masks
-from prunekit.options import check_options, non_negative, option, positive_int, real
+from prunekit.options import check_options, non_negative, option, positive_int, real, same_option
 from prunekit.pruning.masks import MaskSet
 from prunekit.weights import load_state_dict_strict
 
@@ -62,13 +62,14 @@ class LotteryConfig:
         0.2, "fraction of the remaining weights pruned per round", parse=real(0, 1, low_open=True, high_open=True)
     )
     rewind: str = option("init", "'init' (pretrained θ0, default) or 'step:K' (θ after K steps)")
-    scope: str = option("global", "magnitude ranking scope", choices=("global", "layer"))
+    scope: str | None = same_option(MagnitudeConfig, "scope")
     tolerance: float = option(0.01, "a winning ticket is within this of dense", parse=non_negative)
     controls: bool = True  # the random-mask and one-shot controls (--no-controls)
     seed: int = 42  # the training --seed
 
     def __post_init__(self) -> None:
         check_options(self)
+        self.scope = MagnitudeConfig(scope=self.scope).scope  # None: magnitude's own (global)
         _ = self.rewind_step  # validates --rewind
 
     @property

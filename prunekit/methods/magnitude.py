@@ -16,7 +16,7 @@ from prunekit.adapters import get_adapter
 from prunekit.errors import ConfigError
 from prunekit.importance.weights import input_channel_norms, magnitude_scores, wanda_scores
 from prunekit.methods.sequential import prune_sequentially
-from prunekit.options import check_options, fraction, option, positive_int, real
+from prunekit.options import check_options, fraction, option, positive_int, real, unused
 from prunekit.pruning.masks import MaskSet
 from prunekit.pruning.select import (
     monotone,
@@ -27,7 +27,7 @@ from prunekit.pruning.select import (
     select_rows,
 )
 
-SCOPES = ("global", "layer", "row")
+SCOPES = ("global", "layer", "row", "uniform")  # uniform: layer's other name (every layer keeps the same share)
 DEFAULT_SCOPE = {"magnitude": "global", "wanda": "row", "sparsegpt": "layer"}
 IMPORTANCE = ("magnitude", "wanda", "sparsegpt")
 
@@ -41,8 +41,9 @@ class MagnitudeConfig:
     )
     scope: str | None = option(
         None,
-        "rank weights over all targets (global), per matrix (layer) or per output row; default: the importance's "
-        "own (magnitude global, wanda row, sparsegpt layer)",
+        "what competes for the kept share: all layers' weights (or heads and neurons) together (global), each "
+        "layer's own (layer, also called uniform: every layer keeps the same share) or each output row's (row: "
+        "unstructured only); default: global, but wanda row and sparsegpt layer",
         choices=SCOPES,
     )
     pattern: str | None = option(None, "N:M semi-structured pattern, e.g. 2:4 (overrides --sparsity and --scope)")
@@ -63,6 +64,8 @@ class MagnitudeConfig:
         check_options(self)
         if self.scope is None:
             self.scope = DEFAULT_SCOPE[self.importance]
+        elif self.scope == "uniform":
+            self.scope = "layer"
         if self.importance == "sparsegpt" and self.scope == "global" and self.pattern is None:
             raise ConfigError("--scope global: sparsegpt prunes each matrix to --sparsity; use --scope layer")
         if self.pattern is not None:
@@ -73,6 +76,12 @@ class MagnitudeConfig:
                     re.compile(pattern)
                 except re.error as err:
                     raise ConfigError(f"{flag} {pattern!r}: not a valid regular expression ({err})") from None
+
+    def ineffective(self) -> dict[str, str]:
+        ignored = {} if self.pattern is None else unused(("sparsity", "scope"), "with --pattern (N:M sets both)")
+        if self.importance != "sparsegpt":
+            ignored.update(unused(("block_size", "dampening"), f"with --importance {self.importance} (only sparsegpt)"))
+        return ignored
 
     @property
     def layer_by_layer(self) -> bool:

@@ -23,6 +23,7 @@ from transformers import PreTrainedModel
 from prunekit.adapters import get_adapter
 from prunekit.errors import ConfigError
 from prunekit.evaluation import make_inputs, measure_latency
+from prunekit.evaluation.bench import REPEATS, SHAPE, THREADS
 from prunekit.pruning.surgery import prune_heads, prune_neurons
 from prunekit.pruning.units import keep_counts, select_top
 
@@ -48,18 +49,17 @@ def uniform_copy(model: PreTrainedModel, fraction: float, round_to: int = 32) ->
 def measure_speedups(
     model: PreTrainedModel,
     candidates: Sequence[PreTrainedModel],
-    shapes: Sequence[tuple[int, int]] = ((32, 128),),
-    threads: int | None = None,
-    repeats: int = 10,
+    shapes: Sequence[tuple[int, int]] = (SHAPE,),
+    threads: int = THREADS,
+    repeats: int = REPEATS,
 ) -> list[list[float]]:
     """``[shape][candidate]`` latency ratios (dense / candidate, > 1 is faster), each shape timed
     interleaved in one run."""
-    threads = threads or torch.get_num_threads()
     ratios = []
     for batch_size, seq_len in shapes:
         models = [model, *candidates]
         inputs = [make_inputs(m, batch_size, seq_len) for m in models]
-        stats = measure_latency(models, inputs, threads=threads, warmup=2, repeats=repeats)
+        stats = measure_latency(models, inputs, threads=threads, repeats=repeats)
         ratios.append([round(stats[0].median / s.median, 4) for s in stats[1:]])
     return ratios
 
@@ -67,9 +67,9 @@ def measure_speedups(
 def keep_fraction_for_speedup(
     model: PreTrainedModel,
     speedup: float,
-    shape: tuple[int, int] = (32, 128),
+    shape: tuple[int, int] = SHAPE,
     round_to: int = 32,
-    threads: int | None = None,
+    threads: int = THREADS,
 ) -> tuple[float, dict[float, float]]:
     """The keep fraction (heads and neurons alike) whose uniform pruning is ``speedup`` times faster,
     interpolated (in log-speed) between timed fractions; returns it and the timings ``{fraction: ratio}``."""
@@ -128,10 +128,10 @@ def width_copy(model: PreTrainedModel, heads: int | None = None, neurons: int | 
 
 def measure_latency_table(
     model: PreTrainedModel,
-    shape: tuple[int, int] = (32, 128),
+    shape: tuple[int, int] = SHAPE,
     round_to: int = 32,
-    threads: int | None = None,
-    repeats: int = 7,
+    threads: int = THREADS,
+    repeats: int = REPEATS,
 ) -> LatencyTable:
     """Time ``model`` with every head count its layers may keep (multiples of the KV groups) and every FFN
     width (multiples of ``round_to``, and the whole width), all copies interleaved with the dense model in
@@ -150,13 +150,15 @@ def measure_latency_table(
     return LatencyTable(heads, dict(zip(widths, _monotone(latency[len(head_counts) :]))), shape)
 
 
-def latency_table_for(
-    model: PreTrainedModel, shape: tuple[int, int], round_to: int, saved: str | None = None
-) -> LatencyTable:
+def latency_table_for(model: PreTrainedModel, round_to: int, saved: str | None = None) -> LatencyTable:
     """The per-width latency table of ``model``: read from ``saved`` (a JSON file of an earlier
-    measurement: a resumed run allocates from the timings it made first), else measured now."""
+    measurement: a resumed run allocates from the timings it made first), else measured now at the
+    timing shape (its length capped at the model's positions)."""
     if saved is None:
-        return measure_latency_table(model, shape, round_to)
+        from prunekit.models import max_positions
+
+        length = min(SHAPE[1], max_positions(model.config) or SHAPE[1])
+        return measure_latency_table(model, (SHAPE[0], length), round_to)
     from prunekit.io import read_json
 
     return LatencyTable.from_dict(read_json(saved, "a latency table (--latency-table)"))

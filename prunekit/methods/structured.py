@@ -13,11 +13,22 @@ from torch import nn
 from prunekit.adapters import ModelAdapter, get_adapter
 from prunekit.errors import ConfigError
 from prunekit.importance.structured import LAYER_CRITERIA, UNIT_CRITERIA, Batch, score_layers, score_units
+from prunekit.methods.magnitude import MagnitudeConfig
 from prunekit.methods.speed import LatencyTable
-from prunekit.options import check_options, count, option, param_count, positive_int, real
-from prunekit.options import seed as seed_number
+from prunekit.options import (
+    check_options,
+    count,
+    option,
+    param_count,
+    positive_int,
+    real,
+    same_option,
+    seed_option,
+    unused,
+)
+from prunekit.pruning.schedules import keep_fraction_at
 from prunekit.pruning.surgery import drop_layers, prune_heads, prune_neurons
-from prunekit.pruning.units import SCOPES, fraction_for_budget, keep_counts, latency_counts, select_top
+from prunekit.pruning.units import fraction_for_budget, keep_counts, latency_counts, select_top
 
 if TYPE_CHECKING:
     from prunekit.methods.adaptive import AdaptiveConfig
@@ -41,28 +52,31 @@ class UnitTargets:
     flops_budget: float | None = option(
         None, "fraction of the layers' forward FLOPs to keep at --max-length tokens, e.g. 0.5", parse=keep_fraction
     )
-    scope: str = option(
-        "global",
-        "rank units across layers (global: layers get different widths) or keep the fraction per layer (uniform)",
-        choices=SCOPES,
-    )
+    scope: str | None = same_option(MagnitudeConfig, "scope")  # units: layer is kept as "uniform"
     min_heads: int = option(1, "heads every layer keeps at least (0 allows none)", parse=count)
     min_ffn: int = option(1, "FFN neurons every layer keeps at least", parse=count)
     latency_aware: bool = option(
         False,
-        "time every width a layer may keep (batch 32 x --max-length, here) and let widths differ across layers "
+        "time every width a layer may keep (batch 32 x 128, here) and let widths differ across layers "
         "only where the scores gain and it costs no time over uniform widths",
         switch=True,
     )
     latency_table: str | None = option(
         None, "with --latency-aware: a table measured before (JSON) to allocate from instead of timing anew"
     )
+    round_to: int = option(32, "kept FFN widths a multiple of this (1: any width)", parse=positive_int)
     flops_seq_len: int = 128
     latency: LatencyTable | None = None  # measured per-width latency: allocate for the most score per time
 
     def __post_init__(self) -> None:
         check_options(self)
+        if self.scope == "row":
+            raise ConfigError("--scope row: heads and neurons compete across layers (global) or within each (layer)")
+        self.scope = "uniform" if self.scope in ("layer", "uniform") else "global"
         check_budgets(self.heads, self.ffn, self.params_budget, self.flops_budget)
+
+    def ineffective(self) -> dict[str, str]:
+        return {} if self.latency_aware else unused(["latency_table"], "without --latency-aware")
 
 
 @dataclass
@@ -73,17 +87,27 @@ class StructuredConfig(UnitTargets):
     importance: str = option("taylor", "score for heads/neurons", choices=sorted(UNIT_CRITERIA))
     layers: int | None = option(None, "number of transformer layers to keep", parse=positive_int)
     layer_importance: str = option("drop-one", "score for --layers", choices=sorted(LAYER_CRITERIA))
-    round_to: int = option(1, "round kept FFN widths to a multiple, e.g. 8", parse=positive_int)
     iterations: int = option(
         1, "prune in N steps, re-scoring the smaller model before each (1: one-shot)", parse=positive_int
     )
-    seed: int = option(0, "seed for --importance random", parse=seed_number)
+    seed: int = seed_option()
 
     def validate(self, num_layers: int) -> None:
         if self.layers is not None and not 1 <= self.layers <= num_layers:
             raise ConfigError(f"--layers {self.layers}: the model has {num_layers} layers; keep 1..{num_layers}")
         if not any(v is not None for v in (self.heads, self.ffn, self.layers, self.params_budget, self.flops_budget)):
             raise ConfigError("nothing to prune: pass --heads, --ffn, --layers, --params-budget or --flops-budget")
+
+    def ineffective(self) -> dict[str, str]:
+        ignored = super().ineffective()
+        if self.importance != "random":
+            ignored.update(unused(["seed"], f"with --importance {self.importance} (only random draws)"))
+        if self.layers is None:
+            ignored.update(unused(["layer_importance"], "without --layers"))
+        if not self.prunes_units:
+            units = ("scope", "min_heads", "min_ffn", "round_to")
+            ignored.update(unused(units, "without --heads, --ffn or a budget (only --layers)"))
+        return ignored
 
     @property
     def prunes_units(self) -> bool:
@@ -160,6 +184,24 @@ def budget_fraction(
     )
 
 
+def keep_fractions(
+    adapter: ModelAdapter,
+    targets: UnitTargets,
+    counts_at: Callable[[float | None, float | None], tuple[list[int], list[int]]],
+) -> tuple[float | None, float | None, float | None]:
+    """``(heads, ffn, fraction)``: the keep fractions of heads and neurons — those ``targets`` fix, the
+    budget's one keep ``fraction`` for the others (None without a budget) — given ``counts_at(heads, ffn)``
+    (units kept per layer at those fractions). One-shot and adaptive pruning both resolve targets here."""
+
+    def filled(fraction: float | None) -> tuple[float | None, float | None]:
+        return (targets.heads if targets.heads is not None else fraction,
+                targets.ffn if targets.ffn is not None else fraction)  # fmt: skip
+
+    fraction = budget_fraction(adapter, lambda f: counts_at(*filled(f)), targets.params_budget,
+                               targets.flops_budget, targets.flops_seq_len)  # fmt: skip
+    return (*filled(fraction), fraction)
+
+
 def prune_structured(model: nn.Module, config: StructuredConfig, batches: Sequence[Batch] = ()) -> dict:
     """Prune ``model`` in place; returns what was kept (original layer indices, per-layer structure).
 
@@ -180,25 +222,15 @@ def prune_structured(model: nn.Module, config: StructuredConfig, batches: Sequen
     if config.prunes_units:
         layers = adapter.layers()
         original = ([layer.attention.num_heads for layer in layers], [layer.ffn.num_neurons for layer in layers])
-        heads, ffn = config.heads, config.ffn
         scores = score_units(config.importance, adapter, batches, config.seed)
-        fraction = budget_fraction(
-            adapter,
-            lambda f: _counts(adapter, config, scores, heads, ffn, f),
-            config.params_budget,
-            config.flops_budget,
-            config.flops_seq_len,
-        )
+        heads, ffn, fraction = keep_fractions(adapter, config, lambda h, f: _counts(adapter, config, scores, h, f))
         if fraction is not None:
-            heads = heads if heads is not None else fraction
-            ffn = ffn if ffn is not None else fraction
             report["budget_keep_fraction"] = round(fraction, 6)
         for step in range(1, config.iterations + 1):
             # iterative: prune a share, re-score the smaller model, prune more (the last step hits the target)
             if step > 1:
                 scores = score_units(config.importance, adapter, batches, config.seed)
-            progress = step / config.iterations
-            now = [None if t is None else 1 - progress * (1 - t) for t in (heads, ffn)]
+            now = [keep_fraction_at(target, step / config.iterations) for target in (heads, ffn)]
             head_counts, neuron_counts = _counts(adapter, config, scores, *_of_current(now, original, layers))
             prune_heads(adapter, dict(enumerate(select_top(scores.heads, head_counts, adapter.head_groups()))))
             prune_neurons(adapter, dict(enumerate(select_top(scores.neurons, neuron_counts))))
@@ -217,13 +249,10 @@ def _of_current(fractions, original, layers) -> list[float | None]:
     ]
 
 
-def _counts(adapter, config: StructuredConfig, scores, heads: float | None, ffn: float | None, fallback=None):
-    """Heads and neurons each layer keeps for keep fractions ``heads`` / ``ffn`` (``fallback`` for
-    those unset, as the parameter-budget search needs). Iterative pruning meets totals exactly at every
-    step, so rounding does not accumulate (one-shot keeps its recorded behaviour)."""
+def _counts(adapter, config: StructuredConfig, scores, heads: float | None, ffn: float | None):
+    """Heads and neurons each layer keeps for keep fractions ``heads`` / ``ffn``. Iterative pruning meets
+    totals exactly at every step, so rounding does not accumulate (one-shot keeps its recorded behaviour)."""
     exact = config.iterations > 1
-    heads = heads if heads is not None else fallback
-    ffn = ffn if ffn is not None else fallback
     return allocate(scores.heads, scores.neurons, heads, ffn, config, adapter.head_groups(), exact)
 
 

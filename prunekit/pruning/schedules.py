@@ -9,6 +9,12 @@ from prunekit.options import check_options, count, fraction, option, positive_in
 from prunekit.pruning.select import check_sparsity
 
 
+def keep_fraction_at(target: float | None, progress: float) -> float | None:
+    """The keep fraction ``progress`` (0 to 1) of the way from the dense model (1) to ``target`` (None:
+    no target); structured pruning's iterations and adaptive pruning's schedule both step through it."""
+    return None if target is None else 1 - progress * (1 - target)
+
+
 @dataclass(frozen=True)
 class CubicSchedule:
     """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (t1 - t0))^3, pruning every ``every`` steps.

@@ -34,7 +34,7 @@ from prunekit.io import read_json
 from prunekit.methods.adaptive import AdaptiveConfig
 from prunekit.methods.magnitude import MagnitudeConfig
 from prunekit.methods.structured import UnitTargets, check_budgets
-from prunekit.options import auto_or, check_options, fraction, option, positive, positive_int, real, same_option
+from prunekit.options import auto_or, check_options, fraction, option, positive, positive_int, same_option, unused
 from prunekit.recipes.recipe import Recipe, parse_recipe
 from prunekit.training.config import FinetuneConfig, auto_passes
 from prunekit.training.distill_config import DistillConfig
@@ -113,12 +113,11 @@ class WorkflowConfig:
     min_heads: int = same_option(UnitTargets, "min_heads")
     min_ffn: int = same_option(UnitTargets, "min_ffn")
     score_ema: float = same_option(AdaptiveConfig, "beta")
-    adaptive_score: str = same_option(
-        AdaptiveConfig, "score", help="gate (|dL/dgate| per unit) or lora (LoRAPrune, from the LoRA factors)"
-    )
+    adaptive_score: str = same_option(AdaptiveConfig, "score")
     latency_aware: bool = same_option(UnitTargets, "latency_aware")
     temperature: float = same_option(DistillConfig, "temperature")
-    alpha_kd: float = option(0.5, "soft-target weight in distilled stages; the task loss gets 1 - it", parse=real(0, 1))
+    alpha_kd: float = same_option(DistillConfig, "alpha_kd")
+    alpha_ce: float = same_option(DistillConfig, "alpha_ce")
     calibration_samples: int = 512  # one-shot orders: examples scoring the units
     latency_table: str | None = None  # with latency_aware: the table the command measured (JSON), reused by stages
     max_train_samples: int | None = None  # the training subset, drawn once with data_seed
@@ -130,6 +129,12 @@ class WorkflowConfig:
             raise ConfigError(f"--order {self.order}: expected one of {', '.join(ORDERS)}")
         if self.latency_aware and self.target.unstructured:
             raise ConfigError("--latency-aware allocates heads and neurons: not for an unstructured --sparsity")
+
+    def ineffective(self) -> dict[str, str]:
+        if not self.target.unstructured:
+            return {}
+        allocation = ("scope", "round_to", "min_heads", "min_ffn", "score_ema", "adaptive_score", "prune_with")
+        return unused(allocation, "with --sparsity (it prunes weights by magnitude, not heads and neurons)")
 
     def resolved(self, train_size: int) -> WorkflowConfig:
         """This config with ``stage_steps`` ``auto`` made the steps of the passes ``--epochs auto`` picks for
@@ -247,12 +252,12 @@ def _stage_options(config: WorkflowConfig, spec: StageSpec) -> dict[str, Any]:
                 "max_length": config.max_length}  # fmt: skip
     options = _training(config, spec.kind, spec.steps)
     if spec.distill:
-        options.update(distill_from="@teacher", alpha_kd=config.alpha_kd, temperature=config.temperature)
+        options.update(distill_from="@teacher", alpha_kd=config.alpha_kd, alpha_ce=config.alpha_ce,
+                       temperature=config.temperature)  # fmt: skip
     if spec.adaptive and target.unstructured:  # gradual magnitude pruning, from the first step
         return {"method": "finetune", **options, "prune": "magnitude", "sparsity": target.sparsity, "prune_start": 0}
     if spec.adaptive:
-        allocation = dict(scope="layer" if config.scope == "uniform" else "global", score_ema=config.score_ema,
-                          adaptive_score=config.adaptive_score)  # fmt: skip
+        allocation = dict(scope=config.scope, score_ema=config.score_ema, adaptive_score=config.adaptive_score)
         return {"method": "adaptive", **options, "lora": spec.kind == "lora", **_kept(config), **allocation}
     return {"method": "lora" if spec.kind == "lora" else "finetune", **options}
 

@@ -5,7 +5,9 @@ and checked before anything runs. Every mistake is one line naming the file and 
 Besides a method's options a stage may say ``from`` (the stage whose model it starts from, or
 ``input``; default: the latest model) and ``role`` (``parent``: the dense reference of the report,
 default the first stage that makes a model; ``control``: the equal-budget dense control, trained from
-the input for as many steps as the stages before it took together). A string option ``@NAME`` means
+the input for as many steps as the stages before it took together) and ``isolated: true`` (the stage
+runs in a worker process, so one that exhausts memory stops with a message instead of taking the run
+down: ``prunekit.stages.worker``). A string option ``@NAME`` means
 the model of the earlier stage NAME (``@input``: the run's ``--model``). ``defaults`` holds options
 given to every stage whose method takes them.
 """
@@ -24,7 +26,7 @@ from prunekit.errors import ConfigError, did_you_mean, first_line, quote
 from prunekit.recipes.schema import METHODS
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
-STAGE_KEYS = ("name", "method", "from", "role")
+STAGE_KEYS = ("name", "method", "from", "role", "isolated")
 ROLES = ("parent", "control")
 TOP_KEYS = ("description", "defaults", "stages")
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -41,10 +43,14 @@ class Stage:
     options: dict[str, Any] = field(default_factory=dict)  # defaults merged in
     source: str | None = None  # `from`
     role: str | None = None
+    own: tuple[str, ...] = ()  # the options the stage names itself (a default that does nothing here is fine)
+    isolated: bool = False  # run in a worker process
 
     def as_dict(self) -> dict[str, Any]:
         head = {"name": self.name, "method": self.method}
         head.update({k: v for k, v in (("from", self.source), ("role", self.role)) if v is not None})
+        if self.isolated:
+            head["isolated"] = True
         return {**head, **self.options}
 
 
@@ -267,6 +273,9 @@ def _parse_stage(entry: Any, where: str, defaults: dict, earlier: _Earlier, fail
     source = entry.get("from")
     if source is not None and source != INPUT and not (isinstance(source, str) and source in earlier.model_set):
         raise fail(f"{where}.from", f"expected 'input' or {earlier.made()}, got {quote(source)}")
+    isolated = entry.get("isolated", False)
+    if not isinstance(isolated, bool):
+        raise fail(f"{where}.isolated", f"expected true or false, got {quote(isolated)}")
     role = entry.get("role")
     if role is not None and role not in ROLES:
         raise fail(f"{where}.role", f"expected one of {', '.join(ROLES)}, got {quote(role)}")
@@ -301,4 +310,5 @@ def _parse_stage(entry: Any, where: str, defaults: dict, earlier: _Earlier, fail
             raise fail(f"{where}.{onnx_only[0]}", "only with format: onnx")
     if method_name == "distill" and "teacher" not in options:
         raise fail(where, "a distill stage needs teacher: (e.g. teacher: '@finetune')")
-    return Stage(name, method_name, options, source, role)
+    own = tuple(key for key in entry if key in options and key not in STAGE_KEYS)
+    return Stage(name, method_name, options, source, role, own, isolated)

@@ -32,21 +32,29 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prunekit.errors import ConfigError, PrunekitError, first_line, quote
+from prunekit.errors import ConfigError, PrunekitError, first_line
 from prunekit.io import (
     atomic_output_dir,
     read_json,
     recover_output_dir,
-    replace_dir,
     write_json_atomic,
-    write_text_atomic,
 )
 from prunekit.models import WEIGHT_FILES
 from prunekit.recipes.recipe import INPUT, Recipe, Stage
+from prunekit.recipes.run_folder import (
+    LOG_FILE,
+    STAGE_FILE,
+    TICKET_DIR,
+    finished_record,
+    input_settings,
+    is_main_process,
+    prepare_out,
+    record_run,
+    run_folder,
+    same_input,
+    stage_folder,
+)
 from prunekit.recipes.schema import METHODS
-
-RUN_FILE, RECIPE_FILE, STAGE_FILE, LOG_FILE = "run.json", "recipe.yaml", "stage.json", "log.txt"
-TICKET_DIR = "ticket"  # lottery's winning ticket inside its folder
 
 
 @dataclass
@@ -70,120 +78,6 @@ class RunState:
         return value
 
 
-def stage_folder(out: Path, index: int, stage: Stage, recipe: Recipe | None = None) -> Path:
-    return out / (recipe.folder_name(index, stage) if recipe is not None else f"{index:02d}-{stage.name}")
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def staging_path(out: Path) -> Path:
-    """Where an ``--overwrite`` run is built until it is complete."""
-    return out.parent / f".{out.name}.partial"
-
-
-def run_folder(out: Path, resume: bool, overwrite: bool) -> Path:
-    """The folder the stages go to: ``out``, or its staging folder for ``--overwrite`` (and for
-    ``--resume`` of an ``--overwrite`` run that stopped). The same answer in every torchrun process."""
-    staging = staging_path(out)
-    if overwrite or (resume and (staging / RUN_FILE).is_file()):
-        return staging
-    return out
-
-
-def input_settings(model: str, data: str | None) -> dict:
-    """run.json's inputs: as given, and the places they name (what ``--resume`` compares)."""
-    return {"model": model, "data": data, "model_path": _same_input(model), "data_path": _same_input(data)}
-
-
-def prepare_out(folder: Path, out: Path, recipe: Recipe, model: str, data: str | None, resume: bool) -> None:
-    """Check that ``folder`` may hold this run (with ``resume``: that it holds this run, with the same
-    inputs and, for its finished stages, the same recipe). ``folder`` is ``out``, or for ``--overwrite``
-    the staging folder beside it."""
-    settings = input_settings(model, data)
-    if not is_main_process():
-        return  # the first process checks and writes; the others follow its folders
-    staging = staging_path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder")
-    holds_run = (out / RUN_FILE).is_file()
-    if out.is_dir() and any(out.iterdir()) and not holds_run:
-        raise ConfigError(f"--out {out}: a folder that holds something other than a prunekit run; pick a new one")
-    if resume:
-        if not (folder / RUN_FILE).is_file():
-            raise ConfigError(f"--resume: {out} holds no run to continue")
-        saved = read_json(folder / RUN_FILE, "the run's inputs")
-        changed = [key for key in ("model", "data") if _saved_input(saved, key) != settings[f"{key}_path"]]
-        if changed:
-            flags = ", ".join(f"--{key} was {quote(saved.get(key))}" for key in changed)
-            raise ConfigError(f"--resume: {out} was started with different inputs ({flags})")
-    elif folder == staging:  # --overwrite: the earlier run stays in out until this one is complete
-        shutil.rmtree(staging, ignore_errors=True)
-    elif staging.exists():
-        raise ConfigError(
-            f"--out {out}: an unfinished --overwrite run is kept in {staging}; pass --resume to continue it "
-            "or --overwrite to start again"
-        )
-    elif holds_run:
-        raise ConfigError(f"--out {out}: holds a run already; pass --resume to continue it or --overwrite")
-    for index, stage in enumerate(recipe.stages, 1):
-        _finished(stage_folder(folder, index, stage, recipe), stage)  # a changed recipe: refused before any work
-
-
-def _record_run(folder: Path, recipe: Recipe, settings: dict) -> None:
-    """Refuse a recipe that changed under the finished stages in ``folder``, then save the run's inputs
-    (once) and the recipe (later stages may change on ``--resume``)."""
-    for index, stage in enumerate(recipe.stages, 1):
-        _finished(stage_folder(folder, index, stage, recipe), stage)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / RUN_FILE).is_file():
-        started = time.strftime("%Y-%m-%dT%H:%M:%S")
-        write_json_atomic(folder / RUN_FILE, {**settings, "recipe": recipe.origin, "started": started})
-    write_text_atomic(folder / RECIPE_FILE, recipe.dump())
-
-
-def publish_run(folder: Path, out: Path) -> None:
-    """Put a run finished in its staging folder in place of ``out``: the earlier run goes only now."""
-    if is_main_process() and folder != out:
-        replace_dir(folder, out)
-
-
-def _same_input(value: str | None) -> str | None:
-    """A model or data path compared by the place it names (an alias such as minilm as given)."""
-    return str(Path(value).resolve()) if value is not None and Path(value).exists() else value
-
-
-def _saved_input(saved: dict, key: str) -> str | None:
-    """An input as run.json recorded it: the place it named (older runs recorded only what was typed)."""
-    return saved[f"{key}_path"] if f"{key}_path" in saved else _same_input(saved.get(key))
-
-
-def recipe_inputs(recipe: Recipe) -> list[tuple[str, str]]:
-    """``(where, path)`` of every file or folder the recipe's stages name (a teacher, data, an adapter):
-    the run's --out must leave them alone."""
-    return [
-        (f"{recipe.origin}: stages[{index}].{key}", value)
-        for index, stage in enumerate(recipe.stages)
-        for key, value in stage.options.items()
-        if isinstance(value, str) and not value.startswith("@") and Path(value).expanduser().exists()
-    ]
-
-
-def check_lengths(recipe: Recipe, config, model: str) -> None:
-    """Every token length a stage will use (its ``max_length``, a bench or export stage's timing
-    ``seq_len`` with its default) must fit the input model's positions: refused before the first stage
-    trains, not when the stage that uses it comes."""
-    from prunekit.models import check_max_length
-
-    for index, stage in enumerate(recipe.stages):
-        options = METHODS[stage.method].options
-        for key in ("max_length", "seq_len"):
-            value = stage.options.get(key, options[key].default if key in options else None)
-            if isinstance(value, int):
-                check_max_length(config, value, f"{recipe.origin}: stages[{index}].{key}", f" of --model {model}")
-
-
 def run_recipe(
     recipe: Recipe, model: str, data: str | None, out: str | os.PathLike, resume: bool = False, overwrite: bool = False
 ) -> Path:
@@ -200,31 +94,28 @@ def run_stages(recipe: Recipe, model: str, data: str | None, folder: Path) -> Pa
     itself, such as ``compress`` with its staging, calls this directly). Returns ``folder``."""
     folder = Path(folder)
     if is_main_process():
-        _record_run(folder, recipe, input_settings(model, data))
+        record_run(folder, recipe, input_settings(model, data))
     state = RunState(folder, model, data, models={INPUT: model})
+    started, count = time.monotonic(), len(recipe.stages)
     for index, stage in enumerate(recipe.stages, 1):
         stage_dir = stage_folder(folder, index, stage, recipe)
-        record = _finished(stage_dir, stage)
+        record = finished_record(stage_dir, stage)
         if record is None:
-            print(f"\n== stage {stage_dir.name} ({stage.method})", flush=True)
+            # a training stage's progress bar shows its own ETA; each stage says how long it took
+            print(f"\n== stage {index}/{count} {stage_dir.name} ({stage.method})", flush=True)
+            stage_started = time.monotonic()
             record = _run_stage(stage, stage_dir, state, index)
+            took, total = _duration(time.monotonic() - stage_started), _duration(time.monotonic() - started)
+            print(f"== stage {index}/{count} {stage_dir.name} done in {took} (run so far {total})", flush=True)
         else:
-            print(f"== stage {stage_dir.name} ({stage.method}): finished earlier, kept", flush=True)
+            print(f"== stage {index}/{count} {stage_dir.name} ({stage.method}): finished earlier, kept", flush=True)
         _advance(state, stage, stage_dir, record)
     return folder
 
 
-def _finished(folder: Path, stage: Stage) -> dict | None:
-    path = folder / STAGE_FILE
-    if not path.is_file():
-        return None
-    record = read_json(path, "a finished stage's record; delete its folder to run the stage again")
-    if record.get("stage") != stage.as_dict():
-        raise ConfigError(
-            f"--resume: stage {folder.name} was run with other settings ({quote(record.get('stage'))}); "
-            "the recipe must not change under a run: start a new --out"
-        )
-    return record
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def _advance(state: RunState, stage: Stage, folder: Path, record: dict) -> None:
@@ -313,7 +204,7 @@ def _run_stage(stage: Stage, folder: Path, state: RunState, index: int) -> dict:
     record = {"stage": stage.as_dict(), "index": index, "method": stage.method,
               "input": _shown(_input_of(stage, state), state)}  # fmt: skip
     try:
-        config = registered.build_config(_stage_options(stage, state))
+        config = registered.build_config(_stage_options(stage, state), given=stage.own)
         if not is_main_process():
             if registered.trains:
                 _execute(registered, config, stage, folder, state)
@@ -351,13 +242,23 @@ def _run_stage(stage: Stage, folder: Path, state: RunState, index: int) -> dict:
 def _execute(registered, config, stage: Stage, folder: Path, state: RunState, resume: bool = False) -> dict:
     """A model-making stage, from its input model into ``folder`` (training in its checkpoint folder
     when it keeps checkpoints)."""
-    from prunekit.stages import StageInputs, execute
+    from prunekit.stages import StageInputs
 
     inputs = StageInputs(_model_input(stage, state), out=str(folder), resume=resume)
     checkpoints = str(checkpoint_dir(folder)) if stage.options.get("checkpoint_every") else None
-    summary = execute(registered, config, inputs, checkpoints)
+    summary = _call(registered, config, stage, state, inputs, checkpoints)
     gc.collect()  # the stage's models go before the next stage loads its own
     return summary
+
+
+def _call(registered, config, stage: Stage, state: RunState, inputs, checkpoints: str | None = None) -> dict:
+    """``execute`` the stage here, or (``isolated: true``) in a worker process given its options."""
+    from prunekit.stages import execute
+    from prunekit.stages.worker import execute_isolated
+
+    if stage.isolated:
+        return execute_isolated(registered, _stage_options(stage, state), inputs, stage.own, checkpoints)
+    return execute(registered, config, inputs, checkpoints)
 
 
 def _complete(stage: Stage, folder: Path) -> bool:
@@ -388,13 +289,13 @@ def _shown(model: str | None, state: RunState) -> str | None:
     if model is None:
         return None
     path, run = Path(model).absolute(), state.out.absolute()
-    return str(path.relative_to(run)) if path.is_relative_to(run) else _same_input(model)
+    return str(path.relative_to(run)) if path.is_relative_to(run) else same_input(model)
 
 
 def _run_in(registered, config, stage: Stage, tmp: Path, state: RunState) -> list[str]:
     """Stages whose results are files (evaluate, export) or that time the whole run (bench), made in
     ``tmp``; returns the record's command line."""
-    from prunekit.stages import StageInputs, execute
+    from prunekit.stages import StageInputs
 
     if stage.method == "bench":
         roles = {r["stage"]["name"]: r["stage"].get("role") for r in state.records}
@@ -409,7 +310,7 @@ def _run_in(registered, config, stage: Stage, tmp: Path, state: RunState) -> lis
             argv = []
         inputs = StageInputs(_model_input(stage, state), out=str(tmp / target) if target else None)
     with _logged(tmp / LOG_FILE, argv):
-        summary = execute(registered, config, inputs)
+        summary = _call(registered, config, stage, state, inputs)
     if stage.method == "export":  # the file's place once the stage folder is published
         summary = {**summary, "path": target}
     write_json_atomic(tmp / "summary.json", summary)

@@ -32,6 +32,7 @@ class Option:
     default: Any
     switch: bool  # a store_true flag: the value is a bool
     help: str | None
+    hidden: bool = False  # an older spelling: accepted, not listed
 
     def check(self, value: Any) -> str | None:
         """Why ``value`` is not acceptable (None when it is)."""
@@ -92,7 +93,7 @@ class Method:
     def options(self) -> dict[str, Option]:
         return {
             key: Option(key, flag, spec["parse"], spec["choices"], False if spec["switch"] else default,
-                        spec["switch"], spec["help"])
+                        spec["switch"], spec["help"], spec.get("hidden", False))
             for key, flag, spec, default in self.stage.options
         }  # fmt: skip
 

@@ -41,7 +41,7 @@ class StageRow:
 def read_run(out: str | os.PathLike) -> tuple[dict, list[StageRow]]:
     """The run record and one row per finished stage, in order. Models are found in the stage folders
     (a copied or moved run reads the same); a damaged record is an error naming its file."""
-    from prunekit.recipes.runner import RUN_FILE, STAGE_FILE, TICKET_DIR
+    from prunekit.recipes.run_folder import RUN_FILE, STAGE_FILE, TICKET_DIR
 
     out = Path(out)
     if not (out / RUN_FILE).is_file():

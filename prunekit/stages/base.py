@@ -152,14 +152,15 @@ class Stage:
         return [(option_key(flag), flag, spec, field.default) for _, field, flag, spec in leaf_options(self.config)
                 if option_key(flag) not in left]  # fmt: skip
 
-    def build_config(self, options: dict[str, Any]) -> Any:
-        """The stage's config from options named as recipe keys (a fixed one may not be given)."""
+    def build_config(self, options: dict[str, Any], given: Iterable[str] | None = None) -> Any:
+        """The stage's config from options named as recipe keys (a fixed one may not be given); an option
+        in ``given`` (default: all of ``options``) that has no effect in the mode chosen is an error."""
         from prunekit.options import config_from_options
 
         for key in (*dict(self.fixed), *self.omit):
             if key in options:
                 raise ConfigError(f"{key}: not an option of stage {self.name} (it sets it itself)")
-        return config_from_options(self.config, {**options, **dict(self.fixed)}, owner=self.name)
+        return config_from_options(self.config, {**options, **dict(self.fixed)}, owner=self.name, given=given)
 
 
 STAGES: dict[str, Stage] = {}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from prunekit.devices import DeviceConfig
 from prunekit.errors import ConfigError
+from prunekit.evaluation.bench import REPEATS, SHAPE, THREADS, WARMUP
 from prunekit.options import count, option, positive_int, section
 from prunekit.stages.base import StageContext, StageInputs, StageResult, register_stage
 
@@ -16,11 +17,13 @@ from prunekit.stages.base import StageContext, StageInputs, StageResult, registe
 class TimingConfig:
     """How forward passes are timed: batch x length random tokens, threads, warm-up and timed runs."""
 
-    batch_size: int | None = option(None, "sequences per batch (default 32; --generate: 1)", parse=positive_int)
-    seq_len: int = option(128, "tokens per sequence", parse=positive_int)
-    threads: int = option(2, "threads the timed passes use", parse=positive_int)
-    warmup: int = option(3, "untimed passes first", parse=count)
-    repeats: int | None = option(None, "timed runs per model (default 20; --generate: 10)", parse=positive_int)
+    batch_size: int | None = option(
+        None, f"sequences per batch (default {SHAPE[0]}; --generate: 1)", parse=positive_int
+    )
+    seq_len: int = option(SHAPE[1], "tokens per sequence", parse=positive_int)
+    threads: int = option(THREADS, "threads the timed passes use", parse=positive_int)
+    warmup: int = option(WARMUP, "untimed passes first", parse=count)
+    repeats: int | None = option(None, f"timed runs per model (default {REPEATS}; generation: 10)", parse=positive_int)
     runtime: DeviceConfig = section(DeviceConfig)
 
 
@@ -52,7 +55,7 @@ def run_bench(context: StageContext, config: TimingConfig) -> StageResult:
     from prunekit.models import load_model
 
     run_models = context.loaded_fields["models"]
-    batch = config.batch_size or 32  # bench's batch default: 32 (1 with --generate)
+    batch = config.batch_size or SHAPE[0]  # 1 with --generate
     names = list(run_models)
     parent = parent_name([(name, role) for name, (_, role) in run_models.items()])
     control = next((name for name, (_, role) in run_models.items() if role == "control"), None)
@@ -62,7 +65,7 @@ def run_bench(context: StageContext, config: TimingConfig) -> StageResult:
     inputs = [make_inputs(model, batch, config.seq_len) for model in models]
     flops = [count_flops(model, batch_inputs) for model, batch_inputs in zip(models, inputs)]
     stats = measure_latency(models, inputs, threads=config.threads, warmup=config.warmup,
-                            repeats=config.repeats or 20)  # fmt: skip
+                            repeats=config.repeats or REPEATS)  # fmt: skip
     median = {name: s.median for name, s in zip(names, stats)}
     rows = {}
     for name, s, flop_count in zip(names, stats, flops):

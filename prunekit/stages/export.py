@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prunekit.errors import ConfigError, ExportError, PrunekitError
-from prunekit.options import int_range, non_negative, option, positive, positive_int
+from prunekit.evaluation.bench import REPEATS
+from prunekit.options import int_range, non_negative, option, positive, positive_int, same_option
 from prunekit.stages.base import StageContext, StageResult, register_stage
+from prunekit.stages.bench import TimingConfig
 from prunekit.stages.inputs import load_saved
 
 OPSET = 18  # ONNX opset of the exported graph unless --opset says otherwise
@@ -41,10 +43,10 @@ class ExportStageConfig:
         "float32 rounding alone exceeds 1e-4)",
         choices=("float32", "float64"),
     )
-    batch_size: int = option(1, "timing: sequences per batch", parse=positive_int)
-    seq_len: int = option(128, "timing: tokens per sequence", parse=positive_int)
-    threads: int = option(2, "timing: threads", parse=positive_int)
-    repeats: int = option(20, "timing: timed runs of each", parse=positive_int)
+    batch_size: int = option(1, "timing: sequences per batch (a single request)", parse=positive_int)
+    seq_len: int = same_option(TimingConfig, "seq_len")
+    threads: int = same_option(TimingConfig, "threads")
+    repeats: int | None = same_option(TimingConfig, "repeats")
 
 
 @register_stage(
@@ -97,7 +99,7 @@ def _onnx(context: StageContext, config: ExportStageConfig) -> StageResult:
         if isinstance(err, PrunekitError):
             raise type(err)(f"{err}; {out} was removed") from None
         raise
-    torch_stats, onnx_stats = time_against_torch(model, runner, batches[1], config.threads, config.repeats)
+    torch_stats, onnx_stats = time_against_torch(model, runner, batches[1], config.threads, config.repeats or REPEATS)
     fields = dict(
         format="onnx",
         path=str(out),

@@ -15,6 +15,7 @@ from prunekit.options import option, positive_int, section
 from prunekit.stages.base import StageContext, StageInputs, StageResult, register_stage
 from prunekit.stages.inputs import DataConfig, evaluation_settings, resolved_data
 from prunekit.training.config import FinetuneConfig
+from prunekit.training.lora import LoraOptions
 
 CONFIG_FILE = "lottery_config.json"
 TICKET_DIR = "ticket"
@@ -27,20 +28,22 @@ class LotteryStageConfig:
     lottery: LotteryConfig = section(LotteryConfig)
     steps_per_round: int | None = option(None, "optimizer steps per training (default: --epochs)", parse=positive_int)
     no_controls: bool = option(False, "skip the random-mask and one-shot controls", switch=True)
-    lora_rank: int | None = option(
-        None,
-        "train each round with LoRA of this rank (PEFT) and merge it into the weights; default: full training",
-        parse=positive_int,
-    )
+    lora: LoraOptions = section(LoraOptions)  # each round trains LoRA adapters, merged into the weights
+    lora_rank: int | None = option(None, "--lora --lora-r N", parse=positive_int, hidden=True)  # older spelling
     training: FinetuneConfig = section(FinetuneConfig)
     data: DataConfig = section(DataConfig)
     runtime: DeviceConfig = section(DeviceConfig)
 
+    def __post_init__(self) -> None:
+        if self.lora_rank is not None:
+            self.lora = replace(self.lora, lora=True, lora_r=self.lora_rank)
+        self.lora_rank = self.lora.lora_r if self.lora.lora else None
+
     def search(self) -> LotteryConfig:
         """The search settings with the controls switch and the training seed."""
         config = replace(self.lottery, controls=not self.no_controls, seed=self.training.seed)
-        if self.lora_rank and config.rewind_step:
-            raise ConfigError("--lora-rank: late rewinding (--rewind step:K) needs full training; use --rewind init")
+        if self.lora.lora and config.rewind_step:
+            raise ConfigError("--lora: late rewinding (--rewind step:K) needs full training; use --rewind init")
         return config
 
 
@@ -62,7 +65,7 @@ def run_lottery(context: StageContext, config: LotteryStageConfig) -> StageResul
     from prunekit.pruning.masks import MaskSet
     from prunekit.report import plot_lottery
     from prunekit.training import finetune
-    from prunekit.training.lora import finetune_lora_merged, lora_config
+    from prunekit.training.lora import finetune_lora_merged
 
     started = time.perf_counter()
     search_config = config.search()
@@ -77,17 +80,18 @@ def run_lottery(context: StageContext, config: LotteryStageConfig) -> StageResul
         "data": config.data.data,
         "max_train_samples": config.training.max_train_samples,
         "lora_rank": config.lora_rank,
+        "lora": asdict(config.lora) if config.lora.lora else None,
     }
     # Rounds are written to a staging folder beside out, which replaces out only once all is done.
     staging = staging_dir(out, settings, CONFIG_FILE, context.resume, context.overwrite, may_change=("rounds",))
 
     def train(model, masks, callbacks) -> None:
         with work_dir("lottery") as scratch:
-            if config.lora_rank is None:
+            if not config.lora.lora:
                 hold = SparsityCallback(masks)
                 finetune(model, tokenizer, data.train, data.task, training, scratch, [hold, *callbacks])
             else:  # the frozen base keeps its zeros; the masked LoRA update adds none
-                lora = lora_config(model, config.lora_rank)
+                lora = config.lora.peft_config(model)
                 finetune_lora_merged(model, tokenizer, data.train, data.task, training, scratch, lora, masks=masks)
 
     def evaluate(model) -> float:

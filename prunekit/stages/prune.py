@@ -11,7 +11,7 @@ from prunekit.devices import DeviceConfig
 from prunekit.errors import ConfigError, DataError
 from prunekit.methods.magnitude import MagnitudeConfig, prune_magnitude
 from prunekit.methods.structured import StructuredConfig, prune_structured
-from prunekit.options import option, section
+from prunekit.options import leaf_options, option, option_key, section, unused
 from prunekit.stages.base import StageContext, StageInputs, StageResult, register_stage
 from prunekit.stages.inputs import (
     MAGNITUDE_SAMPLES,
@@ -43,6 +43,12 @@ class PruneMagnitudeConfig:
     def needs_data(self) -> bool:
         """Wanda and SparseGPT calibrate on data."""
         return self.pruning.importance != "magnitude"
+
+    def ineffective(self) -> dict[str, str]:
+        if self.needs_data:
+            return {}
+        keys = [option_key(flag) for _, _, flag, _ in leaf_options(CalibrationConfig)]
+        return unused(keys, "with --importance magnitude (it reads no data)")
 
     def draw(self, text: bool) -> CalibrationConfig:
         """The calibration draw, its defaults resolved (``text``: the data is a text corpus)."""
@@ -160,7 +166,7 @@ def run_prune_structured(context: StageContext, config: PruneStructuredConfig) -
         tokenizer, kept = prune_vocabulary(model, tokenizer, corpus_token_ids(tokenizer, texts))
         vocabulary = vocabulary_report(vocab_before, kept, model.get_input_embeddings().embedding_dim)
     if pruning.latency_aware:
-        pruning.latency = latency_table_for(model, (32, length), pruning.round_to, pruning.latency_table)
+        pruning.latency = latency_table_for(model, pruning.round_to, pruning.latency_table)
     batches, record = [], {}
     if config.needs_data:  # drawn with the tokenizer the vocabulary left
         batches, record = _calibration(replace(context, tokenizer=tokenizer), config.draw(_text(context)),

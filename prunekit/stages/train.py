@@ -17,7 +17,7 @@ from prunekit.methods.adaptive import AdaptiveConfig
 from prunekit.methods.gradual import SparsityCallback
 from prunekit.methods.magnitude import MagnitudeConfig
 from prunekit.methods.structured import UnitTargets
-from prunekit.options import option, positive_int, real, same_option, section
+from prunekit.options import option, positive_int, same_option, section, unused
 from prunekit.pruning.schedules import CubicSchedule
 from prunekit.stages.base import Stage, StageContext, StageInputs, StageResult, add_stage, register_stage
 from prunekit.stages.inputs import DataConfig, evaluation_settings, resolved_data
@@ -45,7 +45,7 @@ class FinetunePruning:
     every: int = same_option(CubicSchedule, "every")
     initial_sparsity: float = same_option(CubicSchedule, "initial_sparsity")
     sparsity: float = same_option(MagnitudeConfig, "sparsity")
-    scope: str | None = same_option(MagnitudeConfig, "scope")  # adaptive: global (default) or layer (uniform)
+    scope: str | None = same_option(MagnitudeConfig, "scope")
     pattern: str | None = same_option(MagnitudeConfig, "pattern")
     targets: str | None = same_option(MagnitudeConfig, "targets")
     exclude: str | None = same_option(MagnitudeConfig, "exclude")
@@ -61,6 +61,19 @@ class FinetunePruning:
     score_ema: float = same_option(AdaptiveConfig, "beta")
     adaptive_score: str = same_option(AdaptiveConfig, "score")
 
+    def ineffective(self) -> dict[str, str]:
+        magnitude_only = ("sparsity", "initial_sparsity", "pattern", "targets", "exclude")
+        adaptive_only = ("heads", "ffn", "params_budget", "flops_budget", "min_heads", "min_ffn", "latency_aware",
+                         "latency_table", "round_to", "score_ema", "adaptive_score")  # fmt: skip
+        ignored = {} if self.latency_aware else unused(["latency_table"], "without --latency-aware")
+        if self.prune != "magnitude":
+            ignored.update(unused(magnitude_only, "without --prune magnitude"))
+        if self.prune != "adaptive":
+            ignored.update(unused(adaptive_only, "without --prune adaptive"))
+        if self.prune is None:
+            ignored.update(unused(("prune_start", "prune_end", "prune_every", "scope"), "without --prune"))
+        return ignored
+
     def magnitude(self) -> MagnitudeConfig:
         return MagnitudeConfig(sparsity=self.sparsity, scope=self.scope, pattern=self.pattern, targets=self.targets,
                                exclude=self.exclude)  # fmt: skip
@@ -70,11 +83,9 @@ class FinetunePruning:
                              initial_sparsity=self.initial_sparsity)  # fmt: skip
 
     def adaptive(self, max_length: int) -> AdaptiveConfig:
-        if self.scope == "row":
-            raise ConfigError("--prune adaptive --scope row: expected global (ranked across layers) or layer (uniform)")
         return AdaptiveConfig(
             heads=self.heads, ffn=self.ffn, params_budget=self.params_budget, flops_budget=self.flops_budget,
-            scope="uniform" if self.scope == "layer" else "global", min_heads=self.min_heads, min_ffn=self.min_ffn,
+            scope=self.scope, min_heads=self.min_heads, min_ffn=self.min_ffn,
             latency_aware=self.latency_aware, flops_seq_len=max_length, round_to=self.round_to, beta=self.score_ema,
             score=self.adaptive_score, start=self.start, end=self.end, every=self.every,
         )  # fmt: skip
@@ -90,7 +101,8 @@ class FinetuneStageConfig:
     pruning: FinetunePruning = section(FinetunePruning)
     distill_from: str | None = option(None, "fine-tuned teacher: add its soft targets to the loss")
     temperature: float = same_option(DistillConfig, "temperature")
-    alpha_kd: float = option(0.5, "soft-target weight; the task loss gets 1 - it", parse=real(0, 1))
+    alpha_kd: float = same_option(DistillConfig, "alpha_kd")
+    alpha_ce: float = same_option(DistillConfig, "alpha_ce")
     data: DataConfig = section(DataConfig)
     runtime: DeviceConfig = section(DeviceConfig)
 
@@ -105,8 +117,11 @@ class FinetuneStageConfig:
                 "Trainer checkpoint; leave --checkpoint-every out (a killed run starts the stage again)"
             )
 
+    def ineffective(self) -> dict[str, str]:
+        return {} if self.distill_from else unused(("temperature", "alpha_kd", "alpha_ce"), "without --distill-from")
+
     def kd(self) -> DistillConfig:
-        return DistillConfig(temperature=self.temperature, alpha_ce=1 - self.alpha_kd, alpha_kd=self.alpha_kd)
+        return DistillConfig(temperature=self.temperature, alpha_ce=self.alpha_ce, alpha_kd=self.alpha_kd)
 
 
 def load_finetune_inputs(config: FinetuneStageConfig, inputs: StageInputs) -> StageContext:
@@ -140,8 +155,7 @@ def run_finetune(context: StageContext, config: FinetuneStageConfig) -> StageRes
             raise ConfigError("--adaptive-score lora scores from LoRA factors: train with --lora")
         adaptive = pruning.adaptive(training.max_length)
         if adaptive.latency_aware:
-            shape = (32, training.max_length)
-            adaptive.latency = latency_table_for(model, shape, adaptive.round_to, pruning.latency_table)
+            adaptive.latency = latency_table_for(model, adaptive.round_to, pruning.latency_table)
     held = None if config.lora.lora else masks
     if pruning.prune == "magnitude":
         sparsity = SparsityCallback(held, pruning.schedule(), pruning.magnitude())

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, replace
 
 from prunekit.errors import ConfigError
-from prunekit.options import auto_or, check_options, fraction, non_negative, option, positive, positive_int
+from prunekit.options import auto_or, check_options, fraction, non_negative, option, positive, positive_int, seed_option
 from prunekit.options import seed as seed_number
 
 # `--epochs auto` (bench/defaults.py measured why): small datasets get enough passes for this many
@@ -44,7 +44,7 @@ class FinetuneConfig:
         "fraction of steps warming the lr up; auto (default): 0.1 when --epochs auto chose several passes, else 0",
         parse=auto_or(fraction),
     )
-    seed: int = option(42, "seed of the head's initialisation, the data order and dropout", parse=seed_number)
+    seed: int = seed_option()
     max_steps: int | None = option(None, "stop after N optimizer steps (overrides --epochs' count)", parse=positive_int)
     checkpoint_every: int | None = option(
         None,

@@ -28,7 +28,7 @@ from prunekit.adapters import get_adapter
 from prunekit.data import Split, TaskSpec
 from prunekit.errors import ConfigError
 from prunekit.models import is_causal_lm
-from prunekit.options import check_options, fraction, option, positive, positive_int
+from prunekit.options import check_options, fraction, option, positive, positive_int, unused
 from prunekit.pruning.masks import MaskSet
 from prunekit.training.finetune import FinetuneConfig, finetune
 
@@ -152,6 +152,9 @@ class LoraOptions:
 
     def __post_init__(self) -> None:
         check_options(self)
+
+    def ineffective(self) -> dict[str, str]:
+        return {} if self.lora else unused(("lora_r", "lora_alpha", "lora_dropout", "lora_targets"), "without --lora")
 
     def peft_config(self, model: Any) -> Any:
         """PEFT's ``LoraConfig`` for ``model``, or None without ``lora``."""
