@@ -6,7 +6,7 @@ control) on MiniLM and a seeded 4,800-sentence SST-2 subset, 300 optimizer steps
 trains 900), batch 32, max length 128, evaluated on all 872 dev sentences. A finished run in --out is
 reused (`--resume` skips its finished stages), so rerunning only rewrites the record.
 
-Run: python bench/recipe.py -> bench/results/recipe-default.{json,md} (~40 min on 2 cores)
+Run: python bench/recipe.py -> bench/results/recipe-default.{json,md} (~20 min on 2 cores)
 
 `--first`: the README's first command instead (`--max-steps 100 --max-length 64`, the whole training
 set), run afresh and timed wall-clock -> bench/results/first-run.{json,md}.
