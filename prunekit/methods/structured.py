@@ -14,6 +14,7 @@ from prunekit.adapters import ModelAdapter, get_adapter
 from prunekit.errors import ConfigError
 from prunekit.importance.structured import LAYER_CRITERIA, UNIT_CRITERIA, Batch, score_layers, score_units
 from prunekit.methods.magnitude import MagnitudeConfig
+from prunekit.methods.reconstruct import prune_and_reconstruct
 from prunekit.methods.speed import LatencyTable
 from prunekit.options import (
     check_options,
@@ -91,6 +92,13 @@ class StructuredConfig(UnitTargets):
         1, "prune in N steps, re-scoring the smaller model before each (1: one-shot)", parse=positive_int
     )
     seed: int = seed_option()
+    reconstruct: bool = option(
+        False,
+        "refit each pruned layer's output projection (attention output, FFN down) by least squares on the "
+        "calibration data, layer by layer, so the kept units reproduce the dense layer's output (its bias too); "
+        "no training",
+        switch=True,
+    )
 
     def validate(self, num_layers: int) -> None:
         if self.layers is not None and not 1 <= self.layers <= num_layers:
@@ -105,7 +113,7 @@ class StructuredConfig(UnitTargets):
         if self.layers is None:
             ignored.update(unused(["layer_importance"], "without --layers"))
         if not self.prunes_units:
-            units = ("scope", "min_heads", "min_ffn", "round_to")
+            units = ("scope", "min_heads", "min_ffn", "round_to", "reconstruct")
             ignored.update(unused(units, "without --heads, --ffn or a budget (only --layers)"))
         return ignored
 
@@ -220,6 +228,8 @@ def prune_structured(model: nn.Module, config: StructuredConfig, batches: Sequen
         drop_layers(adapter, kept_layers)
 
     if config.prunes_units:
+        if config.reconstruct and not batches:
+            raise ConfigError("--reconstruct refits the layers on calibration data: pass --data")
         layers = adapter.layers()
         original = ([layer.attention.num_heads for layer in layers], [layer.ffn.num_neurons for layer in layers])
         scores = score_units(config.importance, adapter, batches, config.seed)
@@ -232,8 +242,13 @@ def prune_structured(model: nn.Module, config: StructuredConfig, batches: Sequen
                 scores = score_units(config.importance, adapter, batches, config.seed)
             now = [keep_fraction_at(target, step / config.iterations) for target in (heads, ffn)]
             head_counts, neuron_counts = _counts(adapter, config, scores, *_of_current(now, original, layers))
-            prune_heads(adapter, dict(enumerate(select_top(scores.heads, head_counts, adapter.head_groups()))))
-            prune_neurons(adapter, dict(enumerate(select_top(scores.neurons, neuron_counts))))
+            kept_heads = dict(enumerate(select_top(scores.heads, head_counts, adapter.head_groups())))
+            kept_neurons = dict(enumerate(select_top(scores.neurons, neuron_counts)))
+            if config.reconstruct:
+                report["reconstruction"] = prune_and_reconstruct(model, adapter, kept_heads, kept_neurons, batches)
+            else:
+                prune_heads(adapter, kept_heads)
+                prune_neurons(adapter, kept_neurons)
             layers = adapter.layers()
         if config.iterations > 1:
             report["iterations"] = config.iterations

@@ -39,7 +39,7 @@ def shrink_linear(linear: nn.Module, keep: torch.Tensor, dim: int) -> None:
     linear.out_features, linear.in_features = linear.weight.shape
 
 
-def _head_rows(heads: Iterable[int], head_dim: int, device: torch.device) -> torch.Tensor:
+def head_rows(heads: Iterable[int], head_dim: int, device: torch.device) -> torch.Tensor:
     heads = torch.tensor(list(heads), dtype=torch.long, device=device)
     return (heads[:, None] * head_dim + torch.arange(head_dim, device=device)).reshape(-1)
 
@@ -85,8 +85,8 @@ def prune_heads(adapter: ModelAdapter, keep: dict[int, Sequence[int]]) -> None:
         except ValueError as error:
             raise ConfigError(f"layer {index}: {error}") from None
         device = attn.query.weight.device
-        rows = _head_rows(heads, attn.head_dim, device)
-        kv_rows = _head_rows(groups, attn.head_dim, device)
+        rows = head_rows(heads, attn.head_dim, device)
+        kv_rows = head_rows(groups, attn.head_dim, device)
         shrink_linear(attn.query, rows, 0)
         shrink_linear(attn.output, rows, 1)
         shrink_linear(attn.key, kv_rows, 0)

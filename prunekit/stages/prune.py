@@ -133,7 +133,8 @@ class PruneStructuredConfig:
         from prunekit.importance.structured import NEEDS_DATA
 
         pruning = self.pruning
-        return (pruning.prunes_units and pruning.importance in NEEDS_DATA) or pruning.layers is not None
+        units = pruning.prunes_units and (pruning.importance in NEEDS_DATA or pruning.reconstruct)
+        return units or pruning.layers is not None
 
 
 @register_stage(
