@@ -22,6 +22,7 @@ from pathlib import Path
 
 from harness import SST2, markdown_table, shown, work_dir, write_results
 
+from prunekit.io import read_json
 from prunekit.report.run_report import export_lines, read_run, table
 
 BUDGET = ["defaults.max_train_samples=4800", "defaults.max_steps=300"]
@@ -62,6 +63,8 @@ def record(name: str, command: list[str], out: Path, wall_s: float | None = None
             "stage": row.name, "method": row.method, "role": row.role, "metric_name": row.metric_name,
             "metric": row.metric, "params_total": s.get("params_total"), "params_nonzero": s.get("params_nonzero"),
             "size_bytes": s.get("size_bytes"), "train_steps": (s.get("train") or {}).get("steps"),
+            "train_runtime_s": (s.get("train") or {}).get("runtime_s"),
+            "seconds": read_json(out / row.folder / "stage.json").get("seconds"),  # the whole stage's time
             "flops": row.timing.get("flops"), "latency_ms": (row.timing.get("latency_ms") or {}).get("median"),
             "ratio_vs_parent": row.timing.get("ratio_vs_parent"),
             "ratio_vs_control": row.timing.get("ratio_vs_control"),

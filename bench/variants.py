@@ -22,7 +22,7 @@ from harness import SST2, markdown_table, work_dir, write_results
 from prunekit.commands.compress import time_stages
 from prunekit.data import load_task_data
 from prunekit.models import load_model
-from prunekit.recipes.orders import Target, WorkflowConfig, order_recipe, stage_rows, stages_of
+from prunekit.recipes.orders import Target, WorkflowConfig, order_recipe, stage_rows
 from prunekit.recipes.runner import run_stages
 
 VARIANTS = {
@@ -56,8 +56,7 @@ def main() -> None:
                 shutil.copytree(study_dir / f"seed-{seed}" / "joint" / "teacher", out / "teacher", dirs_exist_ok=True)
             config = replace(base, seed=seed, **change)
             run_stages(order_recipe(config, {"max_length": config.max_length}), "minilm", str(SST2), out)
-            specs = stages_of("joint", config.stage_steps, config.prune_with)
-            final = stage_rows(out, specs)[-1]
+            final = stage_rows(out, config.stages())[-1]
             time_stages(dense, [final], out, ((32, 128),))
             speedup = final.extra["speedup"]["32x128"]
             rows.append({**row, "variant": name, "accuracy": final.metrics["accuracy"], "speedup_32x128": speedup})

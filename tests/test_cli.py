@@ -229,3 +229,24 @@ def test_console_command_prints_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("prunekit evaluate: error: --model")
     assert "Traceback" not in result.stderr
+
+
+def test_the_cli_leaves_the_process_group_before_it_returns():
+    """Under torchrun a group left to the interpreter's exit aborted a process now and then: the command
+    line leaves it itself."""
+    import socket
+
+    import torch.distributed as dist
+
+    from prunekit.cli import main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        assert main(["recipes"]) == 0
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -435,3 +435,25 @@ def test_checkpoint_flags_are_checked(flags, message, tiny_bert, sentiment_dir, 
     command = f"finetune --model {tiny_bert} --data {sentiment_dir} --out {tmp_path / 'o'} " + flags.format(w=tmp_path)
     assert cli(command) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_run_budget_flags_reach_every_training_stage_and_the_run_ends_with_its_table(
+    tiny_bert, sentiment_dir, tmp_path, capsys
+):
+    """`prunekit run ... --max-steps N --max-train-samples M --max-length L` (the README's first command's
+    budget) are recipe defaults: each training stage trains N steps on M examples, the control as many
+    steps as the chain; each stage is announced with its place and time, and the stage table ends it."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "stages:\n  - {name: ft, method: finetune, batch_size: 8}\n"
+        "  - {name: control, method: finetune, role: control, batch_size: 8}\n"
+    )
+    out = tmp_path / "out"
+    budget = "--max-steps 2 --max-train-samples 24 --max-length 16"
+    assert cli(f"run {recipe} --model {tiny_bert} --data {sentiment_dir} --out {out} {budget}") == 0
+    printed = capsys.readouterr().out
+    trained = json.loads((out / "01-ft" / "summary.json").read_text())["train"]
+    assert (trained["steps"], trained["samples"], trained["max_length"]) == (2, 24, 16)
+    assert json.loads((out / "02-control" / "summary.json").read_text())["train"]["steps"] == 2
+    assert "== stage 1/2 01-ft (finetune)" in printed and "== stage 2/2 02-control done in " in printed
+    assert "| stage | method | metric |" in printed.split("run finished:")[1]

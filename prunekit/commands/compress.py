@@ -149,11 +149,9 @@ def prepare(args: argparse.Namespace, config_file: str, data_seed: int, command:
         train_size = len(data.train)
     dense, _ = load_model(args.model, data.task)
     target, plan = resolve_target(args, dense, config_file)
-    if args.latency_aware:
+    if args.latency_aware:  # an unstructured target with it is refused by WorkflowConfig
         from prunekit.methods.speed import check_single_process
 
-        if target.unstructured:
-            raise ConfigError("--latency-aware allocates heads and neurons: not for an unstructured --sparsity")
         check_single_process("--latency-aware")
     return data, train_size, dense, target, plan
 
@@ -162,7 +160,7 @@ def run(args: argparse.Namespace) -> dict:
     from dataclasses import asdict, replace
 
     from prunekit.io import replace_dir, staging_dir, write_json_atomic
-    from prunekit.recipes.orders import order_recipe, stage_rows, stages_of
+    from prunekit.recipes.orders import CONTROL, order_recipe, stage_rows, stages_of
     from prunekit.recipes.runner import is_main_process, run_stages
     from prunekit.report.run_report import write_report
 
@@ -174,14 +172,12 @@ def run(args: argparse.Namespace) -> dict:
     settings = {"model": args.model, "data": args.data, "max_train_samples": args.max_train_samples, **asdict(config)}
     settings.update(speedup_plan=plan, latency=latency)
     staging = staging_dir(out, settings, CONFIG_FILE, args.resume, args.overwrite)
-    if latency is not None:  # every stage allocates from the table measured once (a resumed run too)
-        config = replace(config, latency_table=str(staging.absolute() / LATENCY_FILE))
-        write_json_atomic(staging / LATENCY_FILE, latency)
+    config = replace(config, latency_table=share_latency_table(staging, latency))
     run_stages(order_recipe(config, reading, control=args.control), args.model, args.data, staging)
     if not is_main_process():
         return {}
-    rows = stage_rows(staging, stages_of("joint", config.stage_steps, config.prune_with, target.unstructured))
-    control = stage_rows(staging, stages_of("control", config.stage_steps))[0] if args.control else None
+    rows = stage_rows(staging, config.stages())
+    control = stage_rows(staging, stages_of(CONTROL, config.stage_steps))[0] if args.control else None
     time_stages(dense, [*rows, *([control] if control else [])], staging, SHAPES, args.threads)
     summary = _summary(args, data.task, config, rows, control, plan)
     summary["config"]["latency"] = latency
@@ -206,6 +202,17 @@ def latency_table(args: argparse.Namespace, dense, config_file: str) -> dict | N
         return None
     saved = _saved(Path(args.out), config_file, "latency") if args.resume else None
     return saved if saved is not None else asdict(measure_latency_table(dense, SHAPES[0], args.round_to, args.threads))
+
+
+def share_latency_table(staging: Path, latency: dict | None) -> str | None:
+    """Write the latency table measured once into the run's folder; its path is every stage's
+    ``latency_table`` (a resumed run allocates from the same timings). None without one."""
+    from prunekit.io import write_json_atomic
+
+    if latency is None:
+        return None
+    write_json_atomic(staging / LATENCY_FILE, latency)
+    return str(staging.absolute() / LATENCY_FILE)
 
 
 def time_stages(dense, rows: list, out: Path, shapes: tuple[tuple[int, int], ...], threads: int | None = None) -> None:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from prunekit.commands.common import add_data_arguments, add_output_arguments
 from prunekit.commands.compress import (
-    LATENCY_FILE,
     SHAPES,
     add_workflow_arguments,
     data_options,
     latency_table,
     prepare,
+    share_latency_table,
     time_stages,
     workflow_config,
 )
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> dict:
     from prunekit.evaluation import make_summary
     from prunekit.io import replace_dir, staging_dir, write_json_atomic
     from prunekit.models import count_parameters
-    from prunekit.recipes.orders import control_recipe, order_recipe, stage_rows, stages_of
+    from prunekit.recipes.orders import CONTROL, control_recipe, order_recipe, stage_rows, stages_of
     from prunekit.recipes.runner import is_main_process, run_stages
     from prunekit.report import plot_ordering
 
@@ -75,26 +75,22 @@ def run(args: argparse.Namespace) -> dict:
     reading = data_options(args)
     settings["latency"] = latency = latency_table(args, dense, CONFIG_FILE)
     staging = staging_dir(out, settings, CONFIG_FILE, args.resume, args.overwrite)
-    if latency is not None:  # every order and seed allocates from the table measured once
-        write_json_atomic(staging / LATENCY_FILE, latency)
-        path = str(staging.absolute() / LATENCY_FILE)
-        configs = {key: replace(config, latency_table=path) for key, config in configs.items()}
+    path = share_latency_table(staging, latency)  # every order and seed allocates from the one table
+    configs = {key: replace(config, latency_table=path) for key, config in configs.items()}
     finals, controls = {}, {}
     for s in args.seeds:
         seed_dir = staging / f"seed-{s}"
         config = configs[args.orders[0], s]
-        run_stages(control_recipe(config, reading), args.model, args.data, seed_dir / "control")
+        run_stages(control_recipe(config, reading), args.model, args.data, seed_dir / CONTROL)
         for order in args.orders:
             _reuse_teacher(seed_dir, order)
             run_stages(order_recipe(configs[order, s], reading), args.model, args.data, seed_dir / order)
         if not is_main_process():
             continue
-        controls[s] = stage_rows(seed_dir / "control", stages_of("control", config.stage_steps),
-                                 f"seed-{s}/control/")[0]  # fmt: skip
+        controls[s] = stage_rows(seed_dir / CONTROL, stages_of(CONTROL, config.stage_steps),
+                                 f"seed-{s}/{CONTROL}/")[0]  # fmt: skip
         for order in args.orders:
-            spec = configs[order, s]
-            specs = stages_of(order, spec.stage_steps, spec.prune_with, target.unstructured)
-            finals[order, s] = stage_rows(seed_dir / order, specs, f"seed-{s}/{order}/")[-1]
+            finals[order, s] = stage_rows(seed_dir / order, configs[order, s].stages(), f"seed-{s}/{order}/")[-1]
     if not is_main_process():
         return {}
     time_stages(dense, list(finals.values()), staging, SHAPES, args.threads)

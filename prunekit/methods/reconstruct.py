@@ -141,8 +141,9 @@ def prune_and_reconstruct(
     record = []
     for index in range(len(adapter.layers())):
         for part, kept_units in (("attention", kept_heads), ("ffn", kept_neurons)):
-            kept = sorted(kept_units.get(index, range(_units(adapter, index, part))))
-            if len(kept) == _units(adapter, index, part):
+            units = _units(adapter, index, part)
+            kept = sorted(kept_units.get(index, range(units)))
+            if len(kept) == units:
                 continue  # nothing pruned: left exactly as it was
             if not kept:  # nothing stays: no projection left to refit
                 _cut(adapter, index, part, kept)

@@ -136,6 +136,10 @@ class WorkflowConfig:
         allocation = ("scope", "round_to", "min_heads", "min_ffn", "score_ema", "adaptive_score", "prune_with")
         return unused(allocation, "with --sparsity (it prunes weights by magnitude, not heads and neurons)")
 
+    def stages(self) -> list[StageSpec]:
+        """The stages of this config's order (its control: ``order="control"``)."""
+        return stages_of(self.order, self.stage_steps, self.prune_with, self.target.unstructured)
+
     def resolved(self, train_size: int) -> WorkflowConfig:
         """This config with ``stage_steps`` ``auto`` made the steps of the passes ``--epochs auto`` picks for
         ``train_size`` training examples (a text corpus: blocks)."""
@@ -192,8 +196,7 @@ def order_recipe(config: WorkflowConfig, data_options: dict[str, Any], control: 
     ``control``, the equal-budget dense control as its last stage (folder ``control``)."""
     if config.stage_steps == "auto":
         raise ConfigError("WorkflowConfig.stage_steps is 'auto': resolve it for the data first (.resolved)")
-    specs = stages_of(config.order, config.stage_steps, config.prune_with, config.target.unstructured)
-    stages = [{"name": spec.name, **_stage_options(config, spec)} for spec in specs]
+    stages = [{"name": spec.name, **_stage_options(config, spec)} for spec in config.stages()]
     if control:
         stages.append({"name": CONTROL, "method": "finetune", "role": "control", **_training(config, "full", None)})
     raw = {"description": f"the {config.order} order", "defaults": _defaults(data_options), "stages": stages}
