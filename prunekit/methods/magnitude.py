@@ -18,6 +18,7 @@ from prunekit.importance.weights import input_channel_norms, magnitude_scores, w
 from prunekit.methods.sequential import prune_sequentially
 from prunekit.options import check_options, fraction, option, positive_int, real, unused
 from prunekit.pruning.masks import MaskSet
+from prunekit.pruning.owl import DEFAULT_SPREAD, DEFAULT_THRESHOLD
 from prunekit.pruning.select import (
     monotone,
     parse_nm,
@@ -30,6 +31,7 @@ from prunekit.pruning.select import (
 SCOPES = ("global", "layer", "row", "uniform")  # uniform: layer's other name (every layer keeps the same share)
 DEFAULT_SCOPE = {"magnitude": "global", "wanda": "row", "sparsegpt": "layer"}
 IMPORTANCE = ("magnitude", "wanda", "sparsegpt")
+LAYER_SPARSITY = ("uniform", "owl")
 
 
 @dataclass
@@ -59,6 +61,23 @@ class MagnitudeConfig:
     dampening: float = option(
         0.01, "sparsegpt: added to the Hessian diagonal, relative to its mean", parse=real(0, low_open=True)
     )
+    layer_sparsity: str = option(
+        "uniform",
+        "wanda / sparsegpt: every layer pruned to --sparsity (uniform), or each layer's sparsity set by its share "
+        "of outlier weights on the calibration data, less pruning where there are more, averaging to --sparsity "
+        "(owl: Yin et al. 2024)",
+        choices=LAYER_SPARSITY,
+    )
+    owl_threshold: float = option(
+        DEFAULT_THRESHOLD,
+        "owl: a weight is an outlier when its Wanda score |W|·‖X‖ exceeds this many times its layer's mean",
+        parse=real(1, low_open=True),
+    )
+    owl_spread: float = option(
+        DEFAULT_SPREAD,
+        "owl: the layers' sparsities span twice this, from the most to the fewest outliers",
+        parse=real(0, 0.5, low_open=True),
+    )
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -70,6 +89,11 @@ class MagnitudeConfig:
             raise ConfigError("--scope global: sparsegpt prunes each matrix to --sparsity; use --scope layer")
         if self.pattern is not None:
             parse_nm(self.pattern)
+        if self.owl and (self.importance == "magnitude" or self.pattern is not None or self.scope == "global"):
+            raise ConfigError(
+                "--layer-sparsity owl: only for --importance wanda or sparsegpt pruned layer by layer "
+                "(--scope row or layer, no --pattern: N:M fixes every layer's sparsity)"
+            )
         for flag, pattern in (("--targets", self.targets), ("--exclude", self.exclude)):
             if pattern is not None:
                 try:
@@ -81,7 +105,13 @@ class MagnitudeConfig:
         ignored = {} if self.pattern is None else unused(("sparsity", "scope"), "with --pattern (N:M sets both)")
         if self.importance != "sparsegpt":
             ignored.update(unused(("block_size", "dampening"), f"with --importance {self.importance} (only sparsegpt)"))
+        if not self.owl:
+            ignored.update(unused(("owl_threshold", "owl_spread"), "without --layer-sparsity owl"))
         return ignored
+
+    @property
+    def owl(self) -> bool:
+        return self.layer_sparsity == "owl"
 
     @property
     def layer_by_layer(self) -> bool:
@@ -168,7 +198,8 @@ def prune_magnitude(
         targets = resolve_targets(model, config.targets, config.exclude)
         return prune_sequentially(model, targets, calibration, importance=config.importance, sparsity=config.sparsity,
                                   scope=config.scope, pattern=config.pattern, block_size=config.block_size,
-                                  dampening=config.dampening, current=current)  # fmt: skip
+                                  dampening=config.dampening, current=current,
+                                  owl=(config.owl_threshold, config.owl_spread) if config.owl else None)  # fmt: skip
     masks = compute_masks(model, config, calibration, current)
     masks.apply(model)
     return masks

@@ -8,6 +8,7 @@ what the already-pruned layers before it produce, and only one layer's statistic
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 import torch
@@ -19,8 +20,11 @@ from prunekit.devices import model_device, to_device
 from prunekit.errors import ConfigError
 from prunekit.importance.weights import wanda_scores
 from prunekit.pruning.masks import MaskSet
+from prunekit.pruning.owl import outlier_ratio, owl_sparsities
 from prunekit.pruning.select import monotone, parse_nm, select_layerwise, select_n_m, select_rows
 from prunekit.pruning.sparsegpt import sparsegpt_prune
+
+logger = logging.getLogger(__name__)
 
 Inputs = list[tuple[tuple, dict]]  # per calibration batch: a layer's positional and keyword arguments
 HIDDEN_KEYWORDS = ("hidden_states", "hidden_state", "x")  # where a layer takes its input when not positional
@@ -156,12 +160,15 @@ def prune_sequentially(
     pattern: str | None,
     block_size: int = 128,
     dampening: float = 0.01,
+    owl: tuple[float, float] | None = None,
     current: MaskSet | None = None,
 ) -> MaskSet:
     """Prune ``targets`` of ``model`` in place, layer by layer; returns the masks (merged with ``current``).
 
     ``importance``: ``sparsegpt`` (weights of each matrix updated to reconstruct its outputs) or
-    ``wanda`` (|W|·‖X‖, selected per row, per matrix or N:M). ``scope`` ``row`` / ``layer``.
+    ``wanda`` (|W|·‖X‖, selected per row, per matrix or N:M). ``scope`` ``row`` / ``layer``. ``owl``
+    (threshold, spread): each layer's sparsity set by its outlier ratio on the dense model, averaging
+    to ``sparsity`` (``prunekit.pruning.owl``); without it every layer gets ``sparsity``.
     """
     nm = parse_nm(pattern) if pattern is not None else None
     was_training = model.training
@@ -169,8 +176,12 @@ def prune_sequentially(
     layers = get_adapter(model).layer_list()
     groups = _layer_targets(model, targets)
     inputs = first_layer_inputs(model, layers[0], batches)
+    sparsities = [sparsity] * len(layers)
+    if owl is not None:
+        sparsities = _owl_sparsities(layers, groups, inputs, sparsity, *owl)
     masks: dict[str, torch.Tensor] = {}
-    for layer, group in tqdm(list(zip(layers, groups)), desc=f"{importance} layer by layer", leave=False):
+    progress = tqdm(list(zip(layers, groups, sparsities)), desc=f"{importance} layer by layer", leave=False)
+    for layer, group, layer_sparsity in progress:
         if group:
             linears = {name.removesuffix(".weight"): module for name, module in group.items()}
             shared = _shared_inputs(layer, linears, *inputs[0])
@@ -183,15 +194,52 @@ def prune_sequentially(
                 mean = statistics.of(name.removesuffix(".weight"))
                 old = None if current is None else current.masks.get(name)
                 if importance == "sparsegpt":
-                    masks[name] = sparsegpt_prune(module.weight, mean, sparsity=sparsity, pattern=nm,
+                    masks[name] = sparsegpt_prune(module.weight, mean, sparsity=layer_sparsity, pattern=nm,
                                                   block_size=block_size, dampening=dampening, keep=old)  # fmt: skip
                 else:  # Wanda's norms: the scale of a mean does not change any ranking
-                    masks[name] = _wanda_mask(name, module.weight, mean.sqrt().float(), sparsity, scope, nm, old)
+                    masks[name] = _wanda_mask(name, module.weight, mean.sqrt().float(), layer_sparsity, scope, nm,
+                                                old)  # fmt: skip
                     module.weight.mul_(masks[name])
         _run_layer(layer, inputs, advance=True)
     model.train(was_training)
     new = MaskSet(masks)
     return current.merged_with(new) if current is not None else new
+
+
+def _owl_sparsities(
+    layers: list[nn.Module],
+    groups: list[dict[str, nn.Linear]],
+    inputs: Inputs,
+    target: float,
+    threshold: float,
+    spread: float,
+) -> list[float]:
+    """OWL's layer sparsities: a pass over the dense layers (on a copy of the inputs list; the captured
+    tensors themselves are never changed) scores each layer's targets by Wanda's |W|·‖X‖ and counts its
+    outliers. Layers without targets keep ``target`` and take no part in the mean."""
+    inputs = list(inputs)
+    ratios: dict[int, float] = {}
+    for index, (layer, group) in enumerate(zip(layers, groups)):
+        statistics = None
+        if group:
+            linears = {name.removesuffix(".weight"): module for name, module in group.items()}
+            statistics = _InputStatistics(linears, False, _shared_inputs(layer, linears, *inputs[0]))
+        try:
+            _run_layer(layer, inputs, advance=True)
+        finally:
+            if statistics is not None:
+                statistics.close()
+        if statistics is not None:
+            scores = (
+                module.weight.detach().abs().float() * statistics.of(name.removesuffix(".weight")).sqrt().float()
+                for name, module in group.items()
+            )
+            ratios[index] = outlier_ratio(scores, threshold)
+    chosen = dict(zip(ratios, owl_sparsities(list(ratios.values()), target, spread)))
+    sparsities = [chosen.get(index, target) for index in range(len(layers))]
+    logger.info("OWL outlier ratios %s -> layer sparsities %s", [round(r, 4) for r in ratios.values()],
+                [round(s, 3) for s in sparsities])  # fmt: skip
+    return sparsities
 
 
 def _wanda_mask(

@@ -90,6 +90,16 @@ class MaskSet:
         kept = sum(int(mask.sum()) for mask in self.masks.values())
         return round(1.0 - kept / total, 6) if total else 0.0
 
+    def sparsity_per_prefix(self, prefixes: list[str]) -> list[float | None]:
+        """The pruned fraction of the masked weights under each name prefix (e.g. each transformer layer's);
+        None where no mask has the prefix."""
+        result = []
+        for prefix in prefixes:
+            masks = [mask for name, mask in self.masks.items() if name.startswith(prefix)]
+            total = sum(mask.numel() for mask in masks)
+            result.append(round(1.0 - sum(int(mask.sum()) for mask in masks) / total, 6) if total else None)
+        return result
+
     def report(self) -> dict:
         """The summary.json fields: ``sparsity`` and ``sparsity_per_module``."""
         return {"sparsity": self.sparsity(), "sparsity_per_module": self.sparsity_per_module()}
