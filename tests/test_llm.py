@@ -303,14 +303,21 @@ def test_language_model_finetune_full_lora_and_gradual_on_packed_blocks(tiny_lla
         assert not module.weight.detach()[~masks.masks[name]].any(), name
 
 
-def test_projections_reading_one_input_share_one_hessian(tiny_llama_lm):
-    from prunekit.methods.sequential import _shared_inputs, first_layer_inputs
+def test_projections_reading_one_input_share_one_hessian_and_are_grouped_in_call_order(tiny_llama_lm):
+    from prunekit.methods.sequential import _input_groups, _shared, first_layer_inputs
 
     model, tokenizer = load_model(str(tiny_llama_lm))
     layer = get_adapter(model).layer_list()[0]
     linears = {name: module for name, module in layer.named_modules() if isinstance(module, nn.Linear)}
     inputs = first_layer_inputs(model, layer, _calibration(tokenizer, count=1))
-    assert _shared_inputs(layer, linears, *inputs[0]) == {
+    groups = _input_groups(layer, linears, *inputs[0])
+    assert groups == [
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+        ["self_attn.o_proj"],
+        ["mlp.gate_proj", "mlp.up_proj"],
+        ["mlp.down_proj"],
+    ]
+    assert _shared(groups) == {
         "self_attn.k_proj": "self_attn.q_proj",
         "self_attn.v_proj": "self_attn.q_proj",
         "mlp.up_proj": "mlp.gate_proj",
@@ -419,3 +426,34 @@ def test_compress_and_the_ordering_study_on_a_text_corpus(tiny_llama_lm, text_di
     assert [row["order"] for row in summary["orders"]] == ["joint", "lora-prune", "prune-lora"]
     assert all(row["mean"] > 0 for row in summary["orders"])
     assert "× equal-budget control" in (study / "study.md").read_text()
+
+
+def test_sequential_within_a_layer_scores_each_group_on_the_pruned_groups_before_it(tmp_path):
+    """``within_layer="sequential"``: each projection group's masks are Wanda's scores taken by running the
+    whole model with every earlier group (this layer's and the earlier layers') already pruned."""
+    from prunekit.methods.sequential import _input_groups, first_layer_inputs
+
+    folder = save_tiny_causal_lm("llama", tmp_path / "lm", seed=5)
+    model, tokenizer = load_model(str(folder))
+    batches = _calibration(tokenizer)
+    config = MagnitudeConfig(sparsity=0.5, importance="wanda", scope="row", within_layer="sequential")
+    masks = prune_magnitude(model, config, batches)
+
+    together, _ = load_model(str(folder))
+    plain = prune_magnitude(together, MagnitudeConfig(sparsity=0.5, importance="wanda", scope="row"), batches)
+    assert any(not torch.equal(plain.masks[n], masks.masks[n]) for n in masks.masks)  # not the one-pass result
+
+    reference, _ = load_model(str(folder))
+    layers = get_adapter(reference).layer_list()
+    linears = {n: m for n, m in layers[0].named_modules() if isinstance(m, nn.Linear)}
+    groups = _input_groups(layers[0], linears, *first_layer_inputs(reference, layers[0], batches[:1])[0])
+    assert len(groups) == 4
+    params, modules = dict(reference.named_parameters()), dict(reference.named_modules())
+    for index in range(len(layers)):
+        for group in groups:
+            keys = [f"model.layers.{index}.{name}" for name in group]
+            norms = input_channel_norms(reference, {key: modules[key] for key in keys}, batches)
+            for key in keys:
+                scores = wanda_scores({key: modules[key].weight}, {key: norms[key]})[key]()
+                assert torch.equal(select_rows(scores, 0.5), masks.masks[f"{key}.weight"]), key
+                params[f"{key}.weight"].data.mul_(masks.masks[f"{key}.weight"])

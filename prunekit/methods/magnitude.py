@@ -61,6 +61,13 @@ class MagnitudeConfig:
     dampening: float = option(
         0.01, "sparsegpt: added to the Hessian diagonal, relative to its mean", parse=real(0, low_open=True)
     )
+    within_layer: str = option(
+        "together",
+        "wanda / sparsegpt: score all of a layer's projections from one pass over its input (together), or each "
+        "group that reads one input (q/k/v, then o, then gate/up, then down) on what the groups before it, "
+        "already pruned, produce (sequential: SparseGPT's true-sequential; one more pass per group)",
+        choices=("together", "sequential"),
+    )
     layer_sparsity: str = option(
         "uniform",
         "wanda / sparsegpt: every layer pruned to --sparsity (uniform), or each layer's sparsity set by its share "
@@ -105,6 +112,8 @@ class MagnitudeConfig:
         ignored = {} if self.pattern is None else unused(("sparsity", "scope"), "with --pattern (N:M sets both)")
         if self.importance != "sparsegpt":
             ignored.update(unused(("block_size", "dampening"), f"with --importance {self.importance} (only sparsegpt)"))
+        if not self.layer_by_layer:
+            ignored["within_layer"] = "unless pruning layer by layer (sparsegpt, wanda per row or layer)"
         if not self.owl:
             ignored.update(unused(("owl_threshold", "owl_spread"), "without --layer-sparsity owl"))
         return ignored
@@ -199,7 +208,8 @@ def prune_magnitude(
         return prune_sequentially(model, targets, calibration, importance=config.importance, sparsity=config.sparsity,
                                   scope=config.scope, pattern=config.pattern, block_size=config.block_size,
                                   dampening=config.dampening, current=current,
-                                  owl=(config.owl_threshold, config.owl_spread) if config.owl else None)  # fmt: skip
+                                  owl=(config.owl_threshold, config.owl_spread) if config.owl else None,
+                                  sequential=config.within_layer == "sequential")  # fmt: skip
     masks = compute_masks(model, config, calibration, current)
     masks.apply(model)
     return masks

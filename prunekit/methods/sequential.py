@@ -111,17 +111,17 @@ class _InputStatistics:
 
 
 @torch.no_grad()
-def _shared_inputs(layer: nn.Module, linears: dict[str, nn.Linear], args: tuple, kwargs: dict) -> dict[str, str]:
-    """``{linear: the first linear that reads the same input tensor}`` from one call of ``layer``. The
-    tensors are held while the call runs, so an id is never reused by another tensor."""
-    first_reader: dict[int, tuple[torch.Tensor, str]] = {}
-    shared: dict[str, str] = {}
+def _input_groups(layer: nn.Module, linears: dict[str, nn.Linear], args: tuple, kwargs: dict) -> list[list[str]]:
+    """``linears`` grouped by the input tensor they read, in the order one call of ``layer`` first reaches
+    them (Llama: q/k/v, o, gate/up, down). The tensors are held while the call runs, so an id is never
+    reused by another tensor."""
+    groups: dict[int, tuple[torch.Tensor, list[str]]] = {}
 
     def record(name: str):
         def hook(_module, inputs, _output):
-            seen = first_reader.setdefault(id(inputs[0]), (inputs[0], name))
-            if seen[1] != name:
-                shared[name] = seen[1]
+            group = groups.setdefault(id(inputs[0]), (inputs[0], []))[1]
+            if name not in group:
+                group.append(name)
 
         return hook
 
@@ -131,7 +131,12 @@ def _shared_inputs(layer: nn.Module, linears: dict[str, nn.Linear], args: tuple,
     finally:
         for handle in handles:
             handle.remove()
-    return shared
+    return [names for _, names in groups.values()]
+
+
+def _shared(groups: list[list[str]]) -> dict[str, str]:
+    """``{linear: the first linear of its group}``: where ``_InputStatistics`` takes its shared sum from."""
+    return {name: group[0] for group in groups for name in group[1:]}
 
 
 def _layer_targets(model: nn.Module, targets: dict[str, nn.Module]) -> list[dict[str, nn.Linear]]:
@@ -161,6 +166,7 @@ def prune_sequentially(
     block_size: int = 128,
     dampening: float = 0.01,
     owl: tuple[float, float] | None = None,
+    sequential: bool = False,
     current: MaskSet | None = None,
 ) -> MaskSet:
     """Prune ``targets`` of ``model`` in place, layer by layer; returns the masks (merged with ``current``).
@@ -168,7 +174,10 @@ def prune_sequentially(
     ``importance``: ``sparsegpt`` (weights of each matrix updated to reconstruct its outputs) or
     ``wanda`` (|W|·‖X‖, selected per row, per matrix or N:M). ``scope`` ``row`` / ``layer``. ``owl``
     (threshold, spread): each layer's sparsity set by its outlier ratio on the dense model, averaging
-    to ``sparsity`` (``prunekit.pruning.owl``); without it every layer gets ``sparsity``.
+    to ``sparsity`` (``prunekit.pruning.owl``); without it every layer gets ``sparsity``. ``sequential``:
+    inside each layer too, each group of projections that read one input (q/k/v, o, gate/up, down) is
+    scored on what the groups before it, already pruned, produce (SparseGPT's "true sequential"); else
+    all of a layer's projections are scored from one pass over its input.
     """
     nm = parse_nm(pattern) if pattern is not None else None
     was_training = model.training
@@ -184,22 +193,25 @@ def prune_sequentially(
     for layer, group, layer_sparsity in progress:
         if group:
             linears = {name.removesuffix(".weight"): module for name, module in group.items()}
-            shared = _shared_inputs(layer, linears, *inputs[0])
-            statistics = _InputStatistics(linears, importance == "sparsegpt", shared)
-            try:
-                _run_layer(layer, inputs, advance=False)
-            finally:
-                statistics.close()
-            for name, module in group.items():
-                mean = statistics.of(name.removesuffix(".weight"))
-                old = None if current is None else current.masks.get(name)
-                if importance == "sparsegpt":
-                    masks[name] = sparsegpt_prune(module.weight, mean, sparsity=layer_sparsity, pattern=nm,
-                                                  block_size=block_size, dampening=dampening, keep=old)  # fmt: skip
-                else:  # Wanda's norms: the scale of a mean does not change any ranking
-                    masks[name] = _wanda_mask(name, module.weight, mean.sqrt().float(), layer_sparsity, scope, nm,
-                                                old)  # fmt: skip
-                    module.weight.mul_(masks[name])
+            in_order = _input_groups(layer, linears, *inputs[0])
+            for part in in_order if sequential else [[name for names in in_order for name in names]]:
+                statistics = _InputStatistics({name: linears[name] for name in part}, importance == "sparsegpt",
+                                              _shared([names for names in in_order if names[0] in part]))  # fmt: skip
+                try:
+                    _run_layer(layer, inputs, advance=False)
+                finally:
+                    statistics.close()
+                for name in part:
+                    module, key = linears[name], f"{name}.weight"
+                    old = None if current is None else current.masks.get(key)
+                    mean = statistics.of(name)
+                    if importance == "sparsegpt":
+                        masks[key] = sparsegpt_prune(module.weight, mean, sparsity=layer_sparsity, pattern=nm,
+                                                     block_size=block_size, dampening=dampening, keep=old)  # fmt: skip
+                    else:  # Wanda's norms: the scale of a mean does not change any ranking
+                        masks[key] = _wanda_mask(key, module.weight, mean.sqrt().float(), layer_sparsity, scope, nm,
+                                                 old)  # fmt: skip
+                        module.weight.mul_(masks[key])
         _run_layer(layer, inputs, advance=True)
     model.train(was_training)
     new = MaskSet(masks)
@@ -223,7 +235,7 @@ def _owl_sparsities(
         statistics = None
         if group:
             linears = {name.removesuffix(".weight"): module for name, module in group.items()}
-            statistics = _InputStatistics(linears, False, _shared_inputs(layer, linears, *inputs[0]))
+            statistics = _InputStatistics(linears, False, _shared(_input_groups(layer, linears, *inputs[0])))
         try:
             _run_layer(layer, inputs, advance=True)
         finally:

@@ -23,6 +23,7 @@ from prunekit.pruning.masks import MaskSet
 from prunekit.training import FinetuneConfig, finetune
 from prunekit.training.distill import DistillConfig, distill
 from prunekit.training.lora import ADAPTER_DIR, attach_lora, merge_lora, trainable_parameters
+from prunekit.training.memory import TrainingPeakMemory
 
 
 @dataclass
@@ -34,6 +35,7 @@ class TrainingResult:
     lora: dict | None = None  # adapter settings and the metrics before merging
     adapter_dir: Path | None = None  # the unmerged PEFT adapter, in the stage's scratch folder
     pruned: dict | None = None  # adaptive: params_before, per-layer structure, the schedule's history
+    memory: dict | None = None  # the training loop's peak memory (``TrainingPeakMemory``)
 
     @property
     def is_main(self) -> bool:
@@ -49,6 +51,7 @@ class TrainingResult:
             "loss": state.log_history[-1].get("train_loss") if state.log_history else None,
             "loss_curve": [[entry["step"], entry["loss"]] for entry in state.log_history if "loss" in entry],
             "trainable_params": self.trainable_params,
+            "training_memory": self.memory,
         }
 
 
@@ -77,13 +80,15 @@ def train_stage(
     sparsity = sparsity or SparsityCallback(None if lora else masks)
     pruning = AdaptivePruningCallback(adaptive) if adaptive is not None else None
     trained = attach_lora(model, lora, masks) if lora else model
-    callbacks = [sparsity, *([pruning] if pruning else [])]
+    memory = TrainingPeakMemory()
+    callbacks = [sparsity, memory, *([pruning] if pruning else [])]
     if teacher is not None:
         kd = kd or DistillConfig()
         trainer = distill(trained, teacher, tokenizer, data.train, data.task, config, kd, scratch, callbacks)
     else:
         trainer = finetune(trained, tokenizer, data.train, data.task, config, scratch, callbacks=callbacks)
     result = TrainingResult(trained, trainer, trainable_parameters(trained), masks if lora else sparsity.masks)
+    result.memory = memory.record
     if lora:
         result.lora = {
             "r": lora.r,

@@ -58,6 +58,12 @@ class FinetuneConfig:
     data_seed: int | None = option(
         None, "seed of the --max-train-samples draw (default: --seed; fix it to vary training only)", parse=seed_number
     )
+    gradient_checkpointing: bool = option(
+        False,
+        "keep only each layer's input from the forward pass and recompute the rest in the backward pass "
+        "(activation checkpointing): much less memory for activations, about a third more compute",
+        switch=True,
+    )
     max_length: int = 128  # tokens; longer inputs are truncated (the data flag --max-length)
     logging_steps: float = 0.02  # a fraction of the steps: ~50 points of the loss curve
     device: str = "auto"  # --device: cpu trains on the CPU even where a GPU is

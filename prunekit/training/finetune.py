@@ -48,6 +48,7 @@ def training_arguments(config: FinetuneConfig, work_dir: str | Path, train_size:
         bf16=config.precision == "bfloat16",
         fp16=config.precision == "float16",
         ddp_find_unused_parameters=False,
+        activation_checkpointing=config.gradient_checkpointing,
         disable_tqdm=False,
     )
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
 from prunekit.adapters import get_adapter
@@ -88,14 +89,20 @@ def trainable_parameters(model: nn.Module) -> int:
 
 
 def _masked_lora_forward(layer: LoraLayer, mask: torch.Tensor):
+    def masked_update(x: torch.Tensor, name: str) -> torch.Tensor:
+        delta = layer.get_delta_weight(name) * mask.to(x.device)
+        return F.linear(x.to(delta.dtype), delta)
+
     def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         result = layer.base_layer(x, *args, **kwargs)
         if layer.disable_adapters or layer.merged:
             return result
         for name in layer.active_adapters:
             if name in layer.lora_A:
-                delta = layer.get_delta_weight(name) * mask.to(result.device)
-                result = result + F.linear(layer.lora_dropout[name](x).to(delta.dtype), delta)
+                # M ⊙ (s·B·A) is a full-size matrix: recomputed in the backward pass rather than kept for it,
+                # else every adapted layer would hold one more copy of its weight until the backward pass
+                update = checkpoint(masked_update, layer.lora_dropout[name](x), name, use_reentrant=False)
+                result = result + update
         return result
 
     return forward
