@@ -153,47 +153,53 @@ def test_structured_pruning_of_an_unmerged_lora_model_equals_pruning_the_merged_
     torch.testing.assert_close(_logits(peft_model.merge_and_unload()), _logits(merged), atol=1e-5, rtol=0)
 
 
-def _masked_lora_layer(seed: int = 0):
+def _lora_layer(masked: bool, dropout: float = 0.0, seed: int = 0):
+    """A Linear(16, 12) with LoRA attached as training attaches it (B given a value: it starts at zero)."""
+    from peft import LoraConfig
+
     from prunekit.training.lora import attach_lora
 
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(16, 12))
-    model.config = None  # PEFT only needs the attribute on a plain module tree
     weight = model[0].weight
-    mask = torch.rand(weight.shape) > 0.5
-    with torch.no_grad():
-        weight.mul_(mask)
-    peft = attach_lora(model, lora_config_for_sequential(), MaskSet({"0.weight": mask}))
+    mask = torch.rand(weight.shape) > 0.5 if masked else None
+    if masked:
+        with torch.no_grad():
+            weight.mul_(mask)
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=["0"])
+    peft = attach_lora(model, config, MaskSet({"0.weight": mask}) if masked else None)
     layer = peft.base_model.model[0]
     with torch.no_grad():
-        layer.lora_B["default"].weight.normal_()  # B starts at zero: give the update a value
+        layer.lora_B["default"].weight.normal_()
     return peft, layer, mask
 
 
-def lora_config_for_sequential():
-    from peft import LoraConfig
-
-    return LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["0"])
-
-
-def test_masked_lora_keeps_no_weight_sized_tensor_for_the_backward_pass_and_gets_the_same_gradients():
-    peft, layer, mask = _masked_lora_layer()
-    weight, x = layer.base_layer.weight, torch.randn(5, 16)
+@pytest.mark.parametrize("masked", [False, True])
+def test_lora_keeps_only_its_input_for_the_backward_pass(masked):
+    """Neither the dropped-out input nor (masked) the full-size M ⊙ s·B·A is held for the backward pass."""
+    peft, layer, _ = _lora_layer(masked, dropout=0.1)
+    peft.train()
+    weight, x = layer.base_layer.weight, torch.randn(5, 16, requires_grad=True)
     saved = []
-
-    def pack(tensor):
-        saved.append(tensor)
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         out = peft(x)
-    kept = [t for t in saved if tuple(t.shape) == tuple(weight.shape) and t.data_ptr() != weight.data_ptr()]
-    assert not kept  # M ⊙ s·B·A is recomputed in the backward pass, not held
-    out.square().sum().backward()
+    own = (x.data_ptr(), weight.data_ptr())
+    held = [t for t in saved if t.shape in (x.shape, weight.shape) and t.data_ptr() not in own]
+    assert not held
+    out.sum().backward()
+    assert layer.lora_A["default"].weight.grad is not None and x.grad is not None
 
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_recomputed_lora_gets_the_gradients_of_w_plus_the_masked_update(masked):
+    peft, layer, mask = _lora_layer(masked)
+    weight, x = layer.base_layer.weight, torch.randn(5, 16)
+    out = peft(x)
+    out.square().sum().backward()
     a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
     a_ref, b_ref = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
-    reference = x @ (weight.detach() + mask * (b_ref @ a_ref) * layer.scaling["default"]).T + layer.base_layer.bias
+    update = (b_ref @ a_ref) * layer.scaling["default"]
+    reference = x @ (weight.detach() + (mask * update if masked else update)).T + layer.base_layer.bias
     reference.square().sum().backward()
     assert torch.allclose(out, reference, atol=1e-5)
     assert torch.allclose(a.grad, a_ref.grad, atol=1e-4) and torch.allclose(b.grad, b_ref.grad, atol=1e-4)

@@ -4,7 +4,7 @@ The adapters wrap every attention/FFN projection the model adapter knows; the ta
 in full (PEFT's ``modules_to_save`` for sequence classification). After training, ``merge_and_unload``
 folds ``B·A`` into each weight, so callers get back the same plain model object.
 
-On a pruned base, ``hold_masks_in_lora`` makes every adapted layer compute with ``W + M ⊙ (s·B·A)``
+On a pruned base, ``recompute_lora_updates`` makes every adapted layer compute with ``W + M ⊙ (s·B·A)``
 (M the keep-mask) while it trains, so merging and re-applying the mask gives exactly the network that
 was trained: the dense ``B·A`` update never reaches a pruned weight.
 """
@@ -67,10 +67,10 @@ def lora_config(
 
 
 def attach_lora(model: PreTrainedModel, lora: LoraConfig, masks: MaskSet | None = None) -> PeftModel:
-    """``model`` wrapped for LoRA training (base frozen); with ``masks`` its updates respect them."""
+    """``model`` wrapped for LoRA training (base frozen); with ``masks`` its updates respect them. Each
+    adapted Linear keeps only its input for the backward pass (``recompute_lora_updates``)."""
     peft_model = get_peft_model(model, lora)
-    if masks is not None:
-        hold_masks_in_lora(peft_model, masks)
+    recompute_lora_updates(peft_model, masks)
     return peft_model
 
 
@@ -88,10 +88,14 @@ def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters() if p.requires_grad}.values())
 
 
-def _masked_lora_forward(layer: LoraLayer, mask: torch.Tensor):
-    def masked_update(x: torch.Tensor, name: str) -> torch.Tensor:
+def _recomputed_lora_forward(layer: LoraLayer, mask: torch.Tensor | None):
+    def update(x: torch.Tensor, name: str) -> torch.Tensor:
+        dropped = layer.lora_dropout[name](x)
+        if mask is None:
+            a, b = layer.lora_A[name], layer.lora_B[name]
+            return b(a(dropped.to(a.weight.dtype))) * layer.scaling[name]
         delta = layer.get_delta_weight(name) * mask.to(x.device)
-        return F.linear(x.to(delta.dtype), delta)
+        return F.linear(dropped.to(delta.dtype), delta)
 
     def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         result = layer.base_layer(x, *args, **kwargs)
@@ -99,26 +103,25 @@ def _masked_lora_forward(layer: LoraLayer, mask: torch.Tensor):
             return result
         for name in layer.active_adapters:
             if name in layer.lora_A:
-                # M ⊙ (s·B·A) is a full-size matrix: recomputed in the backward pass rather than kept for it,
-                # else every adapted layer would hold one more copy of its weight until the backward pass
-                update = checkpoint(masked_update, layer.lora_dropout[name](x), name, use_reentrant=False)
-                result = result + update
+                update_x = checkpoint(update, x, name, use_reentrant=False)  # RNG kept: the same dropout again
+                result = result + update_x.to(result.dtype)
         return result
 
     return forward
 
 
-def hold_masks_in_lora(model: nn.Module, masks: MaskSet) -> int:
-    """Make each LoRA layer of ``model`` (after ``get_peft_model``) whose base weight is masked add
-    ``M ⊙ ΔW`` instead of ``ΔW``; returns how many layers were changed. Mask names are the plain
-    model's (``...query.weight``)."""
+def recompute_lora_updates(model: nn.Module, masks: MaskSet | None = None) -> int:
+    """Make each LoRA Linear of ``model`` (after ``get_peft_model``) recompute its update ``s·B·A·drop(x)``
+    in the backward pass instead of keeping the dropped-out input (a copy of every adapted layer's input)
+    and, on a masked weight, the full-size ``M ⊙ s·B·A`` for it; where the base weight has a mask (names
+    are the plain model's, ``...query.weight``) the update is ``M ⊙ ΔW``, so pruned weights stay zero.
+    Returns how many layers were changed."""
     changed = 0
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer) and isinstance(module.base_layer, nn.Linear):
-            mask = masks.masks.get(f"{name}.weight".removeprefix("base_model.model."))
-            if mask is not None:
-                module.forward = _masked_lora_forward(module, mask)
-                changed += 1
+            key = f"{name}.weight".removeprefix("base_model.model.")
+            module.forward = _recomputed_lora_forward(module, None if masks is None else masks.masks.get(key))
+            changed += 1
     return changed
 
 
