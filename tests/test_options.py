@@ -59,7 +59,11 @@ CONFIGS = [
     (LoraOptions, "finetune", ()),
     (LoraOptions, "distill", ()),
     (MagnitudeConfig, "prune-magnitude", ()),
-    (MagnitudeConfig, "finetune", ("importance", "block_size", "dampening")),
+    (
+        MagnitudeConfig,
+        "finetune",
+        ("importance", "block_size", "dampening", "within_layer", "layer_sparsity", "owl_threshold", "owl_spread"),
+    ),  # one-shot only
     (CubicSchedule, "finetune", ()),
     (AdaptiveConfig, "adaptive", ("scope",)),  # --scope is MagnitudeConfig's: layer means uniform
     (StructuredConfig, "prune-structured", ()),
