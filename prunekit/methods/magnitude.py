@@ -61,11 +61,12 @@ class MagnitudeConfig:
     dampening: float = option(
         0.01, "sparsegpt: added to the Hessian diagonal, relative to its mean", parse=real(0, low_open=True)
     )
-    within_layer: str = option(
-        "together",
+    within_layer: str | None = option(
+        None,
         "wanda / sparsegpt: score all of a layer's projections from one pass over its input (together), or each "
         "group that reads one input (q/k/v, then o, then gate/up, then down) on what the groups before it, "
-        "already pruned, produce (sequential: SparseGPT's true-sequential; one more pass per group)",
+        "already pruned, produce (sequential: SparseGPT's true-sequential; one more pass per group); default: "
+        "sequential for sparsegpt, together for wanda (where it changed little at twice the time)",
         choices=("together", "sequential"),
     )
     layer_sparsity: str = option(
@@ -88,6 +89,8 @@ class MagnitudeConfig:
 
     def __post_init__(self) -> None:
         check_options(self)
+        if self.within_layer is None:
+            self.within_layer = "sequential" if self.importance == "sparsegpt" else "together"
         if self.scope is None:
             self.scope = DEFAULT_SCOPE[self.importance]
         elif self.scope == "uniform":

@@ -105,6 +105,8 @@ def run_prune_magnitude(context: StageContext, config: PruneMagnitudeConfig) -> 
     seconds, peak = round(time.perf_counter() - started, 1), peak_memory_mb()  # before evaluation adds its own
     fields = dict(method="magnitude", importance=pruning.importance, scope=pruning.scope, pattern=pruning.pattern,
                   **record)  # fmt: skip
+    if pruning.layer_by_layer:
+        fields["within_layer"] = pruning.within_layer
     if pruning.importance == "sparsegpt":
         fields.update(block_size=pruning.block_size, dampening=pruning.dampening)
     if pruning.owl:

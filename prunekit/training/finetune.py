@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -20,6 +22,7 @@ from prunekit.data import EncodedSplit, Split, TaskSpec, make_collator
 from prunekit.data.text import BlockDataset, TextSplit, packed_blocks
 from prunekit.errors import TrainingError
 from prunekit.training.config import FinetuneConfig
+from prunekit.training.lm_loss import causal_lm_loss, head_returns_hidden
 
 
 def training_arguments(config: FinetuneConfig, work_dir: str | Path, train_size: int) -> TrainingArguments:
@@ -104,17 +107,26 @@ def finetune(
     work_dir: str | Path,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Trainer:
-    """Train ``model`` in place on ``train``; returns the Trainer (for its state and accelerator).
+    """Train ``model`` in place on ``train``; returns the Trainer (for its state and accelerator). A causal
+    LM's loss is computed without its logits (``training.lm_loss``).
 
     >>> trainer = finetune(model, tokenizer, data.train, data.task, FinetuneConfig(), "/tmp/run")  # doctest: +SKIP
     """
     data = training_data(train, task, tokenizer, config.max_length)
+    head = model.get_output_embeddings() if task.causal_lm else None
+    chunked = type(head) is nn.Linear  # a plain output head (not one with its own adapter)
+
+    def loss_without_logits(outputs, labels, num_items_in_batch=None):
+        return causal_lm_loss(outputs.logits, head, labels, num_items_in_batch)
+
     trainer = CheckedTrainer(
         model=model,
         args=training_arguments(config, work_dir, len(data["train_dataset"])),
         **data,
         processing_class=tokenizer,
         callbacks=list(callbacks),
+        compute_loss_func=loss_without_logits if chunked else None,
     )
-    trainer.train()
+    with head_returns_hidden(head) if chunked else nullcontext():
+        trainer.train()
     return trainer

@@ -1,0 +1,81 @@
+"""The language-modelling loss without the logits: the output head and the cross-entropy are computed
+together over chunks of tokens, and each chunk's gradients are taken right away, so neither the
+(tokens x vocabulary) logits nor their gradient is ever held whole — for SmolLM2's 49,152-word
+vocabulary at 2,048 tokens a step that is ~0.4 GB per copy, and autograd kept three or four.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE = -100  # label of a position without a next token (the Hugging Face convention)
+CHUNK_TOKENS = 512
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """sum over tokens of cross_entropy(hidden @ weightᵀ + bias, labels); the backward pass returns the
+    gradients computed in the forward pass, chunk by chunk."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, chunk):
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        grad_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
+        for start in range(0, hidden.shape[0], chunk):
+            h, target = hidden[start : start + chunk], labels[start : start + chunk]
+            kept = target != IGNORE
+            if not kept.any():
+                continue
+            logits = F.linear(h, weight, bias).float()
+            total += F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="sum")
+            grad = torch.softmax(logits, dim=-1)  # d loss / d logits = softmax - one-hot, on kept tokens only
+            grad[kept, target[kept]] -= 1
+            grad[~kept] = 0
+            if grad_hidden is not None:
+                grad_hidden[start : start + chunk] = (grad.to(weight.dtype) @ weight).to(hidden.dtype)
+            if grad_weight is not None:
+                grad_weight += (grad.T @ h.float()).to(weight.dtype)
+            if grad_bias is not None:
+                grad_bias += grad.sum(0).to(bias.dtype)
+        ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight, grad_bias) if g is not None))
+        ctx.present = (grad_hidden is not None, grad_weight is not None, grad_bias is not None)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        saved = iter(ctx.saved_tensors)
+        grads = [next(saved) * grad_total if present else None for present in ctx.present]
+        return *grads, None, None
+
+
+def causal_lm_loss(
+    hidden: torch.Tensor,
+    head: nn.Linear,
+    labels: torch.Tensor,
+    num_items_in_batch: int | torch.Tensor | None = None,
+    chunk: int = CHUNK_TOKENS,
+) -> torch.Tensor:
+    """The next-token loss of ``head(hidden)`` against ``labels`` (shifted by one, ``-100`` ignored), as
+    transformers computes it — the mean over predicted tokens, or the sum over ``num_items_in_batch`` —
+    without materialising the logits."""
+    shifted = F.pad(labels, (0, 1), value=IGNORE)[..., 1:].reshape(-1).to(hidden.device)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    total = _LinearCrossEntropy.apply(flat, head.weight, head.bias, shifted, chunk)
+    count = num_items_in_batch if num_items_in_batch is not None else (shifted != IGNORE).sum()
+    return total / count
+
+
+@contextmanager
+def head_returns_hidden(head: nn.Module):
+    """While inside, the causal LM's output head passes its input through: the model's ``logits`` are its
+    final hidden states, for ``causal_lm_loss``."""
+    head.forward = lambda hidden: hidden
+    try:
+        yield
+    finally:
+        del head.forward
