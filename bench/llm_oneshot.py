@@ -42,25 +42,42 @@ PEER_ARMS = {"llmcompressor sparsegpt 50 %": "sparsegpt", "llmcompressor wanda 5
 PEER_PYTHON = HERE / ".venv-llmcompressor" / "bin" / "python"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the setting this bench and bench/owl.py, bench/within_layer.py share."""
     parser.add_argument("--eval-tokens", type=int, default=16_384)
     parser.add_argument("--calibration", type=int, default=64, help="calibration windows of 512 tokens")
+
+
+class Setting:
+    """SmolLM2 on Brown: the evaluation and calibration flags, the dense model's evaluation, and one-shot
+    pruning under them (cached per command)."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.data = ["--data", BROWN, "--max-length", "512", "--max-eval-tokens", str(args.eval_tokens)]
+        self.calibration = ["--calibration-samples", str(args.calibration), "--calibration-length", "512"]
+        self.dense = measured("evaluate", "--model", "smollm2", *self.data)
+
+    def prune(self, *flags: str) -> dict:
+        """The summary of ``prunekit prune magnitude --model smollm2 FLAGS`` in this setting."""
+        return trained("prune", "magnitude", "--model", "smollm2", "--calibration-seed", "0", *flags,
+                       *self.calibration, *self.data)[1]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_setting_arguments(parser)
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     parser.add_argument("--peer", action="store_true", help="also run llmcompressor (its own venv, see above)")
     args = parser.parse_args()
-    data = ["--data", BROWN, "--max-length", "512", "--max-eval-tokens", str(args.eval_tokens)]
-    calibration = ["--calibration-samples", str(args.calibration), "--calibration-length", "512"]
+    setting = Setting(args)
+    data = setting.data
     results = {"eval_tokens": args.eval_tokens, "calibration_windows": args.calibration, "arms": []}
-    dense = measured("evaluate", "--model", "smollm2", *data)
-    results["arms"].append(_row("dense", dense))
+    results["arms"].append(_row("dense", setting.dense))
     for arm in args.arms:
-        _, summary = trained("prune", "magnitude", "--model", "smollm2", "--calibration-seed", "0", *ARMS[arm],
-                             *calibration, *data)  # fmt: skip
-        results["arms"].append(_row(arm, summary))
+        results["arms"].append(_row(arm, setting.prune(*ARMS[arm])))
         write_results("llm-oneshot", results, table(results))
     if args.peer:
-        results["arms"] += run_peer(work_dir("llm-oneshot"), dense["model_path"], args.calibration, data)
+        results["arms"] += run_peer(work_dir("llm-oneshot"), setting.dense["model_path"], args.calibration, data)
         write_results("llm-oneshot", results, table(results))
     print(table(results))
 

@@ -14,29 +14,24 @@ from __future__ import annotations
 
 import argparse
 
-from harness import BROWN, markdown_table, measured, trained, write_results
-from llm_oneshot import _row
+from harness import markdown_table, write_results
+from llm_oneshot import Setting, _row, add_setting_arguments
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--eval-tokens", type=int, default=16_384)
-    parser.add_argument("--calibration", type=int, default=64, help="calibration windows of 512 tokens")
+    add_setting_arguments(parser)
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.5, 0.7])
     parser.add_argument("--importance", nargs="+", choices=["wanda", "sparsegpt"], default=["wanda", "sparsegpt"])
     args = parser.parse_args()
-    data = ["--data", BROWN, "--max-length", "512", "--max-eval-tokens", str(args.eval_tokens)]
-    calibration = ["--calibration-samples", str(args.calibration), "--calibration-length", "512"]
-    dense = measured("evaluate", "--model", "smollm2", *data)
+    setting = Setting(args)
     results = {"eval_tokens": args.eval_tokens, "calibration_windows": args.calibration,
-               "dense_perplexity": dense["metrics"]["perplexity"], "arms": []}  # fmt: skip
+               "dense_perplexity": setting.dense["metrics"]["perplexity"], "arms": []}  # fmt: skip
     for sparsity in args.sparsities:
         for importance in args.importance:
             for layers in ("uniform", "owl"):
                 owl = ["--layer-sparsity", "owl"] if layers == "owl" else []
-                _, summary = trained("prune", "magnitude", "--model", "smollm2", "--calibration-seed", "0",
-                                     "--importance", importance, "--sparsity", f"{sparsity:g}", *owl, *calibration,
-                                     *data)  # fmt: skip
+                summary = setting.prune("--importance", importance, "--sparsity", f"{sparsity:g}", *owl)
                 row = _row(f"{importance} {sparsity:.0%} {layers}", summary)
                 row.update(importance=importance, target=sparsity, layer_sparsity=layers)
                 if "owl" in summary:

@@ -13,30 +13,26 @@ from __future__ import annotations
 
 import argparse
 
-from harness import BROWN, markdown_table, measured, trained, write_results
-from llm_oneshot import _row
+from harness import markdown_table, write_results
+from llm_oneshot import Setting, _row, add_setting_arguments
 
 TARGETS = {"50 %": ["--sparsity", "0.5"], "2:4": ["--pattern", "2:4"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--eval-tokens", type=int, default=16_384)
-    parser.add_argument("--calibration", type=int, default=64, help="calibration windows of 512 tokens")
+    add_setting_arguments(parser)
     parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
     parser.add_argument("--importance", nargs="+", choices=["wanda", "sparsegpt"], default=["sparsegpt", "wanda"])
     args = parser.parse_args()
-    data = ["--data", BROWN, "--max-length", "512", "--max-eval-tokens", str(args.eval_tokens)]
-    calibration = ["--calibration-samples", str(args.calibration), "--calibration-length", "512"]
-    dense = measured("evaluate", "--model", "smollm2", *data)
+    setting = Setting(args)
     results = {"eval_tokens": args.eval_tokens, "calibration_windows": args.calibration,
-               "dense_perplexity": dense["metrics"]["perplexity"], "arms": []}  # fmt: skip
+               "dense_perplexity": setting.dense["metrics"]["perplexity"], "arms": []}  # fmt: skip
     for target in args.targets:
         for importance in args.importance:
             for order in ("together", "sequential"):
                 flags = TARGETS[target] + (["--within-layer", "sequential"] if order == "sequential" else [])
-                _, summary = trained("prune", "magnitude", "--model", "smollm2", "--calibration-seed", "0",
-                                     "--importance", importance, *flags, *calibration, *data)  # fmt: skip
+                summary = setting.prune("--importance", importance, *flags)
                 row = _row(f"{importance} {target} {order}", summary)
                 row.update(importance=importance, target=target, within_layer=order)
                 results["arms"].append(row)

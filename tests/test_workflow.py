@@ -243,3 +243,14 @@ def test_unstructured_and_structured_targets_do_not_mix(tiny_bert, sentiment_dir
     out = tmp_path / "out"
     assert cli(f"compress --model {tiny_bert} --data {sentiment_dir} --out {out} --sparsity 0.5 --ffn 0.5") == 2
     assert "pass one kind" in capsys.readouterr().err and not out.exists()
+
+
+def test_compress_reconstructs_in_the_one_shot_step_of_an_order(tiny_bert, sentiment_dir, tmp_path, capsys):
+    out = tmp_path / "compressed"
+    flags = f"--model {tiny_bert} --data {sentiment_dir} {TRAIN} --heads 0.5 --ffn 0.5 --order lora-prune"
+    assert cli(f"compress {flags} --reconstruct --out {out}") == 0
+    reconstruction = _summary(out / "pruned")["reconstruction"]
+    assert reconstruction["error_after"] < reconstruction["error_before"]
+    assert "reconstruction" not in _summary(out / "final")
+    assert cli(f"compress {flags.replace('--heads 0.5 --ffn 0.5', '--sparsity 0.5')} --reconstruct --out {out}2") == 2
+    assert "--reconstruct" in capsys.readouterr().err

@@ -31,7 +31,7 @@ HIDDEN_KEYWORDS = ("hidden_states", "hidden_state", "x")  # where a layer takes 
 
 
 class _Captured(Exception):
-    """Raised by the hook on the first layer: the rest of the forward pass is not needed."""
+    """Raised by a hook to end a forward pass early: the rest of it is not needed."""
 
 
 @torch.no_grad()
@@ -61,13 +61,29 @@ def first_layer_inputs(model: nn.Module, first_layer: nn.Module, batches: Iterab
     return captured
 
 
-def _run_layer(layer: nn.Module, inputs: Inputs, advance: bool) -> None:
-    """Run ``layer`` over every captured input; with ``advance``, replace each input's hidden states by the
-    layer's output in place (the next layer's inputs; one copy of the activations lives at a time)."""
+def _gather(layer: nn.Module, inputs: Inputs, last: nn.Module) -> None:
+    """Run ``layer`` over every captured input only as far as ``last`` (statistics' hooks see what they
+    need; the rest of the layer is not computed)."""
+
+    def stop(_module, _inputs, _output):
+        raise _Captured
+
+    handle = last.register_forward_hook(stop)
+    try:
+        for args, kwargs in inputs:
+            try:
+                layer(*args, **kwargs)
+            except _Captured:
+                pass
+    finally:
+        handle.remove()
+
+
+def _advance(layer: nn.Module, inputs: Inputs) -> None:
+    """Run ``layer`` over every captured input and replace each input's hidden states by the layer's
+    output in place (the next layer's inputs; one copy of the activations lives at a time)."""
     for index, (args, kwargs) in enumerate(inputs):
         output = layer(*args, **kwargs)
-        if not advance:
-            continue
         hidden = output[0] if isinstance(output, tuple) else output
         if args:
             inputs[index] = ((hidden, *args[1:]), kwargs)
@@ -198,7 +214,7 @@ def prune_sequentially(
                 statistics = _InputStatistics({name: linears[name] for name in part}, importance == "sparsegpt",
                                               _shared([names for names in in_order if names[0] in part]))  # fmt: skip
                 try:
-                    _run_layer(layer, inputs, advance=False)
+                    _gather(layer, inputs, last=linears[part[-1]])
                 finally:
                     statistics.close()
                 for name in part:
@@ -212,7 +228,7 @@ def prune_sequentially(
                         masks[key] = _wanda_mask(key, module.weight, mean.sqrt().float(), layer_sparsity, scope, nm,
                                                  old)  # fmt: skip
                         module.weight.mul_(masks[key])
-        _run_layer(layer, inputs, advance=True)
+        _advance(layer, inputs)
     model.train(was_training)
     new = MaskSet(masks)
     return current.merged_with(new) if current is not None else new
@@ -237,7 +253,7 @@ def _owl_sparsities(
             linears = {name.removesuffix(".weight"): module for name, module in group.items()}
             statistics = _InputStatistics(linears, False, _shared(_input_groups(layer, linears, *inputs[0])))
         try:
-            _run_layer(layer, inputs, advance=True)
+            _advance(layer, inputs)
         finally:
             if statistics is not None:
                 statistics.close()

@@ -33,7 +33,7 @@ from prunekit.errors import ConfigError
 from prunekit.io import read_json
 from prunekit.methods.adaptive import AdaptiveConfig
 from prunekit.methods.magnitude import MagnitudeConfig
-from prunekit.methods.structured import UnitTargets, check_budgets
+from prunekit.methods.structured import StructuredConfig, UnitTargets, check_budgets
 from prunekit.options import auto_or, check_options, fraction, option, positive, positive_int, same_option, unused
 from prunekit.recipes.recipe import Recipe, parse_recipe
 from prunekit.training.config import FinetuneConfig, auto_passes
@@ -118,6 +118,7 @@ class WorkflowConfig:
     temperature: float = same_option(DistillConfig, "temperature")
     alpha_kd: float = same_option(DistillConfig, "alpha_kd")
     alpha_ce: float = same_option(DistillConfig, "alpha_ce")
+    reconstruct: bool = same_option(StructuredConfig, "reconstruct")  # the one-shot step of lora-prune / prune-lora
     calibration_samples: int = 512  # one-shot orders: examples scoring the units
     latency_table: str | None = None  # with latency_aware: the table the command measured (JSON), reused by stages
     max_train_samples: int | None = None  # the training subset, drawn once with data_seed
@@ -133,7 +134,16 @@ class WorkflowConfig:
     def ineffective(self) -> dict[str, str]:
         if not self.target.unstructured:
             return {}
-        allocation = ("scope", "round_to", "min_heads", "min_ffn", "score_ema", "adaptive_score", "prune_with")
+        allocation = (
+            "scope",
+            "round_to",
+            "min_heads",
+            "min_ffn",
+            "score_ema",
+            "adaptive_score",
+            "prune_with",
+            "reconstruct",
+        )
         return unused(allocation, "with --sparsity (it prunes weights by magnitude, not heads and neurons)")
 
     def stages(self) -> list[StageSpec]:
@@ -250,6 +260,7 @@ def _stage_options(config: WorkflowConfig, spec: StageSpec) -> dict[str, Any]:
         return {"method": "prune-magnitude", "sparsity": target.sparsity, "max_length": config.max_length}
     if spec.kind == "prune":
         return {"method": "prune-structured", "importance": spec.importance, "scope": config.scope, **_kept(config),
+                **({"reconstruct": True} if config.reconstruct else {}),
                 "calibration_samples": config.calibration_samples, "calibration_seed": config.seed,
                 "calibration_length": config.max_length, "calibration_batch_size": config.batch_size,
                 "max_length": config.max_length}  # fmt: skip
