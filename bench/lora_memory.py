@@ -58,11 +58,12 @@ def main() -> None:
     parser.add_argument("--mmap-threshold", type=int, help="bytes: glibc serves larger allocations by mmap and "
                         "returns them when freed (MALLOC_MMAP_THRESHOLD_), so RSS follows live memory; "
                         "results go to lora-memory-mmap")  # fmt: skip
+    parser.add_argument("--tag", help="results go to lora-memory-TAG (a rerun beside the recorded one)")
     args = parser.parse_args()
-    name = "lora-memory"
+    name = "lora-memory" + (f"-{args.tag}" if args.tag else "")
     if args.mmap_threshold is not None:
         os.environ["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)  # the arms' processes inherit it
-        name = "lora-memory-mmap"
+        name += "-mmap"
     sparse = trained("prune", "magnitude", "--model", "smollm2", "--scope", "layer", "--sparsity", "0.5")[0]
     common = ["--data", BROWN, "--max-steps", str(args.steps), "--batch-size", str(args.batch_size),
               "--max-length", str(args.max_length), "--lr", "1e-4", "--max-eval-tokens", "512"]  # fmt: skip

@@ -133,6 +133,9 @@ class WorkflowConfig:
 
     def ineffective(self) -> dict[str, str]:
         if not self.target.unstructured:
+            if self.order == "joint":  # compress, and study's joint order
+                return {"reconstruct": "in the joint order (it prunes while training: no one-shot step); "
+                        "study ordering --orders lora-prune prune-lora has one"}  # fmt: skip
             return {}
         allocation = (
             "scope",
