@@ -70,12 +70,12 @@ def main() -> None:
     results = {"batch_size": args.batch_size, "max_length": args.max_length, "steps": args.steps,
                "mmap_threshold": args.mmap_threshold, "arms": []}  # fmt: skip
     work = work_dir(name)
-    for name in args.arms:
-        model, flags = ARMS[name]
-        out = work / name.replace(" ", "-").replace(",", "").replace("%", "pct")
+    for arm in args.arms:
+        model, flags = ARMS[arm]
+        out = work / arm.replace(" ", "-").replace(",", "").replace("%", "pct")
         shutil.rmtree(out, ignore_errors=True)  # measured afresh on every run
         words = ["finetune", "--model", "smollm2" if model == "smollm2" else sparse, *common, *flags, "--out", out]
-        if "PEFT" in name:
+        if "PEFT" in arm:
             command = [sys.executable, __file__, "--peft", *map(str, words)]
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             summary = json.loads((out / "summary.json").read_text())
@@ -83,7 +83,7 @@ def main() -> None:
             summary = prunekit(*words)
         train = summary["train"]
         results["arms"].append({
-            "arm": name, "flags": flags, "training_peak_rss_mb": train["training_memory"]["peak_rss_mb"],
+            "arm": arm, "flags": flags, "training_peak_rss_mb": train["training_memory"]["peak_rss_mb"],
             "process_peak_rss_mb": train["peak_rss_mb"], "trainable_params": train["trainable_params"],
             "seconds_per_step": round(train["runtime_s"] / train["steps"], 2), "loss": train["loss"],
         })  # fmt: skip
