@@ -57,6 +57,11 @@ class Setting:
         self.calibration = ["--calibration-samples", str(args.calibration), "--calibration-length", "512"]
         self.dense = measured("evaluate", "--model", "smollm2", *self.data)
 
+    def record(self, args: argparse.Namespace) -> dict:
+        """The results record's header (the setting and the dense perplexity), its ``arms`` still empty."""
+        return {"eval_tokens": args.eval_tokens, "calibration_windows": args.calibration,
+                "dense_perplexity": self.dense["metrics"]["perplexity"], "arms": []}  # fmt: skip
+
     def prune(self, *flags: str) -> dict:
         """The summary of ``prunekit prune magnitude --model smollm2 FLAGS`` in this setting."""
         return trained("prune", "magnitude", "--model", "smollm2", "--calibration-seed", "0", *flags,

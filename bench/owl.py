@@ -25,8 +25,7 @@ def main() -> None:
     parser.add_argument("--importance", nargs="+", choices=["wanda", "sparsegpt"], default=["wanda", "sparsegpt"])
     args = parser.parse_args()
     setting = Setting(args)
-    results = {"eval_tokens": args.eval_tokens, "calibration_windows": args.calibration,
-               "dense_perplexity": setting.dense["metrics"]["perplexity"], "arms": []}  # fmt: skip
+    results = setting.record(args)
     for sparsity in args.sparsities:
         for importance in args.importance:
             for layers in ("uniform", "owl"):

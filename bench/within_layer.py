@@ -26,8 +26,7 @@ def main() -> None:
     parser.add_argument("--importance", nargs="+", choices=["wanda", "sparsegpt"], default=["sparsegpt", "wanda"])
     args = parser.parse_args()
     setting = Setting(args)
-    results = {"eval_tokens": args.eval_tokens, "calibration_windows": args.calibration,
-               "dense_perplexity": setting.dense["metrics"]["perplexity"], "arms": []}  # fmt: skip
+    results = setting.record(args)
     for target in args.targets:
         for importance in args.importance:
             for order in ("together", "sequential"):

@@ -147,6 +147,11 @@ class ModelAdapter(ABC):
         """Per layer, how many groups its kept query heads are spread over (``AttentionBlock.head_groups``)."""
         return [layer.attention.head_groups for layer in self.layers()]
 
+    def layer_prefixes(self) -> list[str]:
+        """Per transformer layer, the prefix of its parameter names (``model.layers.3.``)."""
+        names = {id(module): name for name, module in self.model.named_modules()}
+        return [names[id(layer)] + "." for layer in self.layer_list()]
+
     def prunable_linears(self) -> dict[str, nn.Linear]:
         """Qualified name -> Linear for every projection inside the transformer layers."""
         names = {id(module): name for name, module in self.model.named_modules()}

@@ -19,14 +19,11 @@ import torch
 from torch import nn
 
 from prunekit.adapters import ModelAdapter
+from prunekit.methods.sequential import StopForward
 from prunekit.pruning.surgery import head_rows, prune_heads, prune_neurons
 
 Batch = dict[str, torch.Tensor]
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # labels aside: no loss is needed
-
-
-class _Captured(Exception):
-    """Raised by the capture hook: the rest of the forward pass is not needed."""
 
 
 def _captured_input(model: nn.Module, linear: nn.Linear, inputs: dict, mask: torch.Tensor | None) -> torch.Tensor:
@@ -36,12 +33,12 @@ def _captured_input(model: nn.Module, linear: nn.Linear, inputs: dict, mask: tor
 
     def capture(module, args):
         seen.append(args[0].reshape(-1, linear.in_features))
-        raise _Captured
+        raise StopForward
 
     handle = linear.register_forward_pre_hook(capture)
     try:
         model(**inputs)
-    except _Captured:
+    except StopForward:
         pass
     finally:
         handle.remove()

@@ -30,7 +30,7 @@ Inputs = list[tuple[tuple, dict]]  # per calibration batch: a layer's positional
 HIDDEN_KEYWORDS = ("hidden_states", "hidden_state", "x")  # where a layer takes its input when not positional
 
 
-class _Captured(Exception):
+class StopForward(Exception):
     """Raised by a hook to end a forward pass early: the rest of it is not needed."""
 
 
@@ -41,7 +41,7 @@ def first_layer_inputs(model: nn.Module, first_layer: nn.Module, batches: Iterab
 
     def grab(_module, args, kwargs):
         captured.append((args, kwargs))
-        raise _Captured
+        raise StopForward
 
     handle = first_layer.register_forward_pre_hook(grab, with_kwargs=True)
     use_cache = getattr(model.config, "use_cache", None)
@@ -51,7 +51,7 @@ def first_layer_inputs(model: nn.Module, first_layer: nn.Module, batches: Iterab
         for batch in tqdm(batches, desc="calibration inputs", leave=False):
             try:
                 model(**to_device(batch, device))
-            except _Captured:
+            except StopForward:
                 pass
     finally:
         handle.remove()
@@ -66,14 +66,14 @@ def _gather(layer: nn.Module, inputs: Inputs, last: nn.Module) -> None:
     need; the rest of the layer is not computed)."""
 
     def stop(_module, _inputs, _output):
-        raise _Captured
+        raise StopForward
 
     handle = last.register_forward_hook(stop)
     try:
         for args, kwargs in inputs:
             try:
                 layer(*args, **kwargs)
-            except _Captured:
+            except StopForward:
                 pass
     finally:
         handle.remove()
@@ -157,8 +157,7 @@ def _shared(groups: list[list[str]]) -> dict[str, str]:
 
 def _layer_targets(model: nn.Module, targets: dict[str, nn.Module]) -> list[dict[str, nn.Linear]]:
     """The targets (``{weight name: module}``) grouped by transformer layer; all must be Linears inside one."""
-    names = {id(module): name for name, module in model.named_modules()}
-    prefixes = [names[id(layer)] + "." for layer in get_adapter(model).layer_list()]
+    prefixes = get_adapter(model).layer_prefixes()
     groups = [{n: m for n, m in targets.items() if n.startswith(prefix)} for prefix in prefixes]
     outside = [n for n, m in targets.items() if not isinstance(m, nn.Linear) or not any(n in g for g in groups)]
     if outside:

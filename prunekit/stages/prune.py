@@ -110,8 +110,9 @@ def run_prune_magnitude(context: StageContext, config: PruneMagnitudeConfig) -> 
     if pruning.importance == "sparsegpt":
         fields.update(block_size=pruning.block_size, dampening=pruning.dampening)
     if pruning.owl:
-        names = {id(module): name for name, module in context.model.named_modules()}
-        prefixes = [names[id(layer)] + "." for layer in _layers(context.model)]
+        from prunekit.adapters import get_adapter
+
+        prefixes = get_adapter(context.model).layer_prefixes()
         fields["owl"] = dict(threshold=pruning.owl_threshold, spread=pruning.owl_spread,
                              layer_sparsities=masks.sparsity_per_prefix(prefixes))  # fmt: skip
     fields.update(prune_seconds=seconds, peak_rss_mb=peak)

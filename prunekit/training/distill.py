@@ -108,11 +108,7 @@ def masks_of_kept_layers(
     if masks is None:
         return None
 
-    def prefixes(model: PreTrainedModel) -> list[str]:
-        names = {id(module): name for name, module in model.named_modules()}
-        return [names[id(layer)] + "." for layer in get_adapter(model).layer_list()]
-
-    teacher_layers, student_layers = prefixes(teacher), prefixes(student)
+    teacher_layers, student_layers = get_adapter(teacher).layer_prefixes(), get_adapter(student).layer_prefixes()
     renamed = {}
     for name, mask in masks.masks.items():
         layer = next((i for i, prefix in enumerate(teacher_layers) if name.startswith(prefix)), None)
