@@ -201,3 +201,23 @@ def test_cli_finetune_with_gradual_pruning_and_distillation(tiny_bert, sentiment
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train"]["distill_from"] == str(tiny_bert)
     assert summary["sparsity"] == pytest.approx(0.6, abs=1e-3)
+
+
+def test_finetune_distils_hidden_states_layer_by_layer(tiny_bert, sentiment_dir, tmp_path):
+    """``finetune --distill-from --alpha-hidden``: each student layer also learns its teacher layer's hidden
+    states (one to one at equal depth); the loss term changes the trained weights and the summary says so."""
+    from safetensors.torch import load_file
+
+    flags = f"--model {tiny_bert} --data {sentiment_dir} --max-length 16 --max-steps 6 --batch-size 8 --lr 1e-3"
+    teacher = tmp_path / "teacher"
+    assert cli(f"finetune {flags} --seed 3 --out {teacher}") == 0  # a teacher unlike the student's start
+    soft, layerwise = tmp_path / "soft", tmp_path / "layerwise"
+    assert cli(f"finetune {flags} --distill-from {teacher} --out {soft}") == 0
+    layer_flags = "--alpha-hidden 5 --hidden-loss cosine"
+    assert cli(f"finetune {flags} --distill-from {teacher} {layer_flags} --out {layerwise}") == 0
+    record = json.loads((layerwise / "summary.json").read_text())["train"]["distill"]
+    assert record["alpha_hidden"] == 5 and record["hidden_loss"] == "cosine"
+    assert record["layer_pairs"] == [[0, 0], [1, 1]]
+    assert json.loads((soft / "summary.json").read_text())["train"]["distill"]["alpha_hidden"] == 0
+    a, b = load_file(soft / "model.safetensors"), load_file(layerwise / "model.safetensors")
+    assert any(not torch.equal(a[name], b[name]) for name in a)

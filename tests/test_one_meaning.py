@@ -110,6 +110,9 @@ INEFFECTIVE = [
     ("finetune --prune-every 5", "--prune-every: has no effect without --prune"),
     ("finetune --lora-r 4", "--lora-r: has no effect without --lora"),
     ("finetune --alpha-kd 0.3", "--alpha-kd: has no effect without --distill-from"),
+    ("finetune --alpha-hidden 1", "--alpha-hidden: has no effect without --distill-from"),
+    ("finetune --distill-from minilm --hidden-loss cosine", "--hidden-loss: has no effect without --alpha-hidden"),
+    ("finetune --distill-from minilm --layer-map 0:1", "--layer-map: has no effect without --alpha-hidden"),
     ("finetune --prune adaptive --heads 0.5 --latency-table t.json", "--latency-table: has no effect without"),
     ("prune structured --model minilm --heads 0.5 --seed 3", "--seed: has no effect with --importance taylor"),
     ("prune structured --model minilm --layers 4 --round-to 8", "--round-to: has no effect without --heads"),
@@ -136,6 +139,8 @@ def test_the_same_flags_at_their_defaults_or_in_their_mode_are_accepted():
     assert finetune.build_config({"prune": "magnitude", "sparsity": 0.6}).pruning.sparsity == 0.6
     assert finetune.build_config({"lora": True, "lora_r": 4}).lora.lora_r == 4
     assert finetune.build_config({"distill_from": "t", "alpha_kd": 2.0, "alpha_ce": 0.0}).kd().alpha_kd == 2.0
+    layerwise = finetune.build_config({"distill_from": "t", "alpha_hidden": 1.0, "hidden_loss": "cosine"}).kd()
+    assert (layerwise.alpha_hidden, layerwise.hidden_loss, layerwise.layer_map) == (1.0, "cosine", "auto")
     structured = STAGES["prune-structured"]
     assert structured.build_config({"heads": 0.5, "importance": "random", "seed": 3}).pruning.seed == 3
 

@@ -93,16 +93,23 @@ class FinetunePruning:
 
 @dataclass
 class FinetuneStageConfig:
-    """``finetune``: the training hyper-parameters, LoRA, pruning while training, soft targets from a
-    teacher (``distill_from``), and the data."""
+    """``finetune``: the training hyper-parameters, LoRA, pruning while training, distillation from a
+    teacher (``distill_from``: soft targets, and with ``alpha_hidden`` / ``alpha_attn`` layer by layer,
+    each student layer learning from its mapped teacher layer), and the data."""
 
     training: FinetuneConfig = section(FinetuneConfig)
     lora: LoraOptions = section(LoraOptions)
     pruning: FinetunePruning = section(FinetunePruning)
-    distill_from: str | None = option(None, "fine-tuned teacher: add its soft targets to the loss")
+    distill_from: str | None = option(
+        None, "fine-tuned teacher: add its soft targets (and with --alpha-hidden its hidden states) to the loss"
+    )
     temperature: float = same_option(DistillConfig, "temperature")
     alpha_kd: float = same_option(DistillConfig, "alpha_kd")
     alpha_ce: float = same_option(DistillConfig, "alpha_ce")
+    alpha_hidden: float = same_option(DistillConfig, "alpha_hidden")
+    hidden_loss: str = same_option(DistillConfig, "hidden_loss")
+    alpha_attn: float = same_option(DistillConfig, "alpha_attn")
+    layer_map: str = same_option(DistillConfig, "layer_map")
     data: DataConfig = section(DataConfig)
     runtime: DeviceConfig = section(DeviceConfig)
 
@@ -118,10 +125,18 @@ class FinetuneStageConfig:
             )
 
     def ineffective(self) -> dict[str, str]:
-        return {} if self.distill_from else unused(("temperature", "alpha_kd", "alpha_ce"), "without --distill-from")
+        loss = ("temperature", "alpha_kd", "alpha_ce", "alpha_hidden", "hidden_loss", "alpha_attn", "layer_map")
+        if not self.distill_from:
+            return unused(loss, "without --distill-from")
+        ignored = {} if self.alpha_hidden else unused(["hidden_loss"], "without --alpha-hidden")
+        if not (self.alpha_hidden or self.alpha_attn):
+            ignored.update(unused(["layer_map"], "without --alpha-hidden or --alpha-attn"))
+        return ignored
 
     def kd(self) -> DistillConfig:
-        return DistillConfig(temperature=self.temperature, alpha_ce=self.alpha_ce, alpha_kd=self.alpha_kd)
+        return DistillConfig(temperature=self.temperature, alpha_ce=self.alpha_ce, alpha_kd=self.alpha_kd,
+                             alpha_hidden=self.alpha_hidden, hidden_loss=self.hidden_loss,
+                             alpha_attn=self.alpha_attn, layer_map=self.layer_map)  # fmt: skip
 
 
 def load_finetune_inputs(config: FinetuneStageConfig, inputs: StageInputs) -> StageContext:
@@ -182,6 +197,7 @@ def run_finetune(context: StageContext, config: FinetuneStageConfig) -> StageRes
         "seed": training.seed,
         **result.train_record(),
         "distill_from": config.distill_from,
+        **({"distill": _distill_record(kd)} if kd is not None else {}),
         "peak_rss_mb": peak_memory_mb(),
         **({"prune_schedule": asdict(sparsity.schedule)} if sparsity.schedule is not None else {}),
     }
@@ -236,19 +252,22 @@ def run_distill(context: StageContext, config: DistillStageConfig) -> StageResul
                          masks=context.masks, teacher=teacher, kd=config.loss,
                          evaluate=lambda model: evaluate(model)["metrics"])  # fmt: skip
     teacher_metrics = evaluate(teacher)["metrics"] if result.is_main else None
-    loss = config.loss
     train = {"samples": context.train_size, **asdict(training), **result.train_record()}
     train["peak_rss_mb"] = peak_memory_mb()
     fields: dict[str, Any] = {
         "teacher": config.teacher,
         "teacher_metrics": teacher_metrics,
-        "distill": {k: v for k, v in asdict(loss).items() if k != "pairs"} | {"layer_pairs": loss.pairs},
+        "distill": _distill_record(config.loss),
         **context.loaded_fields,
         "train": train,
     }
     if result.lora:
         fields["lora"] = {**result.lora, "targets": config.lora.lora_targets}
     return _trained("distill", context, result, fields)
+
+
+def _distill_record(loss: DistillConfig) -> dict:
+    return {k: v for k, v in asdict(loss).items() if k != "pairs"} | {"layer_pairs": loss.pairs}
 
 
 def _resolved(training: FinetuneConfig, context: StageContext) -> FinetuneConfig:
