@@ -131,7 +131,7 @@ def test_keep_counts_global_uniform_and_guards():
     assert keep_counts(scores, 0.25, "uniform", multiples=[2, 2]) == [2, 2]  # GQA: a multiple of the KV groups
 
 
-@pytest.mark.parametrize("criterion", ["magnitude", "taylor", "activation"])
+@pytest.mark.parametrize("criterion", ["magnitude", "taylor", "fisher", "activation"])
 def test_a_dead_head_and_neuron_score_lowest(criterion):
     """A head whose weights are all zero contributes nothing: every criterion must score it 0, the
     lowest in its layer (same for an FFN neuron with zero weights)."""
@@ -151,6 +151,27 @@ def test_a_dead_head_and_neuron_score_lowest(criterion):
     assert int(scores.heads[0].argmin()) == 2
     assert int(scores.neurons[0].argmin()) == 5
     assert float(scores.heads[0][2]) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_fisher_sums_each_examples_squared_gate_gradient(family):
+    """One backward pass per batch with a gate row per example gives every example's own gradient: the
+    scores equal Σ (∂L_i/∂gate)² from one-example backward passes (before the per-layer normalisation)."""
+    model = tiny(family)
+    adapter = get_adapter(model)
+    inputs = batch(4, seed=1)
+    inputs["attention_mask"][0, 8:] = 1  # no padding: alone, each example sees the same tokens as in the batch
+    expected = None
+    for i in range(4):
+        with UnitGates(adapter, requires_grad=True) as gates:
+            model(**{key: value[i : i + 1] for key, value in inputs.items()}).loss.backward()
+            squares = [g.grad.pow(2) for g in gates.heads + gates.neurons]
+        expected = squares if expected is None else [e + s for e, s in zip(expected, squares)]
+    scores = score_units("fisher", adapter, [inputs])
+    for got, want in zip(scores.heads + scores.neurons, expected):
+        assert torch.allclose(got, want / want.norm(), atol=1e-5)
+    taylor = score_units("taylor", adapter, [inputs])  # |Σ_i g_i| differs from Σ_i g_i²
+    assert not torch.allclose(taylor.heads[0], scores.heads[0], atol=1e-3)
 
 
 @pytest.mark.parametrize("criterion", ["drop-one", "block-influence"])

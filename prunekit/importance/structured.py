@@ -5,6 +5,9 @@ Unit criteria (``UNIT_CRITERIA``, by name):
   up/gate rows and down-projection column).
 - ``taylor`` (alias ``head-mask-gradient``): Michel et al. (2019), ``E |∂L/∂gate|`` over labelled
   batches, with a gate of 1 on each unit's output; normalised per layer (L2), as in the paper.
+- ``fisher``: Kwon et al. (2022), the diagonal empirical Fisher information of each unit's mask,
+  ``Σ_i (∂L_i/∂gate)²`` over the calibration examples (per-example gradients from one backward pass
+  per batch); normalised per layer like ``taylor``.
 - ``activation``: mean |output| of the unit over the non-padding tokens of calibration batches.
 - ``random``: a seeded random score, the control every criterion should beat.
 
@@ -39,7 +42,7 @@ class UnitScores:
 UnitCriterion = Callable[[ModelAdapter, Sequence[Batch], int], UnitScores]
 UNIT_CRITERIA: dict[str, UnitCriterion] = {}
 LAYER_CRITERIA: dict[str, Callable[[ModelAdapter, Sequence[Batch]], torch.Tensor]] = {}
-NEEDS_DATA = {"taylor", "head-mask-gradient", "activation", "drop-one", "block-influence"}
+NEEDS_DATA = {"taylor", "head-mask-gradient", "fisher", "activation", "drop-one", "block-influence"}
 
 
 def unit_criterion(*names: str):
@@ -137,9 +140,28 @@ def taylor(adapter: ModelAdapter, batches: Sequence[Batch], seed: int = 0) -> Un
             for total, gate in zip(totals, gates.heads + gates.neurons):
                 total += gate.grad.abs()
                 gate.grad = None
-    totals = [(t / t.norm().clamp_min(1e-12)).cpu() for t in totals]  # per-layer L2 normalisation
-    count = len(gates.heads)
-    return UnitScores(totals[:count], totals[count:])
+    return _normalised(totals, len(gates.heads))
+
+
+def _normalised(totals: list[torch.Tensor], layers: int) -> UnitScores:
+    """Per-layer L2 normalisation of the head scores (the first ``layers``) and the neuron scores."""
+    totals = [(t / t.norm().clamp_min(1e-12)).cpu() for t in totals]
+    return UnitScores(totals[:layers], totals[layers:])
+
+
+@unit_criterion("fisher")
+def fisher(adapter: ModelAdapter, batches: Sequence[Batch], seed: int = 0) -> UnitScores:
+    model = adapter.model
+    device = next(model.parameters()).device
+    with _frozen_eval(model), UnitGates(adapter) as gates:
+        totals = [torch.zeros(g.shape[-1], device=device) for g in gates.heads + gates.neurons]
+        for batch in tqdm(batches, desc="importance (fisher)", leave=False):
+            examples = batch["input_ids"].shape[0]
+            gates.per_example(examples)
+            (model(**_to_device(batch, device)).loss * examples).backward()  # the examples' losses summed
+            for total, gate in zip(totals, gates.heads + gates.neurons):
+                total += gate.grad.pow(2).sum(0)
+    return _normalised(totals, len(gates.heads))
 
 
 @unit_criterion("activation")

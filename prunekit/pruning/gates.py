@@ -2,7 +2,8 @@
 
 A gate of 0 masks a unit exactly as removing it would (the head's slice of the output projection's
 input, the neuron's input to the down projection); gates that require grad give Michel et al.'s
-head-importance gradients ``∂L/∂gate``.
+head-importance gradients ``∂L/∂gate``. ``per_example(n)`` gives each of a batch's ``n`` examples its own
+gate row, so one backward pass yields every example's gradient (for the Fisher information).
 """
 
 from __future__ import annotations
@@ -35,10 +36,20 @@ class UnitGates:
         def gate_input(module: nn.Module, args: tuple) -> tuple:
             x, *rest = args
             gate = getattr(self, kind)[layer].to(x.dtype)
-            gated = (x.unflatten(-1, (gate.numel(), unit_size)) * gate[:, None]).flatten(-2)
+            if gate.dim() == 2:  # one row per example: broadcast over the token positions between
+                gate = gate.reshape(gate.shape[0], *[1] * (x.dim() - 2), gate.shape[1])
+            gated = (x.unflatten(-1, (gate.shape[-1], unit_size)) * gate[..., None]).flatten(-2)
             return (gated, *rest)
 
         return gate_input
+
+    def per_example(self, examples: int) -> None:
+        """Fresh gates of ones, one row per example of the next batch, requiring grad."""
+
+        def fresh(gates: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [torch.ones(examples, g.shape[-1], device=g.device, requires_grad=True) for g in gates]
+
+        self.heads, self.neurons = fresh(self.heads), fresh(self.neurons)
 
     def __enter__(self) -> UnitGates:
         for module, unit_size, layer, kind in self._targets:

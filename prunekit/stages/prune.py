@@ -23,7 +23,7 @@ from prunekit.stages.inputs import (
     labelled_batches,
 )
 
-NEEDS_LABELS = {"taylor", "head-mask-gradient", "drop-one"}  # scores from the task loss's gradients or value
+NEEDS_LABELS = {"taylor", "head-mask-gradient", "fisher", "drop-one"}  # scores from the task loss's gradients or value
 
 
 @dataclass
