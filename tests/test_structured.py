@@ -19,7 +19,7 @@ from prunekit.methods.structured import StructuredConfig, prune_structured
 from prunekit.pruned_models import save_pruned
 from prunekit.pruning.gates import UnitGates
 from prunekit.pruning.surgery import drop_layers, prune_heads, prune_neurons
-from prunekit.pruning.units import keep_counts, select_top
+from prunekit.pruning.units import keep_counts, rearrange, select_top
 from prunekit.pruning.vocabulary import corpus_token_ids, prune_vocabulary
 from tests.conftest import NEGATIVE, POSITIVE, cli
 from tests.tiny import tiny_config, tiny_model, tiny_tokenizer
@@ -441,3 +441,49 @@ def _cli_logits(folder) -> torch.Tensor:
 def test_bad_flops_budgets_exit_2(flags, message, tiny_bert, sentiment_dir, tmp_path, capsys):
     code = cli(f"prune structured --model {tiny_bert} --data {sentiment_dir} {flags} --out {tmp_path}/x")
     assert code == 2 and message in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def _removal_cost(kept: list[int], fisher: torch.Tensor) -> float:
+    removed = torch.ones(fisher.shape[0], dtype=torch.float64)
+    removed[kept] = 0
+    return float(removed @ fisher.double() @ removed)
+
+
+def test_rearrange_swaps_away_from_correlated_removals():
+    """Units 0 and 1 score lowest alone but their removals add up (F₀₁ > 0): removing 0 and 2 costs less."""
+    fisher = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 1.1, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, 3.0]])
+    kept = rearrange([2, 3], fisher)
+    assert len(kept) == 2 and 0 not in kept and 1 in kept
+    assert _removal_cost(kept, fisher) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_rearrange_ends_where_no_swap_helps_and_keeps_group_counts(groups):
+    generator = torch.Generator().manual_seed(0)
+    factors = torch.randn(40, 12, generator=generator)
+    fisher = factors.T @ factors
+    start = select_top([fisher.diagonal()], [6], groups)[0]
+    kept = rearrange(start, fisher, groups)
+    assert _removal_cost(kept, fisher) <= _removal_cost(start, fisher)
+    per_group = [sum(1 for u in kept if u // (12 // groups) == g) for g in range(groups)]
+    assert per_group == [6 // groups] * groups
+    for p in kept:  # a local optimum: no single swap within a group lowers the cost
+        for q in set(range(12)) - set(kept):
+            if p // (12 // groups) == q // (12 // groups):
+                swapped = sorted(set(kept) - {p} | {q})
+                assert _removal_cost(swapped, fisher) >= _removal_cost(kept, fisher) - 1e-9
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_fisher_rearrange_prunes_to_the_same_counts_and_reports_moves(family):
+    model = tiny(family)
+    batches = [batch(8, seed=s) for s in range(2)]
+    plain = prune_structured(tiny(family), StructuredConfig(heads=0.5, ffn=0.5, importance="fisher", round_to=1),
+                             batches)  # fmt: skip
+    config = StructuredConfig(heads=0.5, ffn=0.5, importance="fisher", rearrange=True, round_to=1)
+    report = prune_structured(model, config, batches)
+    assert report["structure"] == plain["structure"]
+    layers = len(report["structure"])
+    assert len(report["rearranged"]["heads"]) == len(report["rearranged"]["neurons"]) == layers
+    with pytest.raises(ConfigError, match="--rearrange uses the Fisher matrices"):
+        StructuredConfig(heads=0.5, rearrange=True)

@@ -7,7 +7,8 @@ Unit criteria (``UNIT_CRITERIA``, by name):
   batches, with a gate of 1 on each unit's output; normalised per layer (L2), as in the paper.
 - ``fisher``: Kwon et al. (2022), the diagonal empirical Fisher information of each unit's mask,
   ``Σ_i (∂L_i/∂gate)²`` over the calibration examples (per-example gradients from one backward pass
-  per batch); normalised per layer like ``taylor``.
+  per batch); normalised per layer like ``taylor``. The whole per-layer Fisher matrices come with the
+  scores (``interactions``) for ``pruning.units.rearrange``.
 - ``activation``: mean |output| of the unit over the non-padding tokens of calibration batches.
 - ``random``: a seeded random score, the control every criterion should beat.
 
@@ -37,6 +38,8 @@ class UnitScores:
 
     heads: list[torch.Tensor]
     neurons: list[torch.Tensor]
+    # ``fisher`` only: per layer, the units' Fisher matrix Σᵢ gᵢ gᵢᵀ (heads, then neurons), for rearrangement
+    interactions: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
 
 
 UnitCriterion = Callable[[ModelAdapter, Sequence[Batch], int], UnitScores]
@@ -154,14 +157,18 @@ def fisher(adapter: ModelAdapter, batches: Sequence[Batch], seed: int = 0) -> Un
     model = adapter.model
     device = next(model.parameters()).device
     with _frozen_eval(model), UnitGates(adapter) as gates:
-        totals = [torch.zeros(g.shape[-1], device=device) for g in gates.heads + gates.neurons]
+        matrices = [torch.zeros(g.shape[-1], g.shape[-1], device=device) for g in gates.heads + gates.neurons]
         for batch in tqdm(batches, desc="importance (fisher)", leave=False):
             examples = batch["input_ids"].shape[0]
             gates.per_example(examples)
             (model(**_to_device(batch, device)).loss * examples).backward()  # the examples' losses summed
-            for total, gate in zip(totals, gates.heads + gates.neurons):
-                total += gate.grad.pow(2).sum(0)
-    return _normalised(totals, len(gates.heads))
+            for matrix, gate in zip(matrices, gates.heads + gates.neurons):
+                matrix += gate.grad.T @ gate.grad
+    layers = len(gates.heads)
+    scores = _normalised([matrix.diagonal() for matrix in matrices], layers)
+    matrices = [matrix.cpu() for matrix in matrices]
+    scores.interactions = (matrices[:layers], matrices[layers:])
+    return scores
 
 
 @unit_criterion("activation")

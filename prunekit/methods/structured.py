@@ -29,7 +29,7 @@ from prunekit.options import (
 )
 from prunekit.pruning.schedules import keep_fraction_at
 from prunekit.pruning.surgery import drop_layers, prune_heads, prune_neurons
-from prunekit.pruning.units import fraction_for_budget, keep_counts, latency_counts, select_top
+from prunekit.pruning.units import fraction_for_budget, keep_counts, latency_counts, rearrange, select_top
 
 if TYPE_CHECKING:
     from prunekit.methods.adaptive import AdaptiveConfig
@@ -99,6 +99,20 @@ class StructuredConfig(UnitTargets):
         "no training",
         switch=True,
     )
+    rearrange: bool = option(
+        False,
+        "with --importance fisher: refine each layer's kept units by swaps that lower the loss the units' "
+        "Fisher matrix predicts (Kwon et al.'s mask rearrangement; KV groups keep their counts)",
+        switch=True,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rearrange and self.importance != "fisher":
+            raise ConfigError(
+                f"--rearrange uses the Fisher matrices of the unit masks: pass --importance fisher "
+                f"(not {self.importance})"
+            )
 
     def validate(self, num_layers: int) -> None:
         if self.layers is not None and not 1 <= self.layers <= num_layers:
@@ -113,7 +127,7 @@ class StructuredConfig(UnitTargets):
         if self.layers is None:
             ignored.update(unused(["layer_importance"], "without --layers"))
         if not self.prunes_units:
-            units = ("scope", "min_heads", "min_ffn", "round_to", "reconstruct")
+            units = ("scope", "min_heads", "min_ffn", "round_to", "reconstruct", "rearrange")
             ignored.update(unused(units, "without --heads, --ffn or a budget (only --layers)"))
         return ignored
 
@@ -244,6 +258,8 @@ def prune_structured(model: nn.Module, config: StructuredConfig, batches: Sequen
             head_counts, neuron_counts = _counts(adapter, config, scores, *_of_current(now, original, layers))
             kept_heads = dict(enumerate(select_top(scores.heads, head_counts, adapter.head_groups())))
             kept_neurons = dict(enumerate(select_top(scores.neurons, neuron_counts)))
+            if config.rearrange:
+                kept_heads, kept_neurons, report["rearranged"] = _rearranged(adapter, scores, kept_heads, kept_neurons)
             if config.reconstruct:
                 report["reconstruction"] = prune_and_reconstruct(model, adapter, kept_heads, kept_neurons, batches)
             else:
@@ -253,6 +269,20 @@ def prune_structured(model: nn.Module, config: StructuredConfig, batches: Sequen
         if config.iterations > 1:
             report["iterations"] = config.iterations
     return {"kept_layers": kept_layers, "structure": adapter.describe(), **report}
+
+
+def _rearranged(adapter: ModelAdapter, scores, kept_heads: dict, kept_neurons: dict) -> tuple[dict, dict, dict]:
+    """``rearrange`` applied to every layer's kept heads (within KV groups) and neurons, and how many units
+    each moved (heads, neurons: one count per layer)."""
+    head_fisher, neuron_fisher = scores.interactions
+    groups = adapter.head_groups()
+    heads = {i: rearrange(kept, head_fisher[i], groups[i]) for i, kept in kept_heads.items()}
+    neurons = {i: rearrange(kept, neuron_fisher[i]) for i, kept in kept_neurons.items()}
+    moved = {
+        "heads": [len(set(heads[i]) - set(kept)) for i, kept in kept_heads.items()],
+        "neurons": [len(set(neurons[i]) - set(kept)) for i, kept in kept_neurons.items()],
+    }
+    return heads, neurons, moved
 
 
 def _of_current(fractions, original, layers) -> list[float | None]:

@@ -150,6 +150,35 @@ def select_top(
     return kept
 
 
+def rearrange(kept: Sequence[int], fisher: torch.Tensor, groups: int = 1) -> list[int]:
+    """Kwon et al.'s mask rearrangement: with the layer's loss increase modelled as zᵀ F z (z: 1 for each
+    removed unit, F: the units' Fisher matrix), swap one kept unit for one removed unit at a time, the
+    swap that lowers it most, until none does; with ``groups`` > 1 only within a group (KV groups keep
+    their counts). Returns the kept units, sorted."""
+    size = fisher.shape[0]
+    fisher = fisher.double()
+    removed = torch.ones(size, dtype=torch.float64)
+    removed[list(kept)] = 0
+    group = torch.arange(size) // (size // groups)
+    diagonal = fisher.diagonal()
+    if len(kept) in (0, size):
+        return sorted(kept)
+    for _ in range(size * size):  # each swap lowers the objective: this bound is never reached
+        pull = fisher @ removed  # (F z)_u
+        out = removed.nonzero().flatten()  # candidates to keep again
+        back = (removed == 0).nonzero().flatten()  # candidates to remove
+        # z' = z - e_p + e_q: Δ = -2 (Fz)_p + F_pp + 2 (Fz)_q + F_qq - 2 F_pq
+        delta = (-2 * pull[out] + diagonal[out])[:, None] + (2 * pull[back] + diagonal[back])[None, :]
+        delta -= 2 * fisher[out][:, back]
+        delta[group[out][:, None] != group[back][None, :]] = float("inf")
+        best = int(delta.argmin())
+        if float(delta.flatten()[best]) >= -1e-12 * float(diagonal.abs().max()):
+            break
+        p, q = out[best // len(back)], back[best % len(back)]
+        removed[p], removed[q] = 0, 1
+    return sorted((removed == 0).nonzero().flatten().tolist())
+
+
 def fraction_for_budget(cost_at: Callable[[float], int], budget: int, flag: str, unit: str) -> float:
     """The largest keep fraction whose cost ``cost_at(f)`` (in ``unit``: parameters, FLOPs) fits ``budget``
     (bisection); ``flag`` names the option in the error when even the smallest model does not fit."""
