@@ -4,7 +4,9 @@ Model: `--model smollm2` (30 layers, 106.2M non-embedding parameters, tied 28.3M
 remove ~25 % of the non-embedding parameters, each scored on 32 calibration windows of 256 tokens from
 brown/train.txt (seed 0):
 - depth: drop 8 of 30 layers (26.7 %), chosen by block influence (ShortGPT: 1 - cos(input, output));
-- width: every layer's FFN 1536 -> 1024 neurons (25.0 %), Taylor scores of the language-modelling loss.
+- width: every layer's FFN 1536 -> 1024 neurons (25.0 %), Taylor scores of the language-modelling loss;
+- width-reconstruct: the same, each layer's down projection then refit by least squares on the
+  calibration activations, layer by layer (`--reconstruct`; issue #27 item 1).
 Recovery: `finetune` of every weight on packed 256-token blocks of brown/train.txt (`--max-train-samples`
 blocks, batch 8, lr 1e-4, 10 % warm-up, one pass; the step count and wall time are in the results).
 `--kd A` adds, per arm, the same recovery distilled from the dense model (`--distill-from smollm2
@@ -29,13 +31,15 @@ CALIBRATION = ["--calibration-samples", "32", "--calibration-length", "256", "--
 ARMS = {  # --arms name -> (row label, prune structured flags)
     "depth": ("depth: 22 of 30 layers (block influence)", ["--layers", "22", "--layer-importance", "block-influence"]),
     "width": ("width: FFN 1024 of 1536 (Taylor)", ["--ffn", "0.6667", "--scope", "uniform", "--round-to", "32"]),
-}
+    "width-reconstruct": ("width: FFN 1024 of 1536 (Taylor) with --reconstruct",
+                          ["--ffn", "0.6667", "--scope", "uniform", "--round-to", "32", "--reconstruct"]),
+}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-blocks", type=int, default=480, help="256-token training blocks (batch 8)")
-    parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=sorted(ARMS))
+    parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=["depth", "width"])
     parser.add_argument("--kd", type=float, help="also recover each arm distilled from the dense model, this weight")
     parser.add_argument("--name", default="llm-structured", help="results file name in bench/results/")
     args = parser.parse_args()

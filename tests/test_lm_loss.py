@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from prunekit.lm_loss import causal_lm_loss, head_returns_hidden
 from prunekit.models import load_model
-from prunekit.training.lm_loss import causal_lm_loss, head_returns_hidden
 
 
 def _batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -487,3 +487,43 @@ def test_fisher_rearrange_prunes_to_the_same_counts_and_reports_moves(family):
     assert len(report["rearranged"]["heads"]) == len(report["rearranged"]["neurons"]) == layers
     with pytest.raises(ConfigError, match="--rearrange uses the Fisher matrices"):
         StructuredConfig(heads=0.5, rearrange=True)
+
+
+def _lm_batch(count: int = 6, length: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
+    ids = torch.randint(5, 60, (count, length), generator=torch.Generator().manual_seed(seed))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+
+
+def _tiny_lm():
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(tiny_config("llama")).eval()
+
+
+@pytest.mark.parametrize("criterion", ["taylor", "fisher", "activation", "drop-one", "block-influence"])
+@pytest.mark.parametrize("kind", ["classifier", "causal-lm"])
+def test_scores_in_pieces_equal_whole_batch_scores(criterion, kind, monkeypatch):
+    """A batch scored in pieces of one example (gradients summed over the pieces) scores as it does
+    whole; a causal LM's loss is taken without its logits (the output head never runs)."""
+    from prunekit.importance import structured as importance
+
+    model = tiny("bert") if kind == "classifier" else _tiny_lm()
+    batches = [batch(6, seed=s) for s in range(2)] if kind == "classifier" else [_lm_batch(seed=s) for s in range(2)]
+    adapter = get_adapter(model)
+    score = score_layers if criterion in ("drop-one", "block-influence") else score_units
+    whole = score(criterion, adapter, batches)
+    calls, logits = [], []
+    layer = adapter.layer_list()[0]
+    handles = [layer.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))]
+    if kind == "causal-lm":
+        head = model.get_output_embeddings()  # logits would be vocabulary-wide outputs of the head
+        handles.append(head.register_forward_hook(lambda module, args, output: logits.append(output.shape[-1])))
+    monkeypatch.setattr(importance, "PIECE_TOKENS", 1)  # one example a pass
+    pieces = score(criterion, adapter, batches)
+    for handle in handles:
+        handle.remove()
+    assert calls and set(calls) == {1}  # every pass saw one example
+    assert model.config.vocab_size not in logits  # the causal LM's loss came without its logits
+    flat = (lambda s: s) if score is score_layers else (lambda s: torch.cat(s.heads + s.neurons))
+    assert torch.allclose(flat(pieces), flat(whole), rtol=1e-4, atol=1e-6)

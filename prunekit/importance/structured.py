@@ -14,22 +14,29 @@ Unit criteria (``UNIT_CRITERIA``, by name):
 
 Layer criteria (``LAYER_CRITERIA``): ``drop-one`` (loss increase when the layer is skipped) and
 ``block-influence`` (1 − cosine similarity of the layer's input and output hidden states).
+
+Memory stays bounded whatever the calibration batch: every pass runs a batch in pieces of at most
+``PIECE_TOKENS`` tokens (gradients summed over the pieces before they are read), and a causal LM's loss
+is computed without its logits (``prunekit.lm_loss``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from prunekit.adapters.base import ModelAdapter
 from prunekit.errors import ConfigError
+from prunekit.lm_loss import causal_lm_loss, head_returns_hidden
 from prunekit.pruning.gates import UnitGates
 
 Batch = dict[str, torch.Tensor]
+PIECE_TOKENS = 4096  # tokens per forward (and backward) pass of a scoring pass
 
 
 @dataclass
@@ -128,8 +135,24 @@ def _frozen_eval(model: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _to_device(batch: Batch, device: torch.device) -> Batch:
-    return {key: value.to(device) for key, value in batch.items()}
+def _pieces(batch: Batch, device: torch.device) -> Iterator[tuple[Batch, float]]:
+    """``batch`` on ``device`` in pieces of at most ``PIECE_TOKENS`` tokens (at least one example each),
+    each with its share of the batch's examples."""
+    examples, length = batch["input_ids"].shape[:2]
+    step = max(1, PIECE_TOKENS // length)
+    for start in range(0, examples, step):
+        piece = {key: value[start : start + step].to(device) for key, value in batch.items()}
+        yield piece, piece["input_ids"].shape[0] / examples
+
+
+def _loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """``model(**batch).loss``; for a causal LM with a plain output head, computed without the logits."""
+    head = model.get_output_embeddings() if type(model).__name__.endswith("ForCausalLM") else None
+    if type(head) is not nn.Linear or "labels" not in batch:
+        return model(**batch).loss
+    with head_returns_hidden(head):
+        hidden = model(**{key: value for key, value in batch.items() if key != "labels"}).logits
+    return causal_lm_loss(hidden, head, batch["labels"])
 
 
 @unit_criterion("taylor", "head-mask-gradient")
@@ -139,7 +162,8 @@ def taylor(adapter: ModelAdapter, batches: Sequence[Batch], seed: int = 0) -> Un
     with _frozen_eval(model), UnitGates(adapter, requires_grad=True) as gates:
         totals = [torch.zeros_like(g) for g in gates.heads + gates.neurons]
         for batch in tqdm(batches, desc="importance (taylor)", leave=False):
-            model(**_to_device(batch, device)).loss.backward()
+            for piece, share in _pieces(batch, device):  # the batch's gradient, summed over its pieces
+                (_loss(model, piece) * share).backward()
             for total, gate in zip(totals, gates.heads + gates.neurons):
                 total += gate.grad.abs()
                 gate.grad = None
@@ -159,11 +183,12 @@ def fisher(adapter: ModelAdapter, batches: Sequence[Batch], seed: int = 0) -> Un
     with _frozen_eval(model), UnitGates(adapter) as gates:
         matrices = [torch.zeros(g.shape[-1], g.shape[-1], device=device) for g in gates.heads + gates.neurons]
         for batch in tqdm(batches, desc="importance (fisher)", leave=False):
-            examples = batch["input_ids"].shape[0]
-            gates.per_example(examples)
-            (model(**_to_device(batch, device)).loss * examples).backward()  # the examples' losses summed
-            for matrix, gate in zip(matrices, gates.heads + gates.neurons):
-                matrix += gate.grad.T @ gate.grad
+            for piece, _ in _pieces(batch, device):
+                examples = piece["input_ids"].shape[0]
+                gates.per_example(examples)
+                (_loss(model, piece) * examples).backward()  # the examples' losses summed
+                for matrix, gate in zip(matrices, gates.heads + gates.neurons):
+                    matrix += gate.grad.T @ gate.grad
     layers = len(gates.heads)
     scores = _normalised([matrix.diagonal() for matrix in matrices], layers)
     matrices = [matrix.cpu() for matrix in matrices]
@@ -197,10 +222,10 @@ def activation(adapter: ModelAdapter, batches: Sequence[Batch], seed: int = 0) -
     try:
         with _frozen_eval(model):
             for batch in tqdm(batches, desc="importance (activation)", leave=False):
-                batch = _to_device(batch, device)
-                state["mask"] = batch["attention_mask"]
-                tokens += int(batch["attention_mask"].sum())
-                model(**{k: v for k, v in batch.items() if k != "labels"})
+                for piece, _ in _pieces(batch, device):
+                    state["mask"] = piece["attention_mask"]
+                    tokens += int(piece["attention_mask"].sum())
+                    _forward(model, piece)
     finally:
         for handle in handles:
             handle.remove()
@@ -216,8 +241,16 @@ def activation(adapter: ModelAdapter, batches: Sequence[Batch], seed: int = 0) -
 
 def _mean_loss(model: torch.nn.Module, batches: Sequence[Batch]) -> float:
     device = next(model.parameters()).device
-    losses = [float(model(**_to_device(batch, device)).loss) for batch in batches]
+    losses = [sum(float(_loss(model, piece)) * share for piece, share in _pieces(batch, device)) for batch in batches]
     return sum(losses) / len(losses)
+
+
+def _forward(model: torch.nn.Module, batch: Batch) -> None:
+    """A forward pass for its hooks; a causal LM's output head is skipped (no logits are needed)."""
+    head = model.get_output_embeddings() if type(model).__name__.endswith("ForCausalLM") else None
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    with head_returns_hidden(head) if type(head) is nn.Linear else nullcontext():
+        model(**inputs)
 
 
 @layer_criterion("drop-one")
@@ -262,10 +295,10 @@ def block_influence(adapter: ModelAdapter, batches: Sequence[Batch]) -> torch.Te
     try:
         with _frozen_eval(model):
             for batch in batches:
-                batch = _to_device(batch, device)
-                state["mask"] = batch["attention_mask"].float()
-                tokens += int(batch["attention_mask"].sum())
-                model(**{k: v for k, v in batch.items() if k != "labels"})
+                for piece, _ in _pieces(batch, device):
+                    state["mask"] = piece["attention_mask"].float()
+                    tokens += int(piece["attention_mask"].sum())
+                    _forward(model, piece)
     finally:
         for handle in handles:
             handle.remove()

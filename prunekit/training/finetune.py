@@ -21,8 +21,8 @@ from transformers.trainer_utils import get_last_checkpoint
 from prunekit.data import EncodedSplit, Split, TaskSpec, make_collator
 from prunekit.data.text import BlockDataset, TextSplit, packed_blocks
 from prunekit.errors import TrainingError
+from prunekit.lm_loss import causal_lm_loss, head_returns_hidden
 from prunekit.training.config import FinetuneConfig
-from prunekit.training.lm_loss import causal_lm_loss, head_returns_hidden
 
 
 def training_arguments(config: FinetuneConfig, work_dir: str | Path, train_size: int) -> TrainingArguments:
