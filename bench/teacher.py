@@ -84,10 +84,14 @@ def teachers(seed: int) -> None:
 
 
 def chain(variants: list[str], seeds: list[int]) -> None:
+    """The chains of ``variants`` for every seed, plus any other variant whose chain already finished."""
     rows = []
     for seed in seeds:
         reference = control(seed)
-        for variant in variants:
+        for variant in VARIANTS:
+            finished = (work_dir("teacher") / f"{slug(variant)}-seed{seed}" / "04-speed" / "stage.json").is_file()
+            if variant not in variants and not finished:
+                continue
             teacher, kd = VARIANTS[variant]
             stages = copy.deepcopy(default_stages()[:3])
             stages[0] = {**stages[0], **TEACHERS[teacher]}
