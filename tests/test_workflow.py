@@ -55,6 +55,23 @@ def test_every_order_trains_the_same_steps_in_three_stage_lengths():
     assert [s.kind for s in stages_of("joint", 1, prune_with="full")] == ["lora", "full", "full"]
 
 
+def test_the_teacher_lr_and_layerwise_distillation_reach_their_stages():
+    from prunekit.recipes.orders import Target, WorkflowConfig, order_recipe
+
+    config = WorkflowConfig(target=Target(heads=0.5), stage_steps=4, teacher_lr=2e-3, alpha_hidden=1.0,
+                            hidden_loss="cosine")  # fmt: skip
+    teacher, pruned, final = order_recipe(config, {}).stages
+    assert teacher.options["lr"] == 2e-3 and pruned.options["lr"] == config.lora_lr == 5e-4
+    for stage in (pruned, final):
+        assert (stage.options["alpha_hidden"], stage.options["hidden_loss"]) == (1.0, "cosine")
+    default = order_recipe(WorkflowConfig(target=Target(heads=0.5), stage_steps=4), {}).stages
+    assert default[0].options["lr"] == 5e-4 and "alpha_hidden" not in default[1].options
+    with pytest.raises(ConfigError, match="has no effect without --alpha-hidden"):
+        from prunekit.options import check_effective
+
+        check_effective(WorkflowConfig(target=Target(heads=0.5), hidden_loss="cosine"), {"hidden_loss"})
+
+
 def test_compress_runs_the_workflow_and_writes_every_stage(tiny_bert, sentiment_dir, tmp_path):
     out = tmp_path / "compressed"
     target = "--heads 0.5 --ffn 0.5 --control"

@@ -145,10 +145,16 @@ def _pieces(batch: Batch, device: torch.device) -> Iterator[tuple[Batch, float]]
         yield piece, piece["input_ids"].shape[0] / examples
 
 
+def _plain_head(model: torch.nn.Module) -> nn.Linear | None:
+    """A causal LM's output head when it is a plain linear layer (the loss can skip the logits), else None."""
+    head = model.get_output_embeddings() if type(model).__name__.endswith("ForCausalLM") else None
+    return head if type(head) is nn.Linear else None
+
+
 def _loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """``model(**batch).loss``; for a causal LM with a plain output head, computed without the logits."""
-    head = model.get_output_embeddings() if type(model).__name__.endswith("ForCausalLM") else None
-    if type(head) is not nn.Linear or "labels" not in batch:
+    head = _plain_head(model)
+    if head is None or "labels" not in batch:
         return model(**batch).loss
     with head_returns_hidden(head):
         hidden = model(**{key: value for key, value in batch.items() if key != "labels"}).logits
@@ -247,9 +253,9 @@ def _mean_loss(model: torch.nn.Module, batches: Sequence[Batch]) -> float:
 
 def _forward(model: torch.nn.Module, batch: Batch) -> None:
     """A forward pass for its hooks; a causal LM's output head is skipped (no logits are needed)."""
-    head = model.get_output_embeddings() if type(model).__name__.endswith("ForCausalLM") else None
+    head = _plain_head(model)
     inputs = {key: value for key, value in batch.items() if key != "labels"}
-    with head_returns_hidden(head) if type(head) is nn.Linear else nullcontext():
+    with head_returns_hidden(head) if head is not None else nullcontext():
         model(**inputs)
 
 

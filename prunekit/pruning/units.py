@@ -156,13 +156,13 @@ def rearrange(kept: Sequence[int], fisher: torch.Tensor, groups: int = 1) -> lis
     swap that lowers it most, until none does; with ``groups`` > 1 only within a group (KV groups keep
     their counts). Returns the kept units, sorted."""
     size = fisher.shape[0]
+    if len(kept) in (0, size):
+        return sorted(kept)
     fisher = fisher.double()
+    diagonal = fisher.diagonal()
     removed = torch.ones(size, dtype=torch.float64)
     removed[list(kept)] = 0
     group = torch.arange(size) // (size // groups)
-    diagonal = fisher.diagonal()
-    if len(kept) in (0, size):
-        return sorted(kept)
     for _ in range(size * size):  # each swap lowers the objective: this bound is never reached
         pull = fisher @ removed  # (F z)_u
         out = removed.nonzero().flatten()  # candidates to keep again

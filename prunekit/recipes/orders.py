@@ -95,6 +95,8 @@ class WorkflowConfig:
     max_length: int = 128
     seed: int = 42
     lora_lr: float = option(5e-4, "LoRA stages' learning rate", parse=positive)
+    teacher_lr: float | None = option(None, "the LoRA teacher stage's learning rate (default: --lora-lr)",
+                                      parse=positive)  # fmt: skip
     lr: float = same_option(FinetuneConfig, "lr", default=1e-4, help="full fine-tuning stages' learning rate")
     warmup_ratio: float = option(0.1, "fraction of each stage's steps warming the lr up", parse=fraction)
     weight_decay: float = same_option(FinetuneConfig, "weight_decay")
@@ -118,6 +120,8 @@ class WorkflowConfig:
     temperature: float = same_option(DistillConfig, "temperature")
     alpha_kd: float = same_option(DistillConfig, "alpha_kd")
     alpha_ce: float = same_option(DistillConfig, "alpha_ce")
+    alpha_hidden: float = same_option(DistillConfig, "alpha_hidden")
+    hidden_loss: str = same_option(DistillConfig, "hidden_loss")
     reconstruct: bool = same_option(StructuredConfig, "reconstruct")  # the one-shot step of lora-prune / prune-lora
     calibration_samples: int = 512  # one-shot orders: examples scoring the units
     latency_table: str | None = None  # with latency_aware: the table the command measured (JSON), reused by stages
@@ -132,11 +136,12 @@ class WorkflowConfig:
             raise ConfigError("--latency-aware allocates heads and neurons: not for an unstructured --sparsity")
 
     def ineffective(self) -> dict[str, str]:
+        ignored = {} if self.alpha_hidden else unused(["hidden_loss"], "without --alpha-hidden")
         if not self.target.unstructured:
             if self.order == "joint":  # compress, and study's joint order
-                return {"reconstruct": "in the joint order (it prunes while training: no one-shot step); "
-                        "study ordering --orders lora-prune prune-lora has one"}  # fmt: skip
-            return {}
+                ignored["reconstruct"] = ("in the joint order (it prunes while training: no one-shot step); "
+                                          "study ordering --orders lora-prune prune-lora has one")  # fmt: skip
+            return ignored
         allocation = (
             "scope",
             "round_to",
@@ -147,7 +152,7 @@ class WorkflowConfig:
             "prune_with",
             "reconstruct",
         )
-        return unused(allocation, "with --sparsity (it prunes weights by magnitude, not heads and neurons)")
+        return ignored | unused(allocation, "with --sparsity (it prunes weights by magnitude, not heads and neurons)")
 
     def stages(self) -> list[StageSpec]:
         """The stages of this config's order (its control: ``order="control"``)."""
@@ -268,9 +273,13 @@ def _stage_options(config: WorkflowConfig, spec: StageSpec) -> dict[str, Any]:
                 "calibration_length": config.max_length, "calibration_batch_size": config.batch_size,
                 "max_length": config.max_length}  # fmt: skip
     options = _training(config, spec.kind, spec.steps)
+    if spec.becomes_teacher and config.teacher_lr is not None:
+        options["lr"] = config.teacher_lr
     if spec.distill:
         options.update(distill_from="@teacher", alpha_kd=config.alpha_kd, alpha_ce=config.alpha_ce,
                        temperature=config.temperature)  # fmt: skip
+        if config.alpha_hidden:
+            options.update(alpha_hidden=config.alpha_hidden, hidden_loss=config.hidden_loss)
     if spec.adaptive and target.unstructured:  # gradual magnitude pruning, from the first step
         return {"method": "finetune", **options, "prune": "magnitude", "sparsity": target.sparsity, "prune_start": 0}
     if spec.adaptive:
