@@ -10,6 +10,7 @@ from prunekit.api import (  # noqa: E402 (after the Auto classes)
     evaluate,
     finetune,
     prune_magnitude,
+    prune_streamed,
     prune_structured,
     run,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "load_model",
     "load_pruned",
     "prune_magnitude",
+    "prune_streamed",
     "prune_structured",
     "run",
     "save_pruned",

@@ -57,6 +57,30 @@ def prune_magnitude(
     return _run("prune-magnitude", model, tokenizer, data, calibration, masks, out, overwrite, options)
 
 
+def prune_streamed(
+    model: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    data: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """``prune_magnitude`` for a model bigger than memory, from its folder to ``out``: one transformer layer
+    at a time is read from the safetensors, pruned (``importance=`` magnitude per layer, Wanda or SparseGPT,
+    N:M, OWL) and written as its own shard in the stored dtype; ``resume`` continues a killed run. The
+    options are ``prune_magnitude``'s (``device=`` and ``dtype=`` where it works). Returns the summary
+    (the result is not evaluated: load it with ``from_pretrained`` or evaluate it with ``evaluate``).
+
+    >>> prune_streamed("llama-1b", "llama-1b-50", data="data/brown", importance="sparsegpt")  # doctest: +SKIP
+    """
+    from prunekit.stages import StageInputs, execute
+
+    stage = STAGES["prune-magnitude"]
+    config = stage.build_config({**options, "stream": True, **({"data": str(data)} if data is not None else {})})
+    return execute(stage, config, StageInputs(str(model), out=str(out), resume=resume, overwrite=overwrite))
+
+
 def prune_structured(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase | None = None,

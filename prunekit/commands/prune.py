@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from prunekit.commands.common import add_output_arguments, preflight, print_result
+from prunekit.errors import ConfigError
 from prunekit.options import add_config_arguments, config_from_args
 from prunekit.stages import STAGES
 from prunekit.stages.prune import PruneMagnitudeConfig, PruneStructuredConfig
@@ -22,6 +23,7 @@ def add_parser(commands) -> None:
     )
     p.add_argument("--model", required=True, help="model folder, or minilm / smollm2")
     add_output_arguments(p)
+    p.add_argument("--resume", action="store_true", help="--stream: continue a killed run after its last layer")
     add_config_arguments(p, PruneMagnitudeConfig, skip=STAGES["prune-magnitude"].omit)
     p.set_defaults(handler=run_magnitude)
 
@@ -37,15 +39,19 @@ def add_parser(commands) -> None:
 def _prune(args: argparse.Namespace, name: str, config) -> dict:
     from prunekit.stages import STAGES, StageInputs, execute
 
-    summary = execute(STAGES[name], config, StageInputs(args.model, out=args.out, overwrite=args.overwrite))
+    inputs = StageInputs(args.model, out=args.out, resume=getattr(args, "resume", False), overwrite=args.overwrite)
+    summary = execute(STAGES[name], config, inputs)
     shown = f" ({summary['save_format']} format)" if "save_format" in summary else ""
     print_result(summary, f"saved to {args.out}{shown}")
     return summary
 
 
 def run_magnitude(args: argparse.Namespace) -> dict:
+    config = config_from_args(PruneMagnitudeConfig, args)
+    if args.resume and not config.stream:
+        raise ConfigError("--resume: only a --stream run keeps progress to resume")
     preflight(args, {"--model": args.model})
-    return _prune(args, "prune-magnitude", config_from_args(PruneMagnitudeConfig, args))
+    return _prune(args, "prune-magnitude", config)
 
 
 def run_structured(args: argparse.Namespace) -> dict:

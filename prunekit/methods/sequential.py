@@ -9,7 +9,9 @@ what the already-pruned layers before it produce, and only one layer's statistic
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -35,8 +37,11 @@ class StopForward(Exception):
 
 
 @torch.no_grad()
-def first_layer_inputs(model: nn.Module, first_layer: nn.Module, batches: Iterable[dict]) -> Inputs:
-    """The arguments the first transformer layer is called with, for every calibration batch."""
+def first_layer_inputs(
+    model: nn.Module, first_layer: nn.Module, batches: Iterable[dict], device: torch.device | None = None
+) -> Inputs:
+    """The arguments the first transformer layer is called with, for every calibration batch (moved to
+    ``device``, default: where the model's weights are)."""
     captured: Inputs = []
 
     def grab(_module, args, kwargs):
@@ -47,7 +52,7 @@ def first_layer_inputs(model: nn.Module, first_layer: nn.Module, batches: Iterab
     use_cache = getattr(model.config, "use_cache", None)
     model.config.use_cache = False  # a KV cache passed to every layer would grow on each replay
     try:
-        device = model_device(model)
+        device = device or model_device(model)
         for batch in tqdm(batches, desc="calibration inputs", leave=False):
             try:
                 model(**to_device(batch, device))
@@ -79,7 +84,7 @@ def _gather(layer: nn.Module, inputs: Inputs, last: nn.Module) -> None:
         handle.remove()
 
 
-def _advance(layer: nn.Module, inputs: Inputs) -> None:
+def advance(layer: nn.Module, inputs: Inputs) -> None:
     """Run ``layer`` over every captured input and replace each input's hidden states by the layer's
     output in place (the next layer's inputs; one copy of the activations lives at a time)."""
     for index, (args, kwargs) in enumerate(inputs):
@@ -155,7 +160,7 @@ def _shared(groups: list[list[str]]) -> dict[str, str]:
     return {name: group[0] for group in groups for name in group[1:]}
 
 
-def _layer_targets(model: nn.Module, targets: dict[str, nn.Module]) -> list[dict[str, nn.Linear]]:
+def layer_targets(model: nn.Module, targets: dict[str, nn.Module]) -> list[dict[str, nn.Linear]]:
     """The targets (``{weight name: module}``) grouped by transformer layer; all must be Linears inside one."""
     prefixes = get_adapter(model).layer_prefixes()
     groups = [{n: m for n, m in targets.items() if n.startswith(prefix)} for prefix in prefixes]
@@ -166,6 +171,65 @@ def _layer_targets(model: nn.Module, targets: dict[str, nn.Module]) -> list[dict
             f"transformer layers; these are not: {', '.join(outside[:4])}"
         )
     return groups
+
+
+@dataclass(frozen=True)
+class LayerPruning:
+    """How each transformer layer is pruned (see ``prune_sequentially``): ``importance`` ``magnitude``
+    (the layer's own weights, no data), ``wanda`` or ``sparsegpt``; ``nm`` an N:M pattern or None."""
+
+    importance: str
+    scope: str
+    nm: tuple[int, int] | None = None
+    block_size: int = 128
+    dampening: float = 0.01
+    sequential: bool = False
+
+    @property
+    def calibrated(self) -> bool:
+        return self.importance != "magnitude"
+
+
+@torch.no_grad()
+def prune_layer(
+    layer: nn.Module,
+    group: dict[str, nn.Linear],
+    inputs: Inputs | None,
+    sparsity: float,
+    how: LayerPruning,
+    current: Callable[[str], torch.Tensor | None] = lambda name: None,
+) -> dict[str, torch.Tensor]:
+    """Prune ``group`` (``{weight name: Linear}``, the targets inside ``layer``) in place; returns its
+    masks (each merged with ``current(name)``, the mask it had). A calibrated method gathers its input
+    statistics by running ``layer`` over ``inputs``; ``layer`` is not advanced here."""
+    masks: dict[str, torch.Tensor] = {}
+    if not group:
+        return masks
+    if not how.calibrated:
+        for key, module in group.items():
+            masks[key] = _selected(key, module.weight.detach().abs(), sparsity, how, current(key))
+            module.weight.mul_(masks[key])
+        return masks
+    linears = {name.removesuffix(".weight"): module for name, module in group.items()}
+    in_order = _input_groups(layer, linears, *inputs[0])
+    for part in in_order if how.sequential else [[name for names in in_order for name in names]]:
+        statistics = _InputStatistics({name: linears[name] for name in part}, how.importance == "sparsegpt",
+                                      _shared([names for names in in_order if names[0] in part]))  # fmt: skip
+        try:
+            _gather(layer, inputs, last=linears[part[-1]])
+        finally:
+            statistics.close()
+        for name in part:
+            module, key = linears[name], f"{name}.weight"
+            old, mean = current(key), statistics.of(name)
+            if how.importance == "sparsegpt":
+                masks[key] = sparsegpt_prune(module.weight, mean, sparsity=sparsity, pattern=how.nm,
+                                             block_size=how.block_size, dampening=how.dampening, keep=old)  # fmt: skip
+            else:  # Wanda's norms: the scale of a mean does not change any ranking
+                scores = wanda_scores({key: module.weight}, {key: mean.sqrt().float()})[key]()
+                masks[key] = _selected(key, scores, sparsity, how, old)
+                module.weight.mul_(masks[key])
+    return masks
 
 
 @torch.no_grad()
@@ -194,74 +258,47 @@ def prune_sequentially(
     scored on what the groups before it, already pruned, produce (SparseGPT's "true sequential"); else
     all of a layer's projections are scored from one pass over its input.
     """
-    nm = parse_nm(pattern) if pattern is not None else None
+    how = LayerPruning(importance, scope, parse_nm(pattern) if pattern is not None else None, block_size, dampening,
+                       sequential)  # fmt: skip
     was_training = model.training
     model.eval()
     layers = get_adapter(model).layer_list()
-    groups = _layer_targets(model, targets)
+    groups = layer_targets(model, targets)
     inputs = first_layer_inputs(model, layers[0], batches)
     sparsities = [sparsity] * len(layers)
     if owl is not None:
-        sparsities = _owl_sparsities(layers, groups, inputs, sparsity, *owl)
+        sparsities = owl_layer_sparsities(layers, groups, inputs, sparsity, *owl)
+    old = (lambda name: None) if current is None else current.masks.get
     masks: dict[str, torch.Tensor] = {}
     progress = tqdm(list(zip(layers, groups, sparsities)), desc=f"{importance} layer by layer", leave=False)
     for layer, group, layer_sparsity in progress:
-        if group:
-            linears = {name.removesuffix(".weight"): module for name, module in group.items()}
-            in_order = _input_groups(layer, linears, *inputs[0])
-            for part in in_order if sequential else [[name for names in in_order for name in names]]:
-                statistics = _InputStatistics({name: linears[name] for name in part}, importance == "sparsegpt",
-                                              _shared([names for names in in_order if names[0] in part]))  # fmt: skip
-                try:
-                    _gather(layer, inputs, last=linears[part[-1]])
-                finally:
-                    statistics.close()
-                for name in part:
-                    module, key = linears[name], f"{name}.weight"
-                    old = None if current is None else current.masks.get(key)
-                    mean = statistics.of(name)
-                    if importance == "sparsegpt":
-                        masks[key] = sparsegpt_prune(module.weight, mean, sparsity=layer_sparsity, pattern=nm,
-                                                     block_size=block_size, dampening=dampening, keep=old)  # fmt: skip
-                    else:  # Wanda's norms: the scale of a mean does not change any ranking
-                        masks[key] = _wanda_mask(key, module.weight, mean.sqrt().float(), layer_sparsity, scope, nm,
-                                                 old)  # fmt: skip
-                        module.weight.mul_(masks[key])
-        _advance(layer, inputs)
+        masks.update(prune_layer(layer, group, inputs, layer_sparsity, how, old))
+        advance(layer, inputs)
     model.train(was_training)
     new = MaskSet(masks)
     return current.merged_with(new) if current is not None else new
 
 
-def _owl_sparsities(
+def owl_layer_sparsities(
     layers: list[nn.Module],
     groups: list[dict[str, nn.Linear]],
     inputs: Inputs,
     target: float,
     threshold: float,
     spread: float,
+    resident: Callable[[int], AbstractContextManager] = lambda index: nullcontext(),
 ) -> list[float]:
     """OWL's layer sparsities: a pass over the dense layers (on a copy of the inputs list; the captured
     tensors themselves are never changed) scores each layer's targets by Wanda's |W|·‖X‖ and counts its
-    outliers. Layers without targets keep ``target`` and take no part in the mean."""
+    outliers. Layers without targets keep ``target`` and take no part in the mean. ``resident(index)``:
+    a context in which layer ``index`` has its weights (a streamed pass loads and frees each)."""
     inputs = list(inputs)
     ratios: dict[int, float] = {}
     for index, (layer, group) in enumerate(zip(layers, groups)):
-        statistics = None
-        if group:
-            linears = {name.removesuffix(".weight"): module for name, module in group.items()}
-            statistics = _InputStatistics(linears, False, _shared(_input_groups(layer, linears, *inputs[0])))
-        try:
-            _advance(layer, inputs)
-        finally:
-            if statistics is not None:
-                statistics.close()
-        if statistics is not None:
-            scores = (
-                module.weight.detach().abs().float() * statistics.of(name.removesuffix(".weight")).sqrt().float()
-                for name, module in group.items()
-            )
-            ratios[index] = outlier_ratio(scores, threshold)
+        with resident(index):
+            ratio = _outlier_ratio(layer, group, inputs, threshold)
+        if ratio is not None:
+            ratios[index] = ratio
     chosen = dict(zip(ratios, owl_sparsities(list(ratios.values()), target, spread)))
     sparsities = [chosen.get(index, target) for index in range(len(layers))]
     logger.info("OWL outlier ratios %s -> layer sparsities %s", [round(r, 4) for r in ratios.values()],
@@ -269,19 +306,36 @@ def _owl_sparsities(
     return sparsities
 
 
-def _wanda_mask(
-    name: str,
-    weight: torch.Tensor,
-    norms: torch.Tensor,
-    sparsity: float,
-    scope: str,
-    nm: tuple[int, int] | None,
-    old: torch.Tensor | None,
+def _outlier_ratio(layer: nn.Module, group: dict[str, nn.Linear], inputs: Inputs, threshold: float) -> float | None:
+    """The share of ``group``'s weights whose Wanda score is an outlier (None without targets); advances
+    ``inputs`` past ``layer``."""
+    statistics = None
+    if group:
+        linears = {name.removesuffix(".weight"): module for name, module in group.items()}
+        statistics = _InputStatistics(linears, False, _shared(_input_groups(layer, linears, *inputs[0])))
+    try:
+        advance(layer, inputs)
+    finally:
+        if statistics is not None:
+            statistics.close()
+    if statistics is None:
+        return None
+    scores = (
+        module.weight.detach().abs().float() * statistics.of(name.removesuffix(".weight")).sqrt().float()
+        for name, module in group.items()
+    )
+    return outlier_ratio(scores, threshold)
+
+
+def _selected(
+    name: str, scores: torch.Tensor, sparsity: float, how: LayerPruning, old: torch.Tensor | None
 ) -> torch.Tensor:
-    scores = monotone(wanda_scores({name: weight}, {name: norms}), None if old is None else {name: old})[name]()
-    if nm is not None:
-        keep = select_n_m(scores, *nm, name)
-    elif scope == "row":
+    """The keep-mask of one matrix from its scores: N:M, per row or per matrix; never keeps what ``old``
+    pruned."""
+    scores = monotone({name: lambda: scores}, None if old is None else {name: old})[name]()
+    if how.nm is not None:
+        keep = select_n_m(scores, *how.nm, name)
+    elif how.scope == "row":
         keep = select_rows(scores, sparsity)
     else:
         keep = select_layerwise({name: lambda: scores}, sparsity)[name]

@@ -118,11 +118,8 @@ class MaskSet:
 
     def save(self, folder: str | os.PathLike) -> None:
         """Write the masks as bits (``MASKS_FILE``)."""
-        shapes = {name: list(mask.shape) for name, mask in self.masks.items()}
-        tensors = {name: pack_bits(mask) for name, mask in self.masks.items()}
-        save_file(
-            tensors, str(Path(folder) / MASKS_FILE), metadata={"format": MASKS_FORMAT, "shapes": json.dumps(shapes)}
-        )
+        save_mask_bits({name: pack_bits(mask) for name, mask in self.masks.items()},
+                       {name: list(mask.shape) for name, mask in self.masks.items()}, folder)  # fmt: skip
 
     @classmethod
     def load(cls, folder: str | os.PathLike, model: nn.Module | None = None) -> MaskSet | None:
@@ -145,13 +142,30 @@ class MaskSet:
         return masks.check_fits(model, str(path)) if model is not None else masks
 
 
-def _read_masks_file(path: Path) -> dict[str, torch.Tensor]:
+def save_mask_bits(bits: dict[str, torch.Tensor], shapes: dict[str, list[int]], folder: str | os.PathLike) -> None:
+    """Write masks already packed (``pack_bits``) as ``folder/MASKS_FILE``."""
+    save_file(bits, str(Path(folder) / MASKS_FILE), metadata={"format": MASKS_FORMAT, "shapes": json.dumps(shapes)})
+
+
+def read_masks(folder: str | os.PathLike, names: list[str]) -> dict[str, torch.Tensor]:
+    """The masks of ``names`` that ``folder``'s masks file holds (none without one): one layer's at a time."""
+    path = Path(folder) / MASKS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return _read_masks_file(path, names)
+    except Exception as err:  # safetensors raises its own error types for truncated/corrupt files
+        raise ModelError(f"{path}: cannot read the masks ({first_line(err)})") from None
+
+
+def _read_masks_file(path: Path, names: list[str] | None = None) -> dict[str, torch.Tensor]:
     with safe_open(str(path), framework="pt") as handle:
+        names = [name for name in handle.keys() if names is None or name in names]
         metadata = handle.metadata() or {}
         if metadata.get("format") != MASKS_FORMAT:  # the older 1-byte-per-weight layout
-            return {name: handle.get_tensor(name) for name in handle.keys()}
+            return {name: handle.get_tensor(name).to(torch.bool) for name in names}
         shapes = json.loads(metadata["shapes"])
-        return {name: unpack_bits(handle.get_tensor(name), shapes[name]) for name in handle.keys()}
+        return {name: unpack_bits(handle.get_tensor(name), shapes[name]) for name in names}
 
 
 def _read_sparse_bitmasks(path: Path) -> dict[str, torch.Tensor]:

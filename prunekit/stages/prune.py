@@ -36,8 +36,21 @@ class PruneMagnitudeConfig:
     save_format: str = option(
         "dense", "dense: plain save_pretrained with zeros; sparse: bitmask + values", choices=("dense", "sparse")
     )
+    stream: bool = option(
+        False,
+        "for models bigger than memory: read, prune and write one transformer layer at a time from the model "
+        "folder's safetensors (peak memory: one layer, its statistics and the calibration activations); saves "
+        "shards in the input's dtype (or --save-dtype) without evaluating; --resume continues a killed run; "
+        "not with --scope global",
+        switch=True,
+    )
     data: DataConfig = section(DataConfig)
     runtime: DeviceConfig = section(DeviceConfig)
+
+    def __post_init__(self) -> None:
+        if self.stream and self.save_format != "dense":
+            raise ConfigError("--stream writes the dense format (shards with zeros and a masks file); drop "
+                              "--save-format sparse")  # fmt: skip
 
     @property
     def needs_data(self) -> bool:
@@ -59,7 +72,7 @@ def load_one_shot(config, inputs: StageInputs, masks: bool) -> StageContext:
     """A one-shot stage's context: the data (its training split drawn for calibration when the method
     needs it), the model as saved (a causal LM for a text corpus) and, with ``masks``, its masks."""
     from prunekit.data.text import is_text_corpus
-    from prunekit.models import load_config, load_model, resolve_model, task_of
+    from prunekit.models import load_config, load_model, load_tokenizer, resolve_model, task_of
     from prunekit.pruning.masks import MaskSet
     from prunekit.stages.inputs import evaluation_settings, load_data, resolved_data
 
@@ -75,11 +88,18 @@ def load_one_shot(config, inputs: StageInputs, masks: bool) -> StageContext:
         data = load_data(model_config, data_config.data, where=f"--model {inputs.model}", need_train=config.needs_data,
                          text=True, **options)  # fmt: skip
     runtime = config.runtime
+    evaluation = evaluation_settings(data_config)
+    if getattr(config, "stream", False):  # the model stays on disk: the stage reads it a layer at a time
+        if inputs.out is None:
+            raise ConfigError("--stream writes its result layer by layer: pass --out")
+        return StageContext(None, load_tokenizer(folder), data, model_name=inputs.model, model_path=folder,
+                            task=task_of(folder), runtime=runtime, evaluation=evaluation, encoding=data_config.encoding,
+                            out=inputs.out, resume=inputs.resume, overwrite=inputs.overwrite)  # fmt: skip
     model, tokenizer = load_model(inputs.model, data.task if data is not None and data.task.causal_lm else None,
                                   dtype=runtime.torch_dtype(), device=runtime.torch_device())  # fmt: skip
     return StageContext(model, tokenizer, data, masks=MaskSet.load(folder, model) if masks else None,
                         model_name=inputs.model, model_path=folder, task=task_of(folder), runtime=runtime,
-                        evaluation=evaluation_settings(data_config), encoding=data_config.encoding)  # fmt: skip
+                        evaluation=evaluation, encoding=data_config.encoding)  # fmt: skip
 
 
 @register_stage(
@@ -96,6 +116,13 @@ def run_prune_magnitude(context: StageContext, config: PruneMagnitudeConfig) -> 
     from prunekit.evaluation import peak_memory_mb
 
     pruning = config.pruning
+    if config.stream:
+        if context.model is not None:
+            raise ConfigError("stream: prunes a model folder a layer at a time; for one on disk call "
+                              "prunekit.prune_streamed(folder, out, ...)")  # fmt: skip
+        return _run_streamed(context, config)
+    if context.resume:
+        raise ConfigError("--resume: only a --stream run keeps progress to resume")
     batches, record = None, {}
     if config.needs_data:
         batches, record = _calibration(context, config.draw(_text(context)), example_batches,
@@ -103,6 +130,17 @@ def run_prune_magnitude(context: StageContext, config: PruneMagnitudeConfig) -> 
     started = time.perf_counter()
     masks = prune_magnitude(context.model, pruning, batches, current=context.masks)
     seconds, peak = round(time.perf_counter() - started, 1), peak_memory_mb()  # before evaluation adds its own
+    layer_sparsities = None
+    if pruning.owl:
+        from prunekit.adapters import get_adapter
+
+        layer_sparsities = masks.sparsity_per_prefix(get_adapter(context.model).layer_prefixes())
+    fields = {**_magnitude_fields(pruning, record, layer_sparsities), "prune_seconds": seconds, "peak_rss_mb": peak}
+    return StageResult("prune", context.model, context.tokenizer, fields, masks=masks, save_format=config.save_format)
+
+
+def _magnitude_fields(pruning: MagnitudeConfig, record: dict, layer_sparsities: list | None) -> dict:
+    """``prune-magnitude``'s summary fields that say how it pruned."""
     fields = dict(method="magnitude", importance=pruning.importance, scope=pruning.scope, pattern=pruning.pattern,
                   **record)  # fmt: skip
     if pruning.layer_by_layer:
@@ -110,13 +148,55 @@ def run_prune_magnitude(context: StageContext, config: PruneMagnitudeConfig) -> 
     if pruning.importance == "sparsegpt":
         fields.update(block_size=pruning.block_size, dampening=pruning.dampening)
     if pruning.owl:
-        from prunekit.adapters import get_adapter
-
-        prefixes = get_adapter(context.model).layer_prefixes()
         fields["owl"] = dict(threshold=pruning.owl_threshold, spread=pruning.owl_spread,
-                             layer_sparsities=masks.sparsity_per_prefix(prefixes))  # fmt: skip
-    fields.update(prune_seconds=seconds, peak_rss_mb=peak)
-    return StageResult("prune", context.model, context.tokenizer, fields, masks=masks, save_format=config.save_format)
+                             layer_sparsities=layer_sparsities)  # fmt: skip
+    return fields
+
+
+STREAM_SETTINGS = "prunekit-stream.json"  # a streamed run's settings in its staging folder, for --resume
+
+
+def _run_streamed(context: StageContext, config: PruneMagnitudeConfig) -> StageResult:
+    """``--stream``: prune the model folder layer by layer into a staging folder beside ``context.out``
+    (``context.resume`` continues it), which replaces ``context.out`` when all is written."""
+    import torch
+
+    from prunekit.devices import DTYPES
+    from prunekit.evaluation import make_summary, peak_memory_mb
+    from prunekit.io import check_output_dir, recover_output_dir, replace_dir, staging_dir, write_json_atomic
+    from prunekit.methods.streamed import prune_streamed
+    from prunekit.models import weights_size_bytes
+
+    pruning, runtime, out = config.pruning, config.runtime, Path(context.out)
+    recover_output_dir(out)
+    check_output_dir(out, context.overwrite, [("--model", context.model_path), ("--data", config.data.data)])
+    settings = {"model": context.model_path, "config": asdict(config)}
+    staging = staging_dir(out, settings, STREAM_SETTINGS, context.resume, context.overwrite)
+    batches, record = None, {}
+    if config.needs_data:
+        batches, record = _calibration(context, config.draw(_text(context)), example_batches,
+                                       f"--importance {pruning.importance}")  # fmt: skip
+    device = runtime.torch_device()
+    started = time.perf_counter()
+    task = context.data.task if context.data is not None and context.data.task.causal_lm else None
+    fields = prune_streamed(context.model_path, staging, pruning, batches, task=task, device=device,
+                            dtype=runtime.torch_dtype(), resume=context.resume,
+                            save_dtype=DTYPES[runtime.save_dtype] if runtime.save_dtype else None)  # fmt: skip
+    seconds = round(time.perf_counter() - started, 1)
+    context.tokenizer.save_pretrained(staging)
+    layer_sparsities = fields.pop("layer_sparsities", None)
+    memory = {"peak_rss_mb": peak_memory_mb()}
+    if device.type == "cuda":
+        memory["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    (staging / STREAM_SETTINGS).unlink()
+    summary = make_summary(
+        "prune", context.model_name, context.task_name, model_path=context.model_path,
+        **_magnitude_fields(pruning, record, layer_sparsities), prune_seconds=seconds, **memory,
+        size_bytes=weights_size_bytes(staging), **fields, **runtime.record(device),
+    )  # fmt: skip
+    write_json_atomic(staging / "summary.json", summary)
+    replace_dir(staging, out)
+    return StageResult("prune", None, context.tokenizer, save_format="written", summary=summary)
 
 
 @dataclass
