@@ -40,7 +40,7 @@ def random_llama(layers: int, folder: Path) -> Path:
 
     if (folder / "config.json").is_file():
         return folder
-    config = LlamaConfig(num_hidden_layers=layers, dtype="bfloat16", **SHAPE)
+    config = LlamaConfig(num_hidden_layers=layers, dtype="bfloat16", architectures=["LlamaForCausalLM"], **SHAPE)
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config)
     names = list(model.state_dict())
@@ -101,8 +101,8 @@ def main() -> None:
     first, last = rows[0], rows[-1]
     growth = round(100 * (last["peak_rss_mb"] / first["peak_rss_mb"] - 1), 1)
     body = [
-        [r["layers"], f"{r['params'] / 1e9:.2f} B", f"{r['stored_gb']} GB", f"{r['float32_gb']} GB",
-         f"{r['peak_rss_mb'] / 1024:.2f} GiB", f"{r['prune_seconds'] / 60:.1f} min", r["median_layer_seconds"],
+        [str(r["layers"]), f"{r['params'] / 1e9:.2f} B", f"{r['stored_gb']} GB", f"{r['float32_gb']} GB",
+         f"{r['peak_rss_mb'] / 1024:.2f} GiB", f"{r['prune_seconds'] / 60:.1f} min", str(r["median_layer_seconds"]),
          "/".join(str(s) for s in r["matrix_sparsities"])]
         for r in rows
     ]  # fmt: skip

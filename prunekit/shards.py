@@ -52,7 +52,8 @@ class CheckpointReader:
         return list(self.files)
 
     def read(self, names: Iterable[str]) -> dict[str, torch.Tensor]:
-        """``{name: tensor}`` as stored, each a copy on the CPU (no page of the files stays mapped)."""
+        """``{name: tensor}`` as stored, on the CPU: each backed by its file's pages (copy on write) until
+        converted or dropped, so a tensor read only to be converted is never copied whole."""
         by_file: dict[Path, list[str]] = {}
         for name in names:
             if name not in self.files:
@@ -63,7 +64,7 @@ class CheckpointReader:
             try:
                 with safe_open(str(path), framework="pt") as handle:
                     for name in wanted:
-                        tensors[name] = handle.get_tensor(name).clone()
+                        tensors[name] = handle.get_tensor(name)
             except Exception as err:
                 raise ModelError(f"{path}: cannot read its tensors ({first_line(err)})") from None
         self.stored.update((name, tensor.dtype) for name, tensor in tensors.items())

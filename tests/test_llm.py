@@ -457,3 +457,21 @@ def test_sequential_within_a_layer_scores_each_group_on_the_pruned_groups_before
                 scores = wanda_scores({key: modules[key].weight}, {key: norms[key]})[key]()
                 assert torch.equal(select_rows(scores, 0.5), masks.masks[f"{key}.weight"]), key
                 params[f"{key}.weight"].data.mul_(masks.masks[f"{key}.weight"])
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_the_inverse_hessian_factor_computed_in_place_equals_the_plain_steps(overwrite):
+    from prunekit.pruning.sparsegpt import inverse_hessian_factor
+
+    torch.manual_seed(0)
+    x = torch.randn(500, 300, dtype=torch.float64)
+    hessian = x.T @ x / 500
+    hessian[7, :] = hessian[:, 7] = 0.0  # a dead input channel
+    expected_h = hessian.clone()
+    expected_h[7, 7] = 1.0
+    expected_h += 0.01 * torch.mean(torch.diag(expected_h)) * torch.eye(300, dtype=torch.float64)
+    expected = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(expected_h)), upper=True).float()
+    given = hessian.clone()
+    factor, dead = inverse_hessian_factor(given, 0.01, overwrite=overwrite)
+    assert torch.equal(factor, expected) and dead.nonzero().flatten().tolist() == [7]
+    assert torch.equal(given, hessian) != overwrite  # the caller's matrix is scratch space only when allowed

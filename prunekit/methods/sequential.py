@@ -29,6 +29,7 @@ from prunekit.pruning.sparsegpt import sparsegpt_prune
 logger = logging.getLogger(__name__)
 
 Inputs = list[tuple[tuple, dict]]  # per calibration batch: a layer's positional and keyword arguments
+HESSIAN_ROWS = 1024  # rows of x xᵀ added to a Hessian at a time
 HIDDEN_KEYWORDS = ("hidden_states", "hidden_state", "x")  # where a layer takes its input when not positional
 
 
@@ -110,13 +111,18 @@ class _InputStatistics:
             for name, linear in owners.items()
         }
         self.tokens = dict.fromkeys(owners, 0)
+        self.users = {owner: 1 + sum(1 for of in shared.values() if of == owner) for owner in owners}
         self.full, self.shared = full, shared
         self.handles = [linear.register_forward_hook(self._hook(name)) for name, linear in owners.items()]
 
     def _hook(self, name: str):
         def accumulate(_module, inputs, _output):
             x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()  # float32 product, float64 sum
-            self.sums[name] += (x.T @ x if self.full else (x * x).sum(0)).double()
+            total = self.sums[name]
+            if not self.full:
+                total.add_((x * x).sum(0))
+            for start in range(0, total.shape[0] if self.full else 0, HESSIAN_ROWS):  # no n x n temporary
+                total[start : start + HESSIAN_ROWS].add_(x[:, start : start + HESSIAN_ROWS].T @ x)
             self.tokens[name] += x.shape[0]
 
         return accumulate
@@ -125,6 +131,15 @@ class _InputStatistics:
         """The mean statistic of Linear ``name`` over the calibration tokens."""
         owner = self.shared.get(name, name)
         return self.sums[owner] / max(self.tokens[owner], 1)
+
+    def take(self, name: str) -> torch.Tensor:
+        """``of(name)``, dropping the sum once every Linear that shares it has taken it (a Hessian is n x n
+        float64: the widest one must not be held twice)."""
+        mean, owner = self.of(name), self.shared.get(name, name)
+        self.users[owner] -= 1
+        if not self.users[owner]:
+            del self.sums[owner]
+        return mean
 
     def close(self) -> None:
         for handle in self.handles:
@@ -221,10 +236,11 @@ def prune_layer(
             statistics.close()
         for name in part:
             module, key = linears[name], f"{name}.weight"
-            old, mean = current(key), statistics.of(name)
+            old, mean = current(key), statistics.take(name)
             if how.importance == "sparsegpt":
                 masks[key] = sparsegpt_prune(module.weight, mean, sparsity=sparsity, pattern=how.nm,
-                                             block_size=how.block_size, dampening=how.dampening, keep=old)  # fmt: skip
+                                             block_size=how.block_size, dampening=how.dampening, keep=old,
+                                             overwrite_hessian=True)  # fmt: skip
             else:  # Wanda's norms: the scale of a mean does not change any ranking
                 scores = wanda_scores({key: module.weight}, {key: mean.sqrt().float()})[key]()
                 masks[key] = _selected(key, scores, sparsity, how, old)

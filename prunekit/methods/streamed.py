@@ -104,11 +104,12 @@ class _Loader:
     def __init__(self, reader: CheckpointReader, device: torch.device, dtype: torch.dtype):
         self.reader, self.device, self.dtype = reader, device, dtype
 
-    def load(self, module: nn.Module, prefix: str) -> None:
+    def load(self, module: nn.Module, prefix: str, stored_dtype: bool = False) -> None:
+        """``module``'s weights from the checkpoint (``stored_dtype``: as stored, not in the working dtype)."""
         names = [name for name, tensor in module.state_dict(keep_vars=True).items() if tensor.is_meta]
         for name, tensor in self.reader.read(f"{prefix}{name}" for name in names).items():
-            value = tensor.to(self.device, self.dtype if tensor.is_floating_point() else tensor.dtype)
-            _swap(module, name[len(prefix) :], value)
+            dtype = self.dtype if tensor.is_floating_point() and not stored_dtype else tensor.dtype
+            _swap(module, name[len(prefix) :], tensor.to(self.device, dtype))
 
     @staticmethod
     def free(module: nn.Module) -> None:
@@ -130,21 +131,28 @@ def _swap(module: nn.Module, name: str, value: torch.Tensor) -> None:
 @contextlib.contextmanager
 def _outside_layers(model: nn.Module, loader: _Loader, prefixes: list[str]) -> Iterator[None]:
     """Modules outside the transformer layers (embeddings) load their weights when first called; all of
-    them are freed on exit."""
+    them are freed on exit. An embedding table stays in its stored dtype, its rows cast to the working
+    dtype as they are looked up: the same values (a look-up commutes with a cast) at a fraction of the
+    memory for a wide vocabulary."""
     called: list[nn.Module] = []
 
     def on_call(name: str):
         def hook(module, _args):
-            loader.load(module, f"{name}.")
+            loader.load(module, f"{name}.", stored_dtype=isinstance(module, nn.Embedding))
             called.append(module)
 
         return hook
+
+    def cast(_module, _args, output):
+        return output.to(loader.dtype) if output.is_floating_point() else output
 
     handles = []
     for name, module in model.named_modules():
         own = [*module.parameters(recurse=False)]
         if own and any(p.is_meta for p in own) and not any(f"{name}.".startswith(prefix) for prefix in prefixes):
             handles.append(module.register_forward_pre_hook(on_call(name)))
+            if isinstance(module, nn.Embedding):
+                handles.append(module.register_forward_hook(cast))
     try:
         yield
     finally:

@@ -15,16 +15,21 @@ import torch
 from prunekit.errors import ConfigError
 
 
-def inverse_hessian_factor(hessian: torch.Tensor, dampening: float) -> tuple[torch.Tensor, torch.Tensor]:
+def inverse_hessian_factor(
+    hessian: torch.Tensor, dampening: float, overwrite: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(U, dead)``: the upper Cholesky factor of the dampened ``H⁻¹``, and the input channels that
-    never fired (``H_ii = 0``; their weights are set to zero, as they never contribute)."""
-    h = hessian.double().clone()
+    never fired (``H_ii = 0``; their weights are set to zero, as they never contribute). ``overwrite``:
+    dampen a float64 ``hessian`` in place instead of a copy (the caller has no further use for it)."""
+    h = hessian.double() if overwrite else hessian.double().clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
-    h += dampening * torch.mean(torch.diag(h)) * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
-    try:
-        inverse = torch.cholesky_inverse(torch.linalg.cholesky(h))
-        return torch.linalg.cholesky(inverse, upper=True).float(), dead
+    h.diagonal().add_(dampening * torch.mean(torch.diag(h)))
+    try:  # in place: one n x n float64 matrix instead of two (the widest input's is 250 MB); tested bit-equal
+        torch.linalg.cholesky(h, out=h)
+        torch.cholesky_inverse(h, out=h)
+        torch.linalg.cholesky(h, upper=True, out=h)
+        return h.float(), dead
     except torch.linalg.LinAlgError:
         raise ConfigError(
             f"--dampening {dampening}: the calibration Hessian is not positive definite even when dampened; "
@@ -42,17 +47,19 @@ def sparsegpt_prune(
     block_size: int = 128,
     dampening: float = 0.01,
     keep: torch.Tensor | None = None,
+    overwrite_hessian: bool = False,
 ) -> torch.Tensor:
     """Prune ``weight`` (out × in) in place; returns its keep-mask.
 
     ``pattern`` (n, m): keep n of every m consecutive input weights of each row (overrides ``sparsity``).
     ``keep``: an existing mask; its pruned weights stay pruned (they count towards the sparsity).
+    ``overwrite_hessian``: ``hessian`` may be used as scratch space (saves a copy of the widest matrix).
     """
     if pattern is not None and block_size % pattern[1]:
         raise ConfigError(f"--block-size {block_size}: must be a multiple of the pattern's group size {pattern[1]}")
     if pattern is not None and weight.shape[1] % pattern[1]:
         raise ConfigError(f"--pattern: {weight.shape[1]} input features do not split into groups of {pattern[1]}")
-    factor, dead = inverse_hessian_factor(hessian.to(weight.device), dampening)
+    factor, dead = inverse_hessian_factor(hessian.to(weight.device), dampening, overwrite_hessian)
     keep = keep.to(weight.device) if keep is not None else None
     w = weight.detach().float().clone()  # updated in float32 whatever the weights' dtype
     w[:, dead] = 0.0
