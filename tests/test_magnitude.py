@@ -301,3 +301,20 @@ def test_schedule_starts_at_initial_sparsity_and_rejects_inverted_ranges():
         CubicSchedule(0.5, start=0, end=10, initial_sparsity=0.6)
     with pytest.raises(ConfigError, match="--prune-end"):
         CubicSchedule(0.5, start=10, end=5)
+
+
+def test_bench_says_an_n_m_model_runs_dense_on_a_cpu(tiny_bert, tmp_path, capsys):
+    from prunekit.evaluation.bench import nm_pattern
+
+    nm, unstructured = tmp_path / "nm", tmp_path / "unstructured"
+    assert cli(f"prune magnitude --model {tiny_bert} --pattern 2:4 --out {nm}") == 0
+    assert cli(f"prune magnitude --model {tiny_bert} --sparsity 0.5 --scope layer --out {unstructured}") == 0
+    assert nm_pattern(MaskSet.load(nm).masks) == "2:4"
+    assert nm_pattern(MaskSet.load(unstructured).masks) is None
+    capsys.readouterr()
+    common = "--batch-size 2 --seq-len 8 --repeats 2 --warmup 1 --device cpu"
+    assert cli(f"bench --model {nm} {common} --json {tmp_path / 'nm.json'}") == 0
+    assert "2:4 zeros buy size" in capsys.readouterr().out
+    assert json.loads((tmp_path / "nm.json").read_text())["sparse_kernels"]["used"] is False
+    assert cli(f"bench --model {unstructured} {common} --json {tmp_path / 'u.json'}") == 0
+    assert "sparse_kernels" not in json.loads((tmp_path / "u.json").read_text())

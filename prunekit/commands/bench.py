@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> dict:
 
     summary = make_summary("bench", args.model, task_of(folders["--model"]), **describe(0), ratio_vs=None,
                            **runtime.record())  # fmt: skip
+    _note_sparse_kernels(summary, folders["--model"], where["device"])
     if args.vs:
         # ratio_vs: how many times faster --model is than --vs (> 1 means faster).
         summary["ratio_vs"] = round(stats[1].median / stats[0].median, 4)
@@ -88,6 +89,19 @@ def run_generation(args: argparse.Namespace, models: list, folders: dict[str, st
         summary["ratio_vs_prefill"] = round(stats[1].prefill_ms / stats[0].prefill_ms, 4)
         summary["vs"] = {"model": args.vs, "model_path": folders["--vs"], **describe(1)}
     summary["peak_rss_mb"] = peak_memory_mb()
+    _note_sparse_kernels(summary, folders["--model"], models[0].device)
     write_optional_json(args.json, summary)
     print_result(summary)
     return summary
+
+
+def _note_sparse_kernels(summary: dict, folder: str, device) -> None:
+    """An N:M model is timed dense: say so in one line and in ``sparse_kernels``."""
+    from prunekit.evaluation.bench import nm_pattern, sparse_kernels
+    from prunekit.pruning.masks import MaskSet
+
+    masks = MaskSet.load(folder)
+    note = sparse_kernels(nm_pattern(masks.masks) if masks is not None else None, device)
+    if note is not None:
+        summary["sparse_kernels"] = note
+        print(f"prunekit bench: note: {note['why']}")

@@ -103,3 +103,24 @@ def measure_latency(
         )
         for times in timings
     ]
+
+
+def nm_pattern(masks: dict[str, torch.Tensor]) -> str | None:
+    """``"N:M"`` when every mask keeps exactly N of each M consecutive input weights (M 4 or 8), else None."""
+    for m in (4, 8):
+        if not masks or any(mask.dim() != 2 or mask.shape[1] % m for mask in masks.values()):
+            continue
+        counts = {int(c) for mask in masks.values() for c in mask.view(mask.shape[0], -1, m).sum(-1).unique()}
+        if len(counts) == 1 and 0 < (n := counts.pop()) < m:
+            return f"{n}:{m}"
+    return None
+
+
+def sparse_kernels(pattern: str | None, device: torch.device) -> dict | None:
+    """summary.json's ``sparse_kernels`` for an N:M model: whether its timing used sparse kernels, and why not."""
+    if pattern is None:
+        return None
+    why = (f"{pattern} zeros buy size (--save-format sparse), not speed, on a CPU: PyTorch has no N:M CPU kernels, "
+           "so the model ran dense") if device.type == "cpu" else (
+           "prunekit bench does not yet run PyTorch's semi-structured sparse CUDA kernels: timed dense")  # fmt: skip
+    return {"pattern": pattern, "used": False, "why": why}
