@@ -1,7 +1,7 @@
 """Pruning models bigger than memory: layer-streamed SparseGPT 50 % on random-weight Llama models of
-TinyLlama's shape (hidden 2048, FFN 5632, 32 heads over 4 KV heads, untied head) with SmolLM2's
-vocabulary (49,152) at 4, 8 and 16 layers, stored in bfloat16 (the 16-layer model: 0.97 B parameters,
-1.9 GB on disk, 3.9 GB in float32).
+TinyLlama's shape (hidden 2048, FFN 5632, 32 heads over 4 KV heads) with SmolLM2's vocabulary (49,152,
+tied head) at 4, 8 and 16 layers, stored in bfloat16 (the 16-layer model: 0.81 B parameters, 1.6 GB on
+disk, 3.2 GB in float32).
 
 Each model is written tensor by tensor (never whole in memory): weights ~ N(0, 0.02), norms 1, seed 0.
 Each arm is one `prunekit prune magnitude --importance sparsegpt --stream` process with 16 calibration
@@ -24,7 +24,7 @@ import torch
 from harness import BROWN, markdown_table, prunekit, work_dir, write_results
 
 SHAPE = dict(hidden_size=2048, intermediate_size=5632, num_attention_heads=32, num_key_value_heads=4,
-             vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=False, rms_norm_eps=1e-5)  # fmt: skip
+             vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=True, rms_norm_eps=1e-5)  # fmt: skip
 CALIBRATION = ["--calibration-samples", "16", "--calibration-length", "256"]
 HERE = Path(__file__).resolve().parent
 

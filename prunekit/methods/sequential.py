@@ -236,13 +236,14 @@ def prune_layer(
             statistics.close()
         for name in part:
             module, key = linears[name], f"{name}.weight"
-            old, mean = current(key), statistics.take(name)
-            if how.importance == "sparsegpt":
-                masks[key] = sparsegpt_prune(module.weight, mean, sparsity=sparsity, pattern=how.nm,
+            old = current(key)
+            if how.importance == "sparsegpt":  # the Hessian is handed over: SparseGPT frees it once factored
+                masks[key] = sparsegpt_prune(module.weight, statistics.take(name), sparsity=sparsity, pattern=how.nm,
                                              block_size=how.block_size, dampening=how.dampening, keep=old,
                                              overwrite_hessian=True)  # fmt: skip
             else:  # Wanda's norms: the scale of a mean does not change any ranking
-                scores = wanda_scores({key: module.weight}, {key: mean.sqrt().float()})[key]()
+                norms = statistics.take(name).sqrt().float()
+                scores = wanda_scores({key: module.weight}, {key: norms})[key]()
                 masks[key] = _selected(key, scores, sparsity, how, old)
                 module.weight.mul_(masks[key])
     return masks

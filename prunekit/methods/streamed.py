@@ -180,7 +180,7 @@ def prune_streamed(
     ``params_total``, ``params_nonzero``, ``layer_seconds`` (read, prune, advance, write: per layer),
     ``layer_sparsities`` (with OWL), ``streamed``."""
     device = torch.device(device)
-    _unmap_large_blocks()
+    unmap_large_blocks()
     if config.scope == "global" and config.pattern is None:
         raise ConfigError("--stream: --scope global ranks every layer's weights at once; use --scope layer or row "
                           "(or --pattern N:M)")  # fmt: skip
@@ -199,6 +199,14 @@ def prune_streamed(
     def stored(name: str, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(save_dtype or reader.stored.get(name, tensor.dtype))
 
+    def copy(number: int, names: list[str], layer: nn.Module | None = None, prefix: str = "", masks=None) -> None:
+        """Write shard ``number``: ``names`` from ``layer``'s weights (as pruned) or, where it has none, as stored."""
+        weights = layer.state_dict() if layer is not None else {}
+        tensors = {name: weights[name[len(prefix) :]] for name in names if name[len(prefix) :] in weights}
+        tensors |= reader.read(name for name in names if name not in tensors)
+        write_shard(staging, number, total, {name: stored(name, tensor) for name, tensor in tensors.items()})
+        _count(state, tensors, masks or {})
+
     @contextlib.contextmanager
     def resident(index: int) -> Iterator[None]:
         loader.load(layers[index], prefixes[index])
@@ -211,9 +219,7 @@ def prune_streamed(
     if state is None:
         state = StreamState(sparsities=[config.sparsity] * len(layers))
         for number, name in enumerate(outside, start=1):
-            tensors = reader.read([name])
-            write_shard(staging, number, total, {name: stored(name, tensors[name])})
-            _count(state, tensors, {})
+            copy(number, [name])
         if how.calibrated:
             if not batches:
                 raise ConfigError(f"--importance {config.importance} needs calibration data: pass --data")
@@ -237,11 +243,8 @@ def prune_streamed(
             masks = prune_layer(layer, groups[index], state.inputs, state.sparsities[index], how, old.get)
             if how.calibrated and index + 1 < len(layers):
                 advance(layer, state.inputs)
-            weights = layer.state_dict()
-            tensors = {name: weights[name[len(prefix) :]] for name in in_layer[index] if name[len(prefix) :] in weights}
-            tensors |= reader.read(name for name in in_layer[index] if name not in tensors)  # stored, not a parameter
-            write_shard(staging, len(outside) + index + 1, total, {n: stored(n, t) for n, t in tensors.items()})
-            _count(state, tensors, {**old, **masks})
+            copy(len(outside) + index + 1, in_layer[index], layer, prefix, {**old, **masks})
+            del masks, old  # nothing of a layer outlives its turn
         state.next_layer = index + 1
         state.layer_seconds.append(round(time.perf_counter() - started, 2))
         state.save(staging)
@@ -268,7 +271,7 @@ def prune_streamed(
     return fields
 
 
-def _unmap_large_blocks() -> None:
+def unmap_large_blocks() -> None:
     """Have glibc map every block of 1 MiB or more on its own and unmap it when freed. By default its mmap
     threshold grows after the first large frees, and freed layers then stay in the heap for reuse that
     fragmentation defeats: measured here, peak memory grew by a third from 4 to 16 layers, 2 % with this."""

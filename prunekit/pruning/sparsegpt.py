@@ -60,6 +60,7 @@ def sparsegpt_prune(
     if pattern is not None and weight.shape[1] % pattern[1]:
         raise ConfigError(f"--pattern: {weight.shape[1]} input features do not split into groups of {pattern[1]}")
     factor, dead = inverse_hessian_factor(hessian.to(weight.device), dampening, overwrite_hessian)
+    del hessian  # freed here unless the caller holds it
     keep = keep.to(weight.device) if keep is not None else None
     w = weight.detach().float().clone()  # updated in float32 whatever the weights' dtype
     w[:, dead] = 0.0

@@ -164,8 +164,10 @@ def _run_streamed(context: StageContext, config: PruneMagnitudeConfig) -> StageR
     from prunekit.devices import DTYPES
     from prunekit.evaluation import make_summary, peak_memory_mb
     from prunekit.io import check_output_dir, recover_output_dir, replace_dir, staging_dir, write_json_atomic
-    from prunekit.methods.streamed import prune_streamed
+    from prunekit.methods.streamed import prune_streamed, unmap_large_blocks
     from prunekit.models import weights_size_bytes
+
+    unmap_large_blocks()  # before the calibration draw: what it frees must not stay in the heap
 
     pruning, runtime, out = config.pruning, config.runtime, Path(context.out)
     recover_output_dir(out)
