@@ -43,7 +43,7 @@ def random_llama(layers: int, folder: Path) -> Path:
     config = LlamaConfig(num_hidden_layers=layers, dtype="bfloat16", architectures=["LlamaForCausalLM"], **SHAPE)
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config)
-    names = list(model.state_dict())
+    names = [name for name in model.state_dict() if not (config.tie_word_embeddings and name == "lm_head.weight")]
     outside = [name for name in names if ".layers." not in name]
     total = len(outside) + layers
     generator = torch.Generator().manual_seed(0)

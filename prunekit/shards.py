@@ -16,12 +16,13 @@ from prunekit.io import atomic_file, read_json, write_json_atomic
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+          "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}  # fmt: skip
 
 
 class CheckpointReader:
     """The tensors of a model folder's ``model.safetensors`` (or the shards its index names), read on
-    demand; nothing is held between reads. ``stored[name]`` is a tensor's dtype on disk once read."""
+    demand; nothing is held between reads. ``stored[name]`` is a tensor's dtype on disk."""
 
     def __init__(self, folder: str | os.PathLike, flag: str = "--model"):
         self.folder, self.where = Path(folder), f"{flag} {folder}"
@@ -38,12 +39,18 @@ class CheckpointReader:
         missing = sorted({str(path) for path in self.files.values() if not path.is_file()})
         if missing:
             raise ModelError(f"{self.where}: the index names shard files that are missing: {', '.join(missing[:3])}")
-        self.stored: dict[str, torch.dtype] = {}
+        self.stored: dict[str, torch.dtype] = {}  # each tensor's dtype on disk, from the headers
+        for path in sorted(set(self.files.values())):
+            self.stored.update(self._dtypes(path))
 
     def _keys(self, path: Path) -> list[str]:
+        return list(self._dtypes(path))
+
+    @staticmethod
+    def _dtypes(path: Path) -> dict[str, torch.dtype]:
         try:
             with safe_open(str(path), framework="pt") as handle:
-                return list(handle.keys())
+                return {name: DTYPES[handle.get_slice(name).get_dtype()] for name in handle.keys()}
         except Exception as err:  # safetensors raises its own types for a truncated or corrupt header
             raise ModelError(f"{path}: not a readable safetensors file ({first_line(err)})") from None
 
@@ -67,7 +74,6 @@ class CheckpointReader:
                         tensors[name] = handle.get_tensor(name)
             except Exception as err:
                 raise ModelError(f"{path}: cannot read its tensors ({first_line(err)})") from None
-        self.stored.update((name, tensor.dtype) for name, tensor in tensors.items())
         return tensors
 
 
@@ -92,5 +98,5 @@ def write_index(folder: str | os.PathLike, total: int) -> None:
             for key in handle.keys():
                 piece = handle.get_slice(key)
                 weight_map[key] = name
-                size += DTYPE_BYTES.get(piece.get_dtype(), 4) * int(torch.Size(piece.get_shape()).numel())
+                size += DTYPES[piece.get_dtype()].itemsize * int(torch.Size(piece.get_shape()).numel())
     write_json_atomic(folder / INDEX_FILE, {"metadata": {"total_size": size}, "weight_map": weight_map})

@@ -197,7 +197,7 @@ def prune_streamed(
     total = len(outside) + len(layers)  # a shard per layer, and one per tensor outside them (embeddings, head)
 
     def stored(name: str, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.to(save_dtype or reader.stored.get(name, tensor.dtype))
+        return tensor.to(save_dtype or reader.stored[name])
 
     def copy(number: int, names: list[str], layer: nn.Module | None = None, prefix: str = "", masks=None) -> None:
         """Write shard ``number``: ``names`` from ``layer``'s weights (as pruned) or, where it has none, as stored."""
