@@ -32,7 +32,11 @@ def tensors(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
+    import argparse
+
     from prunekit.models import resolve_model
+
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
 
     work = work_dir("llm-streamed")
     model_mb = sum(t.numel() * t.element_size() for t in tensors(Path(resolve_model("smollm2"))).values()) / 2**20
