@@ -36,7 +36,9 @@ from prunekit.lm_loss import causal_lm_loss, head_returns_hidden
 from prunekit.pruning.gates import UnitGates
 
 Batch = dict[str, torch.Tensor]
-PIECE_TOKENS = 4096  # tokens per forward (and backward) pass of a scoring pass
+# tokens per forward (and backward) pass of a scoring pass. Measured on SmolLM2-135M (`prune structured
+# --heads 0.67 --ffn 0.75`, Taylor): 4096 passed 6 GiB in the first piece, 1024 peaked at 3.5 GiB.
+PIECE_TOKENS = 1024
 
 
 @dataclass
