@@ -32,7 +32,7 @@ class CheckpointReader:
                 raise ModelError(f"{self.folder / INDEX_FILE}: no 'weight_map' object naming each tensor's file")
             self.files = {name: self.folder / file for name, file in weight_map.items()}
         elif (self.folder / SINGLE_FILE).is_file():
-            self.files = dict.fromkeys(self._keys(self.folder / SINGLE_FILE), self.folder / SINGLE_FILE)
+            self.files = dict.fromkeys(self._dtypes(self.folder / SINGLE_FILE), self.folder / SINGLE_FILE)
         else:
             raise ModelError(f"{self.where}: reading layer by layer needs safetensors weights ({SINGLE_FILE} or "
                              f"{INDEX_FILE}); convert the folder with save_pretrained")  # fmt: skip
@@ -42,9 +42,6 @@ class CheckpointReader:
         self.stored: dict[str, torch.dtype] = {}  # each tensor's dtype on disk, from the headers
         for path in sorted(set(self.files.values())):
             self.stored.update(self._dtypes(path))
-
-    def _keys(self, path: Path) -> list[str]:
-        return list(self._dtypes(path))
 
     @staticmethod
     def _dtypes(path: Path) -> dict[str, torch.dtype]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -215,3 +216,29 @@ def test_the_api_streams_a_folder_and_refuses_an_in_memory_model(tiny_llama_lm, 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_lm)
     with pytest.raises(ConfigError, match=r"prunekit\.prune_streamed"):
         prunekit.prune_magnitude(model, data=text_dir, importance="wanda", stream=True)
+
+
+def test_a_recipe_resumes_a_killed_streamed_stage(tiny_llama_lm, text_dir, tmp_path):
+    recipe, out = tmp_path / "r.yaml", tmp_path / "run"
+    recipe.write_text("stages:\n  - {name: sparse, method: prune-magnitude, importance: wanda, stream: true}\n")
+    command = f"run {recipe} --model {tiny_llama_lm} --data {text_dir} --out {out}"
+    assert cli(command) == 0
+    expected = shard_bytes(out / "01-sparse")
+    shutil.rmtree(out / "01-sparse")  # as if killed mid-stage: its progress kept beside the stage's folder
+    (out / ".01-sparse.partial").mkdir()
+    assert cli(f"{command} --resume") == 0
+    assert shard_bytes(out / "01-sparse") == expected and not (out / ".01-sparse.partial").exists()
+
+
+def test_streaming_a_pruned_model_only_prunes_more_and_keeps_its_other_masks(tiny_llama_lm, text_dir, tmp_path):
+    pruned = tmp_path / "pruned"
+    assert cli(f"prune magnitude --model {tiny_llama_lm} --scope layer --sparsity 0.3 --out {pruned}") == 0
+    flags = f"--data {text_dir} --importance sparsegpt --exclude down_proj"  # down_proj's masks are carried over
+    assert cli(f"prune magnitude --model {pruned} {flags} --out {tmp_path / 'resident'}") == 0
+    assert cli(f"prune magnitude --model {pruned} {flags} --stream --out {tmp_path / 'streamed'}") == 0
+    first, resident, streamed = (MaskSet.load(tmp_path / name).masks for name in ("pruned", "resident", "streamed"))
+    assert resident.keys() == streamed.keys() == first.keys()
+    assert all(torch.equal(resident[name], streamed[name]) for name in resident)
+    assert all(not (streamed[name] & ~first[name]).any() for name in first)  # nothing pruned before comes back
+    dense, sharded = weights(tmp_path / "resident"), weights(tmp_path / "streamed")
+    assert all(torch.equal(dense[name], sharded[name]) for name in dense)

@@ -239,7 +239,7 @@ def prune_streamed(
     for index in progress:
         layer, prefix, started = layers[index], prefixes[index], time.perf_counter()
         with resident(index):
-            old = read_masks(folder, list(groups[index]))
+            old = read_masks(folder, groups[index].__contains__)
             masks = prune_layer(layer, groups[index], state.inputs, state.sparsities[index], how, old.get)
             if how.calibrated and index + 1 < len(layers):
                 advance(layer, state.inputs)
@@ -251,7 +251,7 @@ def prune_streamed(
         logger.info("layer %d of %d pruned and written", index + 1, len(layers))
 
     write_index(staging, total)
-    carried = read_masks(folder, [name for name in _saved_mask_names(folder) if name not in state.bits])
+    carried = read_masks(folder, lambda name: name not in state.bits)  # input masks outside the targets
     _count(state, {}, carried)
     if state.bits:
         save_mask_bits(state.bits, state.shapes, staging)
@@ -292,18 +292,6 @@ def _count(state: StreamState, tensors: dict[str, torch.Tensor], masks: dict[str
 
 def _numel(state: StreamState, name: str) -> int:
     return torch.Size(state.shapes[name]).numel()
-
-
-def _saved_mask_names(folder: str) -> list[str]:
-    from safetensors import safe_open
-
-    from prunekit.pruning.masks import MASKS_FILE
-
-    path = Path(folder) / MASKS_FILE
-    if not path.is_file():
-        return []
-    with safe_open(str(path), framework="pt") as handle:
-        return list(handle.keys())
 
 
 def _layer_sparsities(state: StreamState, prefixes: list[str]) -> list[float | None]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -147,20 +148,20 @@ def save_mask_bits(bits: dict[str, torch.Tensor], shapes: dict[str, list[int]], 
     save_file(bits, str(Path(folder) / MASKS_FILE), metadata={"format": MASKS_FORMAT, "shapes": json.dumps(shapes)})
 
 
-def read_masks(folder: str | os.PathLike, names: list[str]) -> dict[str, torch.Tensor]:
-    """The masks of ``names`` that ``folder``'s masks file holds (none without one): one layer's at a time."""
+def read_masks(folder: str | os.PathLike, wanted: Callable[[str], bool]) -> dict[str, torch.Tensor]:
+    """The masks whose names are ``wanted`` in ``folder``'s masks file (none without one): a few at a time."""
     path = Path(folder) / MASKS_FILE
     if not path.is_file():
         return {}
     try:
-        return _read_masks_file(path, names)
+        return _read_masks_file(path, wanted)
     except Exception as err:  # safetensors raises its own error types for truncated/corrupt files
         raise ModelError(f"{path}: cannot read the masks ({first_line(err)})") from None
 
 
-def _read_masks_file(path: Path, names: list[str] | None = None) -> dict[str, torch.Tensor]:
+def _read_masks_file(path: Path, wanted: Callable[[str], bool] = lambda name: True) -> dict[str, torch.Tensor]:
     with safe_open(str(path), framework="pt") as handle:
-        names = [name for name in handle.keys() if names is None or name in names]
+        names = [name for name in handle.keys() if wanted(name)]
         metadata = handle.metadata() or {}
         if metadata.get("format") != MASKS_FORMAT:  # the older 1-byte-per-weight layout
             return {name: handle.get_tensor(name).to(torch.bool) for name in names}

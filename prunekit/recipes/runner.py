@@ -213,7 +213,7 @@ def _run_stage(stage: Stage, folder: Path, state: RunState, index: int) -> dict:
         if registered.makes_model:
             recover_output_dir(folder)
             partial = folder.parent / f".{folder.name}.partial"
-            resume_partial = stage.method == "lottery" and partial.is_dir()
+            resume_partial = partial.is_dir()  # a stage that keeps its progress there (lottery, --stream) goes on
             argv = stage_argv(stage, folder, state, resume_partial)
             log = folder.parent / f".{folder.name}.log"
             if not _complete(stage, folder):  # else: finished, killed before its stage.json

@@ -68,9 +68,10 @@ class PruneMagnitudeConfig:
         return replace(self.calibration, samples=self.calibration.samples or MAGNITUDE_SAMPLES)
 
 
-def load_one_shot(config, inputs: StageInputs, masks: bool) -> StageContext:
+def load_one_shot(config, inputs: StageInputs, masks: bool, stream: bool = False) -> StageContext:
     """A one-shot stage's context: the data (its training split drawn for calibration when the method
-    needs it), the model as saved (a causal LM for a text corpus) and, with ``masks``, its masks."""
+    needs it), the model as saved (a causal LM for a text corpus) and, with ``masks``, its masks; with
+    ``stream``, no model (the stage reads it a layer at a time) and where the result goes."""
     from prunekit.data.text import is_text_corpus
     from prunekit.models import load_config, load_model, load_tokenizer, resolve_model, task_of
     from prunekit.pruning.masks import MaskSet
@@ -89,7 +90,7 @@ def load_one_shot(config, inputs: StageInputs, masks: bool) -> StageContext:
                          text=True, **options)  # fmt: skip
     runtime = config.runtime
     evaluation = evaluation_settings(data_config)
-    if getattr(config, "stream", False):  # the model stays on disk: the stage reads it a layer at a time
+    if stream:
         if inputs.out is None:
             raise ConfigError("--stream writes its result layer by layer: pass --out")
         return StageContext(None, load_tokenizer(folder), data, model_name=inputs.model, model_path=folder,
@@ -106,7 +107,7 @@ def load_one_shot(config, inputs: StageInputs, masks: bool) -> StageContext:
     "prune-magnitude",
     PruneMagnitudeConfig,
     "one-shot unstructured pruning (magnitude, Wanda, SparseGPT)",
-    load=lambda config, inputs: load_one_shot(config, inputs, masks=True),
+    load=lambda config, inputs: load_one_shot(config, inputs, masks=True, stream=config.stream),
     omit=("calibration_batch_size",),  # one example a batch
 )
 def run_prune_magnitude(context: StageContext, config: PruneMagnitudeConfig) -> StageResult:
@@ -164,10 +165,8 @@ def _run_streamed(context: StageContext, config: PruneMagnitudeConfig) -> StageR
     from prunekit.devices import DTYPES
     from prunekit.evaluation import make_summary, peak_memory_mb
     from prunekit.io import check_output_dir, recover_output_dir, replace_dir, staging_dir, write_json_atomic
-    from prunekit.methods.streamed import prune_streamed, unmap_large_blocks
+    from prunekit.methods.streamed import prune_streamed
     from prunekit.models import weights_size_bytes
-
-    unmap_large_blocks()  # before the calibration draw: what it frees must not stay in the heap
 
     pruning, runtime, out = config.pruning, config.runtime, Path(context.out)
     recover_output_dir(out)
