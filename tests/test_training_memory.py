@@ -37,3 +37,34 @@ def test_the_option_turns_checkpointing_on_in_the_trainer(tiny_llama_lm, text_di
     model, tokenizer = load_model(str(tiny_llama_lm))
     assert not prunekit.finetune(model, tokenizer, str(text_dir), max_steps=1, batch_size=2,
                                  max_length=32).model.is_gradient_checkpointing  # fmt: skip
+
+
+def _child_peaks(parent_mb: int, child: str) -> dict:
+    """Run ``child`` (Python that prints JSON) in a process exec'd by a parent that touched ``parent_mb``."""
+    import subprocess
+    import sys
+
+    parent = (f"import os, sys; block = bytearray({parent_mb} * 2**20); block[::4096] = b'x' * len(block[::4096]); "
+              f"os.execv(sys.executable, [sys.executable, '-c', {child!r}])")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def test_the_peak_is_this_process_s_own_not_a_bigger_parent_s():
+    child = ("import json, resource; from prunekit.memory import peak_rss_mb; "
+             "print(json.dumps({'ours': peak_rss_mb(), "
+             "'ru_maxrss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")  # fmt: skip
+    alone, under_a_big_parent = _child_peaks(0, child), _child_peaks(1500, child)
+    assert under_a_big_parent["ru_maxrss"] > 1500  # the kernel carried the parent's mark over: what this is about
+    assert under_a_big_parent["ours"] == pytest.approx(alone["ours"], abs=100)
+
+
+def test_a_reset_for_one_phase_keeps_the_process_peak():
+    child = ("import json; from prunekit.memory import high_water_mb, peak_rss_mb, reset_high_water; "
+             "block = bytearray(400 * 2**20); block[::4096] = b'x' * len(block[::4096]); del block; "
+             "reset = reset_high_water(); "
+             "print(json.dumps({'reset': reset, 'phase': high_water_mb(), 'process': peak_rss_mb()}))")  # fmt: skip
+    peaks = _child_peaks(0, child)
+    assert peaks["reset"] is True
+    assert peaks["process"] > 400
+    assert peaks["phase"] < peaks["process"] - 300

@@ -66,8 +66,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def run_generation(args: argparse.Namespace, models: list, folders: dict[str, str], runtime: dict) -> dict:
-    from prunekit.evaluation import make_summary, model_size, peak_memory_mb
+    from prunekit.evaluation import make_summary, model_size
     from prunekit.evaluation.generation import measure_generation
+    from prunekit.memory import peak_rss_mb
     from prunekit.models import is_causal_lm, task_of
 
     for model, flag in zip(models, ("--model", "--vs")):
@@ -88,7 +89,7 @@ def run_generation(args: argparse.Namespace, models: list, folders: dict[str, st
         summary["ratio_vs"] = round(stats[0].decode_tokens_per_s / stats[1].decode_tokens_per_s, 4)
         summary["ratio_vs_prefill"] = round(stats[1].prefill_ms / stats[0].prefill_ms, 4)
         summary["vs"] = {"model": args.vs, "model_path": folders["--vs"], **describe(1)}
-    summary["peak_rss_mb"] = peak_memory_mb()
+    summary["peak_rss_mb"] = peak_rss_mb()
     _note_sparse_kernels(summary, folders["--model"], models[0].device)
     write_optional_json(args.json, summary)
     print_result(summary)

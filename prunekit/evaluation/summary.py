@@ -20,13 +20,6 @@ def model_size(model: torch.nn.Module, folder: str | os.PathLike | None) -> dict
     return {"params_total": total, "params_nonzero": nonzero, "size_bytes": size}
 
 
-def peak_memory_mb() -> float:
-    """This process's peak resident memory so far (RSS high-water mark), in MiB."""
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
-
-
 def make_summary(
     kind: str, model: str, task: str | None, model_path: str | None = None, **fields: Any
 ) -> dict[str, Any]:

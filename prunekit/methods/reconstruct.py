@@ -131,7 +131,7 @@ def prune_and_reconstruct(
     instead, so the refit also absorbs what earlier layers changed, was measured worse: NOTES.md).
     Returns the summary's ``reconstruction`` record: per projection refit, the relative output error of
     plain pruning and after the refit."""
-    from prunekit.evaluation import peak_memory_mb
+    from prunekit.memory import peak_rss_mb
 
     started, was_training = time.perf_counter(), model.training
     model.eval()
@@ -156,4 +156,4 @@ def prune_and_reconstruct(
     mean = (lambda key: round(sum(r[key] for r in record) / len(record), 6)) if record else (lambda key: None)
     return {"dampening": dampening, "error_before": mean("error_before"),
             "error_after": mean("error_after"), "seconds": round(time.perf_counter() - started, 2),
-            "peak_rss_mb": peak_memory_mb(), "layers": record}  # fmt: skip
+            "peak_rss_mb": peak_rss_mb(), "layers": record}  # fmt: skip

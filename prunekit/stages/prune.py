@@ -114,7 +114,7 @@ def run_prune_magnitude(context: StageContext, config: PruneMagnitudeConfig) -> 
     """Zero the lowest-scored weights of ``context.model`` in place; its masks (the input's, grown) are
     the result's. Wanda and SparseGPT calibrate on ``context.calibration`` or, without it, on examples
     drawn from ``context.data``'s training split."""
-    from prunekit.evaluation import peak_memory_mb
+    from prunekit.memory import peak_rss_mb
 
     pruning = config.pruning
     if config.stream:
@@ -130,7 +130,7 @@ def run_prune_magnitude(context: StageContext, config: PruneMagnitudeConfig) -> 
                                        f"--importance {pruning.importance}")  # fmt: skip
     started = time.perf_counter()
     masks = prune_magnitude(context.model, pruning, batches, current=context.masks)
-    seconds, peak = round(time.perf_counter() - started, 1), peak_memory_mb()  # before evaluation adds its own
+    seconds, peak = round(time.perf_counter() - started, 1), peak_rss_mb()  # before evaluation adds its own
     layer_sparsities = None
     if pruning.owl:
         from prunekit.adapters import get_adapter
@@ -163,8 +163,9 @@ def _run_streamed(context: StageContext, config: PruneMagnitudeConfig) -> StageR
     import torch
 
     from prunekit.devices import DTYPES
-    from prunekit.evaluation import make_summary, peak_memory_mb
+    from prunekit.evaluation import make_summary
     from prunekit.io import check_output_dir, recover_output_dir, replace_dir, staging_dir, write_json_atomic
+    from prunekit.memory import peak_rss_mb
     from prunekit.methods.streamed import prune_streamed
     from prunekit.models import weights_size_bytes
 
@@ -186,7 +187,7 @@ def _run_streamed(context: StageContext, config: PruneMagnitudeConfig) -> StageR
     seconds = round(time.perf_counter() - started, 1)
     context.tokenizer.save_pretrained(staging)
     layer_sparsities = fields.pop("layer_sparsities", None)
-    memory = {"peak_rss_mb": peak_memory_mb()}
+    memory = {"peak_rss_mb": peak_rss_mb()}
     if device.type == "cuda":
         memory["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     (staging / STREAM_SETTINGS).unlink()

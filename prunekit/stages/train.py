@@ -153,8 +153,8 @@ def load_finetune_inputs(config: FinetuneStageConfig, inputs: StageInputs) -> St
 def run_finetune(context: StageContext, config: FinetuneStageConfig) -> StageResult:
     """Train ``context.model`` on ``context.data``'s training split (see ``FinetuneStageConfig``); the
     result is the plain model: LoRA merged (the input's zeros kept), gated-off heads and neurons cut out."""
-    from prunekit.evaluation import peak_memory_mb
     from prunekit.evaluation.summary import evaluation_fields
+    from prunekit.memory import peak_rss_mb
     from prunekit.methods.speed import latency_table_for
     from prunekit.methods.stage import train_stage
     from prunekit.training.distill import check_teacher
@@ -198,7 +198,7 @@ def run_finetune(context: StageContext, config: FinetuneStageConfig) -> StageRes
         **result.train_record(),
         "distill_from": config.distill_from,
         **({"distill": _distill_record(kd)} if kd is not None else {}),
-        "peak_rss_mb": peak_memory_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         **({"prune_schedule": asdict(sparsity.schedule)} if sparsity.schedule is not None else {}),
     }
     fields: dict[str, Any] = {"train": train}
@@ -234,8 +234,8 @@ class DistillStageConfig:
 )
 def run_distill(context: StageContext, config: DistillStageConfig) -> StageResult:
     """Train ``context.model`` (the student) against ``context.teacher``."""
-    from prunekit.evaluation import peak_memory_mb
     from prunekit.evaluation.summary import evaluation_fields
+    from prunekit.memory import peak_rss_mb
     from prunekit.methods.stage import train_stage
     from prunekit.training.distill import check_teacher
 
@@ -253,7 +253,7 @@ def run_distill(context: StageContext, config: DistillStageConfig) -> StageResul
                          evaluate=lambda model: evaluate(model)["metrics"])  # fmt: skip
     teacher_metrics = evaluate(teacher)["metrics"] if result.is_main else None
     train = {"samples": context.train_size, **asdict(training), **result.train_record()}
-    train["peak_rss_mb"] = peak_memory_mb()
+    train["peak_rss_mb"] = peak_rss_mb()
     fields: dict[str, Any] = {
         "teacher": config.teacher,
         "teacher_metrics": teacher_metrics,
