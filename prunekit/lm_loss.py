@@ -1,7 +1,8 @@
-"""The language-modelling loss without the logits: the output head and the cross-entropy are computed
-together over chunks of tokens, and each chunk's gradients are taken right away, so neither the
-(tokens x vocabulary) logits nor their gradient is ever held whole — for SmolLM2's 49,152-word
-vocabulary at 2,048 tokens a step that is ~0.4 GB per copy, and autograd kept three or four.
+"""The language-modelling losses without the logits: the output head and the cross-entropy (or a teacher's
+soft-target loss) are computed together over chunks of tokens, and each chunk's gradients are taken right
+away, so neither the (tokens x vocabulary) logits nor their gradient is ever held whole — for SmolLM2's
+49,152-word vocabulary at 2,048 tokens a step that is ~0.4 GB per copy, and autograd kept three or four
+(distillation: of both models).
 """
 
 from __future__ import annotations
@@ -68,6 +69,73 @@ def causal_lm_loss(
     total = _LinearCrossEntropy.apply(flat, head.weight, head.bias, shifted, chunk)
     count = num_items_in_batch if num_items_in_batch is not None else (shifted != IGNORE).sum()
     return total / count
+
+
+class _LinearDistillation(torch.autograd.Function):
+    """sum over tokens of T² · KL(softmax(teacher_hidden @ teacher_weightᵀ / T) ‖ softmax(hidden @ weightᵀ / T)),
+    chunk by chunk, with the student's gradients computed in the forward pass (d/dz = T · (q − p))."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, teacher_hidden, teacher_weight, teacher_bias, temperature, chunk):
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        grad_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
+        for start in range(0, hidden.shape[0], chunk):
+            h = hidden[start : start + chunk]
+            log_q = F.log_softmax(F.linear(h, weight, bias).float() / temperature, dim=-1)
+            with torch.no_grad():
+                teacher = F.linear(teacher_hidden[start : start + chunk], teacher_weight, teacher_bias)
+                log_p = F.log_softmax(teacher.float() / temperature, dim=-1)
+                del teacher
+            p = log_p.exp()
+            total += (p * (log_p - log_q)).sum() * temperature**2
+            grad = (log_q.exp_() - p).mul_(temperature)  # in place: the chunk's log_q is not needed again
+            del log_p, log_q, p
+            if grad_hidden is not None:
+                grad_hidden[start : start + chunk] = (grad.to(weight.dtype) @ weight).to(hidden.dtype)
+            if grad_weight is not None:
+                grad_weight += (grad.T @ h.float()).to(weight.dtype)
+            if grad_bias is not None:
+                grad_bias += grad.sum(0).to(bias.dtype)
+        ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight, grad_bias) if g is not None))
+        ctx.present = (grad_hidden is not None, grad_weight is not None, grad_bias is not None)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        saved = iter(ctx.saved_tensors)
+        grads = [next(saved) * grad_total if present else None for present in ctx.present]
+        return *grads, None, None, None, None, None
+
+
+def causal_lm_kd_loss(
+    hidden: torch.Tensor,
+    head: nn.Linear,
+    teacher_hidden: torch.Tensor,
+    teacher_head: nn.Linear,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+    chunk: int = CHUNK_TOKENS,
+) -> torch.Tensor:
+    """Per-token soft-target loss, T² · KL(teacher ‖ student) averaged over the tokens where ``mask`` (batch,
+    seq) is 1 (every token without one), from the two models' final hidden states and output heads — as
+    ``training.distill.kd_loss`` on their logits, without either model's (tokens x vocabulary) logits."""
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    teacher_flat = teacher_hidden.reshape(-1, teacher_hidden.shape[-1]).to(flat.device)
+    if mask is not None:
+        keep = mask.reshape(-1).bool().to(flat.device)
+        flat, teacher_flat = flat[keep], teacher_flat[keep]
+    total = _LinearDistillation.apply(flat, head.weight, head.bias, teacher_flat, teacher_head.weight,
+                                      teacher_head.bias, temperature, chunk)  # fmt: skip
+    return total / flat.shape[0]
+
+
+def plain_head(model: nn.Module) -> nn.Linear | None:
+    """A causal LM's output head when it is a plain linear layer (its loss can skip the logits), else None
+    (an encoder, or a head wrapped by an adapter)."""
+    head = model.get_output_embeddings() if type(model).__name__.endswith("ForCausalLM") else None
+    return head if type(head) is nn.Linear else None
 
 
 @contextmanager

@@ -44,6 +44,27 @@ def test_perplexity_equals_a_hand_computation(tiny_llama_lm):
     assert result["perplexity"] == pytest.approx(math.exp(sum(nll) / len(nll)), rel=1e-5)
 
 
+def test_perplexity_never_holds_the_logits_and_equals_the_logits_path(tiny_llama_lm):
+    model, _ = load_model(str(tiny_llama_lm))
+    ids = torch.randint(0, model.config.vocab_size, (200,), generator=torch.Generator().manual_seed(0))
+    widths = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, a, out: widths.append(out.shape[-1]))
+    chunked = perplexity(model, ids, max_length=32, stride=16, batch_size=4, progress=False)
+    hook.remove()
+    assert widths and model.config.vocab_size not in widths  # the head passed hidden states through
+
+    class WrappedHead(nn.Linear):  # a head that is not a plain Linear (as an adapter's is) keeps the logits
+        pass
+
+    head = model.get_output_embeddings()
+    wrapped = WrappedHead(head.in_features, head.out_features, bias=False)
+    wrapped.weight = head.weight
+    model.set_output_embeddings(wrapped)
+    with_logits = perplexity(model, ids, max_length=32, stride=16, batch_size=4, progress=False)
+    assert chunked["perplexity"] == pytest.approx(with_logits["perplexity"], rel=1e-5)
+    assert chunked["tokens_scored"] == with_logits["tokens_scored"] == 199
+
+
 def _correlated_inputs(n: int, features: int, seed: int = 0) -> torch.Tensor:
     """Inputs with correlated channels of unequal loudness (as activations are)."""
     generator = torch.Generator().manual_seed(seed)
@@ -368,7 +389,8 @@ def test_language_model_distillation_learns_from_the_teacher_alone(tiny_llama_lm
     before = tmp_path / "before.json"  # the untrained dense model (both layers), the teacher's own start
     assert cli(f"evaluate --model {tiny_llama_lm} --data {text_dir} --max-length 32 --json {before}") == 0
     dense = json.loads(before.read_text())["metrics"]["perplexity"]
-    assert summary["teacher_metrics"]["perplexity"] < summary["metrics"]["perplexity"] < 0.7 * dense
+    student_ppl, teacher_ppl = summary["metrics"]["perplexity"], summary["teacher_metrics"]["perplexity"]
+    assert student_ppl < 0.7 * dense and student_ppl == pytest.approx(teacher_ppl, rel=0.05)  # learnt its teacher
     assert AutoModelForCausalLM.from_pretrained(student).config.num_hidden_layers == 1
 
     recovered = tmp_path / "recovered"  # finetune --distill-from: the same soft targets while fine-tuning

@@ -25,7 +25,8 @@ class TaskSpec:
 
     @property
     def is_regression(self) -> bool:
-        return self.label_names is None
+        """A labelled task with one real-valued output (language modelling has no label names either)."""
+        return self.label_names is None and not self.causal_lm
 
     @property
     def num_labels(self) -> int:

@@ -17,12 +17,30 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from prunekit.data.text import TextSplit, token_stream
 from prunekit.errors import ConfigError
 from prunekit.evaluation.evaluate import check_finite_outputs
+from prunekit.lm_loss import IGNORE, causal_lm_loss, head_returns_hidden, plain_head
 
-IGNORE = -100
 WINDOW_RULE = (
     "windows of max_length tokens start every stride tokens over the dev text tokenized as one stream "
     "(no special tokens); each scores the tokens no earlier window scored, with the rest of the window as context"
 )
+
+
+def _summed_loss(model: PreTrainedModel, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+    """The summed next-token loss of one batch of windows; with a plain output head, computed in chunks
+    of tokens without the (batch x length x vocabulary) logits — three copies of them made evaluation the
+    peak of a whole pruning run on a 49k vocabulary."""
+    head = plain_head(model)
+    if head is None:
+        logits = model(input_ids=inputs, use_cache=False).logits[:, :-1].float()
+        check_finite_outputs(logits, "logits")
+        flat = logits.reshape(-1, logits.shape[-1])
+        return F.cross_entropy(flat, labels[:, 1:].reshape(-1), ignore_index=IGNORE, reduction="sum").item()
+    with head_returns_hidden(head):
+        hidden = model(input_ids=inputs, use_cache=False).logits
+    check_finite_outputs(hidden, "hidden states")
+    total = causal_lm_loss(hidden, head, labels, num_items_in_batch=1)
+    check_finite_outputs(total, "logits")  # finite hidden states can still overflow in the head
+    return total.item()
 
 
 def windows(total: int, max_length: int, stride: int) -> list[tuple[int, int, int]]:
@@ -67,12 +85,8 @@ def perplexity(
         labels = inputs.clone()
         for row, (b, e, scored) in enumerate(group):
             labels[row, : e - b - scored] = IGNORE
-        logits = model(input_ids=inputs, use_cache=False).logits[:, :-1].float()
-        check_finite_outputs(logits, "logits")
-        targets = labels[:, 1:]
-        nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE,
-                               reduction="sum").item()  # fmt: skip
-        count += int((targets != IGNORE).sum())
+        nll += _summed_loss(model, inputs, labels)
+        count += int((labels[:, 1:] != IGNORE).sum())
     model.train(was_training)
     loss = nll / count
     return {"perplexity": math.exp(loss), "loss": loss, "tokens_scored": count, "windows": len(spans)}

@@ -27,12 +27,11 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from prunekit.adapters.base import ModelAdapter
 from prunekit.errors import ConfigError
-from prunekit.lm_loss import causal_lm_loss, head_returns_hidden
+from prunekit.lm_loss import causal_lm_loss, head_returns_hidden, plain_head
 from prunekit.pruning.gates import UnitGates
 
 Batch = dict[str, torch.Tensor]
@@ -147,15 +146,9 @@ def _pieces(batch: Batch, device: torch.device) -> Iterator[tuple[Batch, float]]
         yield piece, piece["input_ids"].shape[0] / examples
 
 
-def _plain_head(model: torch.nn.Module) -> nn.Linear | None:
-    """A causal LM's output head when it is a plain linear layer (the loss can skip the logits), else None."""
-    head = model.get_output_embeddings() if type(model).__name__.endswith("ForCausalLM") else None
-    return head if type(head) is nn.Linear else None
-
-
 def _loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """``model(**batch).loss``; for a causal LM with a plain output head, computed without the logits."""
-    head = _plain_head(model)
+    head = plain_head(model)
     if head is None or "labels" not in batch:
         return model(**batch).loss
     with head_returns_hidden(head):
@@ -255,7 +248,7 @@ def _mean_loss(model: torch.nn.Module, batches: Sequence[Batch]) -> float:
 
 def _forward(model: torch.nn.Module, batch: Batch) -> None:
     """A forward pass for its hooks; a causal LM's output head is skipped (no logits are needed)."""
-    head = _plain_head(model)
+    head = plain_head(model)
     inputs = {key: value for key, value in batch.items() if key != "labels"}
     with head_returns_hidden(head) if head is not None else nullcontext():
         model(**inputs)

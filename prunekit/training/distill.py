@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ from prunekit.adapters import get_adapter
 from prunekit.data import EncodedSplit, Split, TaskSpec, make_collator
 from prunekit.data.text import TextSplit
 from prunekit.errors import ConfigError
+from prunekit.lm_loss import causal_lm_kd_loss, causal_lm_loss, head_returns_hidden, plain_head
 from prunekit.pruning.masks import MaskSet
 from prunekit.pruning.surgery import drop_layers
 from prunekit.training.config import FinetuneConfig
@@ -128,6 +130,7 @@ class DistillTrainer(CheckedTrainer):
         teacher: PreTrainedModel,
         distill: DistillConfig,
         regression: bool,
+        causal_lm: bool = False,
         teacher_logits: torch.Tensor | None = None,
         **kwargs,
     ):
@@ -135,12 +138,16 @@ class DistillTrainer(CheckedTrainer):
         self.teacher = teacher.eval()  # its forwards run under no_grad; its parameters stay as they are
         self.distill = distill
         self.regression = regression
+        self.causal_lm = causal_lm
         self.teacher_logits = teacher_logits
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         config = self.distill
         index = inputs.pop("example_index", None)
         extra = {"output_hidden_states": bool(config.alpha_hidden), "output_attentions": bool(config.alpha_attn)}
+        heads = self._plain_heads(model)
+        if heads is not None:
+            return self._loss_without_logits(model, inputs, extra, heads, return_outputs)
         outputs = model(**inputs, **extra)
         mask = inputs.get("attention_mask")  # packed text blocks have none: every token counts
         loss = config.alpha_ce * outputs.loss if config.alpha_ce else outputs.logits.new_zeros(())
@@ -160,6 +167,35 @@ class DistillTrainer(CheckedTrainer):
         if config.uses_layers:
             if mask is None:
                 mask = torch.ones(inputs["input_ids"].shape, device=outputs.logits.device)
+            loss = loss + self._layer_losses(model, outputs, teacher_out, mask)
+        return (loss, outputs) if return_outputs else loss
+
+    def _plain_heads(self, model) -> tuple[nn.Linear, nn.Linear] | None:
+        """A causal LM's student and teacher output heads when both are plain linear layers (their losses
+        can then skip the logits), else None."""
+        if not self.causal_lm:
+            return None
+        student, teacher = plain_head(self.accelerator.unwrap_model(model)), plain_head(self.teacher)
+        return (student, teacher) if student is not None and teacher is not None else None
+
+    def _loss_without_logits(self, model, inputs, extra, heads, return_outputs):
+        """The objective for causal LMs, from both models' final hidden states: cross-entropy and per-token
+        KD computed over chunks of tokens (``prunekit.lm_loss``), so neither model's logits are held whole."""
+        config, (head, teacher_head) = self.distill, heads
+        labels = inputs.pop("labels")
+        self.teacher.to(labels.device)
+        teacher_passes = head_returns_hidden(teacher_head) if teacher_head is not head else nullcontext()
+        with head_returns_hidden(head), teacher_passes:
+            outputs = model(**inputs, **extra)
+            with torch.no_grad():
+                teacher_out = self.teacher(**inputs, **extra)
+        hidden, mask = outputs.logits, inputs.get("attention_mask")  # packed text blocks have no mask
+        loss = config.alpha_ce * causal_lm_loss(hidden, head, labels) if config.alpha_ce else hidden.new_zeros(())
+        if config.alpha_kd:
+            soft = causal_lm_kd_loss(hidden, head, teacher_out.logits, teacher_head, config.temperature, mask)
+            loss = loss + config.alpha_kd * soft
+        if config.uses_layers:
+            mask = torch.ones(labels.shape, device=hidden.device) if mask is None else mask
             loss = loss + self._layer_losses(model, outputs, teacher_out, mask)
         return (loss, outputs) if return_outputs else loss
 
@@ -270,6 +306,7 @@ def distill(
         teacher=teacher,
         distill=distill_config,
         regression=task.is_regression,
+        causal_lm=task.causal_lm,
         teacher_logits=cached,
     )
     try:

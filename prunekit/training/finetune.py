@@ -7,7 +7,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from torch import nn
 from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -21,7 +20,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from prunekit.data import EncodedSplit, Split, TaskSpec, make_collator
 from prunekit.data.text import BlockDataset, TextSplit, packed_blocks
 from prunekit.errors import TrainingError
-from prunekit.lm_loss import causal_lm_loss, head_returns_hidden
+from prunekit.lm_loss import causal_lm_loss, head_returns_hidden, plain_head
 from prunekit.training.config import FinetuneConfig
 
 
@@ -113,8 +112,8 @@ def finetune(
     >>> trainer = finetune(model, tokenizer, data.train, data.task, FinetuneConfig(), "/tmp/run")  # doctest: +SKIP
     """
     data = training_data(train, task, tokenizer, config.max_length)
-    head = model.get_output_embeddings() if task.causal_lm else None
-    chunked = type(head) is nn.Linear  # a plain output head (not one with its own adapter)
+    head = plain_head(model) if task.causal_lm else None
+    chunked = head is not None  # a plain output head (not one with its own adapter)
 
     def loss_without_logits(outputs, labels, num_items_in_batch=None):
         return causal_lm_loss(outputs.logits, head, labels, num_items_in_batch)
