@@ -68,3 +68,33 @@ def test_a_reset_for_one_phase_keeps_the_process_peak():
     assert peaks["reset"] is True
     assert peaks["process"] > 400
     assert peaks["phase"] < peaks["process"] - 300
+
+
+def test_activation_estimates_grow_with_tokens_and_shrink_with_checkpointing(tiny_llama_lm):
+    from prunekit.memory import activation_bytes
+
+    model, _ = load_model(str(tiny_llama_lm))
+    one, two = activation_bytes(model, 256, 32), activation_bytes(model, 512, 32)
+    assert two == 2 * one > 0
+    assert activation_bytes(model, 512, 32, checkpointed=True) < two  # the layers' inputs + one layer's worth
+
+
+@pytest.mark.parametrize(
+    ("command", "what", "flag"),
+    [
+        ("finetune --max-steps 1 --batch-size 2 --max-length 32", "training at batch 2 x 32 tokens", "--batch-size"),
+        ("prune structured --heads 0.5 --importance taylor --calibration-samples 4", "scoring with --importance taylor",
+         "--calibration-length"),
+    ],
+)  # fmt: skip
+def test_a_pass_that_would_not_fit_says_so_in_one_line(command, what, flag, tiny_llama_lm, text_dir, tmp_path,
+                                                      monkeypatch, caplog):  # fmt: skip
+    import prunekit.memory
+
+    flags = f"--model {tiny_llama_lm} --data {text_dir} --max-eval-tokens 256"
+    assert cli(f"{command} {flags} --out {tmp_path / 'roomy'}") == 0
+    assert "is available" not in caplog.text  # plenty of memory: no warning
+    monkeypatch.setattr(prunekit.memory, "available_mb", lambda: 0.01)
+    assert cli(f"{command} {flags} --out {tmp_path / 'tight'}") == 0  # a warning, not a refusal
+    warnings = [r.getMessage() for r in caplog.records if "is available" in r.getMessage()]
+    assert len(warnings) == 1 and what in warnings[0] and flag in warnings[0]

@@ -54,6 +54,7 @@ UnitCriterion = Callable[[ModelAdapter, Sequence[Batch], int], UnitScores]
 UNIT_CRITERIA: dict[str, UnitCriterion] = {}
 LAYER_CRITERIA: dict[str, Callable[[ModelAdapter, Sequence[Batch]], torch.Tensor]] = {}
 NEEDS_DATA = {"taylor", "head-mask-gradient", "fisher", "activation", "drop-one", "block-influence"}
+NEEDS_GRADIENTS = {"taylor", "head-mask-gradient", "fisher"}  # a backward pass per piece of a batch
 
 
 def unit_criterion(*names: str):
@@ -144,6 +145,20 @@ def _pieces(batch: Batch, device: torch.device) -> Iterator[tuple[Batch, float]]
     for start in range(0, examples, step):
         piece = {key: value[start : start + step].to(device) for key, value in batch.items()}
         yield piece, piece["input_ids"].shape[0] / examples
+
+
+def warn_if_scoring_would_not_fit(adapter: ModelAdapter, criterion: str, batches: Sequence[Batch]) -> bool:
+    """One warning line when a gradient criterion's backward pass over one piece of the calibration batches
+    would need more memory than is available; True when it warned."""
+    from prunekit.memory import activation_bytes, warn_if_short
+
+    if criterion not in NEEDS_GRADIENTS or not batches:
+        return False
+    examples, length = batches[0]["input_ids"].shape[:2]
+    tokens = min(examples, max(1, PIECE_TOKENS // length)) * length
+    remedy = "lower it with a shorter --calibration-length, --dtype bfloat16, or --importance magnitude (no gradients)"
+    return warn_if_short(activation_bytes(adapter.model, tokens, length), f"scoring with --importance {criterion}",
+                         remedy)  # fmt: skip
 
 
 def _loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:

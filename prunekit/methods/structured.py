@@ -12,7 +12,14 @@ from torch import nn
 
 from prunekit.adapters import ModelAdapter, get_adapter
 from prunekit.errors import ConfigError
-from prunekit.importance.structured import LAYER_CRITERIA, UNIT_CRITERIA, Batch, score_layers, score_units
+from prunekit.importance.structured import (
+    LAYER_CRITERIA,
+    UNIT_CRITERIA,
+    Batch,
+    score_layers,
+    score_units,
+    warn_if_scoring_would_not_fit,
+)
 from prunekit.methods.magnitude import MagnitudeConfig
 from prunekit.methods.reconstruct import prune_and_reconstruct
 from prunekit.methods.speed import LatencyTable
@@ -246,6 +253,7 @@ def prune_structured(model: nn.Module, config: StructuredConfig, batches: Sequen
             raise ConfigError("--reconstruct refits the layers on calibration data: pass --data")
         layers = adapter.layers()
         original = ([layer.attention.num_heads for layer in layers], [layer.ffn.num_neurons for layer in layers])
+        warn_if_scoring_would_not_fit(adapter, config.importance, batches)
         scores = score_units(config.importance, adapter, batches, config.seed)
         heads, ffn, fraction = keep_fractions(adapter, config, lambda h, f: _counts(adapter, config, scores, h, f))
         if fraction is not None:

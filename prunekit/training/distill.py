@@ -38,7 +38,12 @@ from prunekit.pruning.masks import MaskSet
 from prunekit.pruning.surgery import drop_layers
 from prunekit.training.config import FinetuneConfig
 from prunekit.training.distill_config import DistillConfig
-from prunekit.training.finetune import CheckedTrainer, training_arguments, training_data
+from prunekit.training.finetune import (
+    CheckedTrainer,
+    training_arguments,
+    training_data,
+    warn_if_training_would_not_fit,
+)
 
 PROJECTIONS = "prunekit_distill_projections"  # attached to the student while it trains, removed after
 
@@ -309,6 +314,7 @@ def distill(
         causal_lm=task.causal_lm,
         teacher_logits=cached,
     )
+    warn_if_training_would_not_fit(student, config)
     try:
         trainer.train()
     finally:

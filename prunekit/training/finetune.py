@@ -97,6 +97,20 @@ def training_data(train, task: TaskSpec, tokenizer: PreTrainedTokenizerBase, max
             "data_collator": make_collator(tokenizer)}  # fmt: skip
 
 
+def warn_if_training_would_not_fit(model: PreTrainedModel, config: FinetuneConfig) -> bool:
+    """One warning line when a training step (activations of a micro-batch, gradients and Adam's two moments
+    of the trainable weights) would need more memory than is available; True when it warned."""
+    from prunekit.memory import activation_bytes, warn_if_short
+
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    tokens = config.batch_size * config.max_length
+    needed = activation_bytes(model, tokens, config.max_length, config.gradient_checkpointing) + 12 * trainable
+    remedy = "lower it with --batch-size or --max-length"
+    if not config.gradient_checkpointing:
+        remedy += ", or add --gradient-checkpointing"
+    return warn_if_short(needed, f"training at batch {config.batch_size} x {config.max_length} tokens", remedy)
+
+
 def finetune(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -126,6 +140,7 @@ def finetune(
         callbacks=list(callbacks),
         compute_loss_func=loss_without_logits if chunked else None,
     )
+    warn_if_training_would_not_fit(model, config)
     with head_returns_hidden(head) if chunked else nullcontext():
         trainer.train()
     return trainer
