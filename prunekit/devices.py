@@ -82,6 +82,55 @@ class DeviceConfig:
         return {"device": str(device), "dtype": self.dtype, "device_name": describe(device)}
 
 
+def memory_size(text: str) -> str:
+    """A memory size such as ``2GiB``, ``500MB`` or a count of bytes (an argparse type)."""
+    import argparse
+
+    from accelerate.utils import convert_file_size_to_int
+
+    try:
+        size = convert_file_size_to_int(text)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"expected a size such as 2GiB, 500MB or a number of bytes, found {text!r}")
+    return text
+
+
+@dataclass
+class OffloadConfig:
+    """A model bigger than memory, evaluated or timed through accelerate's big-model loading."""
+
+    max_memory: str | None = option(
+        None,
+        "a model bigger than memory: hold at most SIZE (e.g. 2GiB) of its weights on --device (and as much in "
+        "CPU memory), the rest offloaded to disk and read back module by module in every forward pass "
+        "(accelerate's big-model loading, device_map auto: slow, for models that would not fit otherwise)",
+        parse=memory_size,
+    )
+    offload_folder: str | None = option(
+        None, "with --max-memory: where offloaded weights go (default: a temporary folder, removed at exit)"
+    )
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        if self.offload_folder and not self.max_memory:
+            raise ConfigError("--offload-folder: only with --max-memory (nothing is offloaded without it)")
+
+    def load_options(self) -> dict[str, Any]:
+        """``load_model``'s keyword arguments for this config (none without --max-memory)."""
+        return {"max_memory": self.max_memory, "offload_folder": self.offload_folder} if self.max_memory else {}
+
+
+def placement_record(model: Any) -> dict[str, Any]:
+    """summary.json's ``placement`` for a model loaded with ``--max-memory``: how many of its modules the
+    device map put on each device, ``disk`` for offloaded ones (nothing for a model loaded whole)."""
+    from collections import Counter
+
+    placed = getattr(model, "hf_device_map", None)
+    return {"placement": dict(Counter(str(d) for d in placed.values()))} if placed else {}
+
+
 def describe(device: torch.device) -> str:
     """The device's name: the GPU's, or the CPU's."""
     if device.type == "cuda":
@@ -90,7 +139,15 @@ def describe(device: torch.device) -> str:
 
 
 def model_device(model: Any) -> torch.device:
-    """Where a model's weights are (the CPU for anything else timed like one: an ONNX Runtime session)."""
+    """Where a model's weights are, and its inputs go (the CPU for anything else timed like one: an ONNX
+    Runtime session). A model loaded with offloaded weights (``hf_device_map``) runs on its first GPU, or
+    the CPU."""
+    placed = getattr(model, "hf_device_map", None)
+    if placed:  # loaded with a device map (offloaded weights are on "meta")
+        gpus = [
+            torch.device(d if isinstance(d, str) else f"cuda:{d}") for d in placed.values() if d not in ("cpu", "disk")
+        ]
+        return gpus[0] if gpus else torch.device("cpu")
     parameters = getattr(model, "parameters", None)
     return next(parameters()).device if parameters is not None else torch.device("cpu")
 

@@ -133,9 +133,10 @@ def causal_lm_kd_loss(
 
 def plain_head(model: nn.Module) -> nn.Linear | None:
     """A causal LM's output head when it is a plain linear layer (its loss can skip the logits), else None
-    (an encoder, or a head wrapped by an adapter)."""
+    (an encoder, a head wrapped by an adapter, or one whose weights accelerate offloads)."""
     head = model.get_output_embeddings() if type(model).__name__.endswith("ForCausalLM") else None
-    return head if type(head) is nn.Linear else None
+    placed = hasattr(head, "_hf_hook")  # accelerate brings its weights in for each forward (offloaded)
+    return head if type(head) is nn.Linear and not placed else None
 
 
 @contextmanager

@@ -122,6 +122,8 @@ def load_model(
     trained_head: bool = False,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    max_memory: str | None = None,
+    offload_folder: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model with a sequence-classification head (a causal LM for the ``lm`` task), and its tokenizer.
 
@@ -130,7 +132,10 @@ def load_model(
     LM saved as one). ``flag`` names the option the user passed the model with, for error messages.
     Loading is strict (``load_weights``); ``trained_head``: a model saved without a head is an error
     rather than one with a new random head. The weights come in ``dtype`` (float32 by default) on
-    ``device`` (the CPU by default). Masks saved with the model are not applied here: see ``MaskSet.load``.
+    ``device`` (the CPU by default). With ``max_memory`` (e.g. ``"2GiB"``) at most that much of the weights
+    is placed on ``device`` (and in CPU memory), the rest offloaded to disk (``offload_folder``, default a
+    temporary folder) and read back in every forward pass: accelerate's big-model loading. Masks saved
+    with the model are not applied here: see ``MaskSet.load``.
 
     >>> model, tokenizer = load_model("minilm", glue_task("sst2"))  # doctest: +SKIP
     """
@@ -147,6 +152,10 @@ def load_model(
     config = load_config(path, flag, **overrides)
     tokenizer = load_tokenizer(path, flag)
     where = f"{flag} {name}"
+    if (Path(path) / SPARSE_FILE).is_file() and max_memory:
+        raise ConfigError(f"{where}: --max-memory loads safetensors weights; this model is in prunekit's sparse "
+                          "format (save it with --save-format dense)")  # fmt: skip
+    placement = _offloaded(max_memory, offload_folder, device) if max_memory else {}
     if (Path(path) / SPARSE_FILE).is_file():  # prunekit's compact format: rebuilt dense, bit-exact
         try:
             model = load_sparse(path, model_class(config, task))
@@ -161,12 +170,27 @@ def load_model(
         model.to(dtype)
     else:
         model = load_weights(model_class(config, task), path, config, where, relabel=bool(overrides),
-                             trained_head=trained_head, dtype=dtype)  # fmt: skip
-    if device is not None:
+                             trained_head=trained_head, dtype=dtype, **placement)  # fmt: skip
+    if device is not None and not placement:
         model.to(device)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def _offloaded(max_memory: str, offload_folder: str | None, device: torch.device | str | None) -> dict:
+    """``from_pretrained``'s big-model loading options: ``max_memory`` on ``device`` and in CPU memory, the
+    rest on disk in ``offload_folder`` (default: a temporary folder removed when the process exits)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    device = torch.device(device or "cpu")
+    budget = {"cpu": max_memory} if device.type == "cpu" else {device.index or 0: max_memory, "cpu": max_memory}
+    if offload_folder is None:
+        offload_folder = tempfile.mkdtemp(prefix="prunekit-offload-")
+        atexit.register(shutil.rmtree, offload_folder, ignore_errors=True)
+    return {"device_map": "auto", "max_memory": budget, "offload_folder": offload_folder}
 
 
 HEAD_KINDS = ("ForSequenceClassification", "ForCausalLM")
@@ -240,6 +264,8 @@ def load_weights(
 def check_finite_weights(model: torch.nn.Module, where: str) -> None:
     """Refuse a model with NaN or infinite weights: every output it computes would be meaningless."""
     for name, tensor in model.named_parameters():
+        if tensor.device.type == "meta":  # offloaded to disk: not read here
+            continue
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             count = int((~torch.isfinite(tensor)).sum())
             raise ModelError(f"{where}: weight {name} has {count:,} non-finite value(s) (nan or inf)")
@@ -254,12 +280,25 @@ def task_label_names(config: PretrainedConfig) -> list[str] | None:
     return names
 
 
-def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(total, non-zero) parameter counts; tied weights are counted once."""
+def count_parameters(model: torch.nn.Module, folder: str | os.PathLike | None = None) -> tuple[int, int]:
+    """(total, non-zero) parameter counts; tied weights are counted once. Weights offloaded to disk (on
+    "meta" in the model) are counted from the checkpoint in ``folder``, one tensor at a time."""
     total = nonzero = 0
-    for param in {id(p): p for p in model.parameters()}.values():
+    offloaded = []
+    for name, param in {id(p): (n, p) for n, p in model.named_parameters()}.values():
         total += param.numel()
-        nonzero += int(torch.count_nonzero(param).item())
+        if param.device.type == "meta":
+            offloaded.append(name)
+        else:
+            nonzero += int(torch.count_nonzero(param).item())
+    if offloaded:
+        from prunekit.shards import CheckpointReader
+
+        if folder is None:
+            raise ModelError("counting the weights of an offloaded model needs its folder")
+        reader = CheckpointReader(folder)
+        for name in offloaded:
+            nonzero += int(torch.count_nonzero(reader.read([name])[name]).item())
     return total, nonzero
 
 

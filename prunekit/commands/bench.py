@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from prunekit.commands.common import preflight, print_result, write_optional_json
+from prunekit.devices import model_device, placement_record
 from prunekit.errors import ConfigError
 from prunekit.evaluation.bench import REPEATS, SHAPE
 from prunekit.options import add_config_arguments, config_from_args, positive_int
@@ -39,8 +40,9 @@ def run(args: argparse.Namespace) -> dict:
     label = "--prompt-len + --new-tokens" if args.generate else None
     folders = preflight(args, {"--model": args.model, "--vs": args.vs}, length_flag="--seq-len", length_label=label)
     names = [args.model] + ([args.vs] if args.vs else [])
-    runtime = config_from_args(TimingConfig, args).runtime
-    where = dict(dtype=runtime.torch_dtype(), device=runtime.torch_device())
+    timing = config_from_args(TimingConfig, args)
+    runtime = timing.runtime
+    where = dict(dtype=runtime.torch_dtype(), device=runtime.torch_device(), **timing.offload.load_options())
     models = [load_model(name, flag=flag, **where)[0] for name, flag in zip(names, ("--model", "--vs"))]
     if args.generate:
         return run_generation(args, models, folders, runtime.record())
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> dict:
 
     summary = make_summary("bench", args.model, task_of(folders["--model"]), **describe(0), ratio_vs=None,
                            **runtime.record())  # fmt: skip
+    summary.update(placement_record(models[0]))
     _note_sparse_kernels(summary, folders["--model"], where["device"])
     if args.vs:
         # ratio_vs: how many times faster --model is than --vs (> 1 means faster).
@@ -89,8 +92,8 @@ def run_generation(args: argparse.Namespace, models: list, folders: dict[str, st
         summary["ratio_vs"] = round(stats[0].decode_tokens_per_s / stats[1].decode_tokens_per_s, 4)
         summary["ratio_vs_prefill"] = round(stats[1].prefill_ms / stats[0].prefill_ms, 4)
         summary["vs"] = {"model": args.vs, "model_path": folders["--vs"], **describe(1)}
-    summary["peak_rss_mb"] = peak_rss_mb()
-    _note_sparse_kernels(summary, folders["--model"], models[0].device)
+    summary.update(placement_record(models[0]), peak_rss_mb=peak_rss_mb())
+    _note_sparse_kernels(summary, folders["--model"], model_device(models[0]))
     write_optional_json(args.json, summary)
     print_result(summary)
     return summary

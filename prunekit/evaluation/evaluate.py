@@ -8,6 +8,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prunekit.data import EncodedSplit, Split, TaskSpec, compute_metrics, make_collator
+from prunekit.devices import model_device
 from prunekit.errors import ModelError
 
 
@@ -25,7 +26,7 @@ def predict_logits(
     """Logits for every example of ``split``, shape ``(N, num_labels)``."""
     dataset = EncodedSplit(split, tokenizer, max_length, regression)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=make_collator(tokenizer))
-    device = next(model.parameters()).device
+    device = model_device(model)
     was_training = model.training
     model.eval()
     outputs = []

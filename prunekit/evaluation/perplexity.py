@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from prunekit.data.text import TextSplit, token_stream
+from prunekit.devices import model_device
 from prunekit.errors import ConfigError
 from prunekit.evaluation.evaluate import check_finite_outputs
 from prunekit.lm_loss import IGNORE, causal_lm_loss, head_returns_hidden, plain_head
@@ -72,7 +73,7 @@ def perplexity(
     if max_length < 2:
         raise ConfigError(f"--max-length {max_length}: perplexity windows need at least 2 tokens")
     spans = windows(len(ids), max_length, stride)
-    device = next(model.parameters()).device
+    device = model_device(model)
     was_training = model.training
     model.eval()
     nll, count = 0.0, 0

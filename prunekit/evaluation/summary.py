@@ -15,7 +15,7 @@ SCHEMA_VERSION = 1
 
 def model_size(model: torch.nn.Module, folder: str | os.PathLike | None) -> dict[str, int | None]:
     """``params_total``, ``params_nonzero`` and ``size_bytes`` (weights on disk; None if unsaved)."""
-    total, nonzero = count_parameters(model)
+    total, nonzero = count_parameters(model, folder)
     size = weights_size_bytes(folder) if folder is not None and os.path.isdir(folder) else None
     return {"params_total": total, "params_nonzero": nonzero, "size_bytes": size}
 

@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from prunekit.devices import DTYPES, model_device
+from prunekit.devices import DTYPES, model_device, placement_record
 from prunekit.errors import ConfigError, did_you_mean
 from prunekit.evaluation import evaluation_fields, make_summary, model_size
+from prunekit.memory import peak_rss_mb
 from prunekit.pruning.masks import MaskSet
 
 Batch = dict[str, torch.Tensor]
@@ -242,7 +243,8 @@ def finish(
         if result.masks is not None:
             fields.update(result.masks.report())
         if context.runtime is not None:
-            fields.update(context.runtime.record(model_device(result.model)))
+            fields.update(context.runtime.record(model_device(result.model)), **placement_record(result.model))
+        fields.setdefault("peak_rss_mb", peak_rss_mb())  # a stage that measured its own phase keeps it
         return make_summary(**header, **fields)
 
     if context.runtime is not None and context.runtime.save_dtype and result.save_format not in (None, "written"):

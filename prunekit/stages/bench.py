@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prunekit.devices import DeviceConfig
+from prunekit.devices import DeviceConfig, OffloadConfig
 from prunekit.errors import ConfigError
 from prunekit.evaluation.bench import REPEATS, SHAPE, THREADS, WARMUP
 from prunekit.options import count, option, positive_int, section
@@ -25,6 +25,7 @@ class TimingConfig:
     warmup: int = option(WARMUP, "untimed passes first", parse=count)
     repeats: int | None = option(None, f"timed runs per model (default {REPEATS}; generation: 10)", parse=positive_int)
     runtime: DeviceConfig = section(DeviceConfig)
+    offload: OffloadConfig = section(OffloadConfig)
 
 
 def parent_name(model_stages: list[tuple[str, str | None]]) -> str | None:
@@ -60,8 +61,8 @@ def run_bench(context: StageContext, config: TimingConfig) -> StageResult:
     parent = parent_name([(name, role) for name, (_, role) in run_models.items()])
     control = next((name for name, (_, role) in run_models.items() if role == "control"), None)
     runtime = config.runtime
-    models = [load_model(folder, dtype=runtime.torch_dtype(), device=runtime.torch_device())[0]
-              for folder, _ in run_models.values()]  # fmt: skip
+    models = [load_model(folder, dtype=runtime.torch_dtype(), device=runtime.torch_device(),
+                         **config.offload.load_options())[0] for folder, _ in run_models.values()]  # fmt: skip
     inputs = [make_inputs(model, batch, config.seq_len) for model in models]
     flops = [count_flops(model, batch_inputs) for model, batch_inputs in zip(models, inputs)]
     stats = measure_latency(models, inputs, threads=config.threads, warmup=config.warmup,

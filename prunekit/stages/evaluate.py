@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from prunekit.devices import DeviceConfig
+from prunekit.devices import DeviceConfig, OffloadConfig
 from prunekit.errors import ConfigError
 from prunekit.options import option, positive_int, section
 from prunekit.stages.base import StageContext, StageInputs, StageResult, register_stage
@@ -13,13 +13,14 @@ from prunekit.stages.inputs import DataConfig
 
 @dataclass
 class EvaluateConfig:
-    """``evaluate``: the data and the evaluation batch size."""
+    """``evaluate``: the data, the evaluation batch size, and big-model loading for a model that does not fit."""
 
     batch_size: int | None = option(
         None, "examples per batch (default 64; text corpus: windows, default 4)", parse=positive_int
     )
     data: DataConfig = section(DataConfig)
     runtime: DeviceConfig = section(DeviceConfig)
+    offload: OffloadConfig = section(OffloadConfig)
 
 
 def load_evaluate(config: EvaluateConfig, inputs: StageInputs) -> StageContext:

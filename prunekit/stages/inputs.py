@@ -231,6 +231,8 @@ def load_saved(config: Any, inputs: StageInputs, trained_head: bool = False) -> 
                              **data_config.task_options())  # fmt: skip
     runtime = getattr(config, "runtime", None)  # without one (export): the CPU, float32
     where = dict(dtype=runtime.torch_dtype(), device=runtime.torch_device()) if runtime is not None else {}
+    offload = getattr(config, "offload", None)  # evaluate, bench: big-model loading
+    where.update(offload.load_options() if offload is not None else {})
     model, tokenizer = load_model(inputs.model, data.task if data is not None and data.task.causal_lm else None,
                                   trained_head=trained_head, **where)  # fmt: skip
     return StageContext(model, tokenizer, data, masks=MaskSet.load(folder, model), model_name=inputs.model,
