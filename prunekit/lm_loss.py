@@ -17,6 +17,36 @@ IGNORE = -100  # label of a position without a next token (the Hugging Face conv
 CHUNK_TOKENS = 512
 
 
+class _HeadGradients:
+    """The gradients of a summed loss over (hidden, weight, bias) of an output head, filled chunk by chunk
+    in a Function's forward pass and handed back, scaled, by its backward pass."""
+
+    def __init__(self, ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
+        self.weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        self.bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
+
+    def add(self, start: int, grad: torch.Tensor, h: torch.Tensor, weight: torch.Tensor) -> None:
+        """Add one chunk's gradient ``grad`` (d loss / d logits) for its hidden states ``h`` at row ``start``."""
+        if self.hidden is not None:
+            self.hidden[start : start + len(h)] = (grad.to(weight.dtype) @ weight).to(self.hidden.dtype)
+        if self.weight is not None:
+            self.weight += (grad.T @ h.float()).to(self.weight.dtype)
+        if self.bias is not None:
+            self.bias += grad.sum(0).to(self.bias.dtype)
+
+    def save(self, ctx, other_inputs: int) -> None:
+        grads = (self.hidden, self.weight, self.bias)
+        ctx.save_for_backward(*(g for g in grads if g is not None))
+        ctx.present, ctx.other_inputs = tuple(g is not None for g in grads), other_inputs
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        saved = iter(ctx.saved_tensors)
+        grads = [next(saved) * grad_total if present else None for present in ctx.present]
+        return *grads, *[None] * ctx.other_inputs
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """sum over tokens of cross_entropy(hidden @ weightᵀ + bias, labels); the backward pass returns the
     gradients computed in the forward pass, chunk by chunk."""
@@ -24,9 +54,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, chunk):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
-        grad_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
+        grads = _HeadGradients(ctx, hidden, weight, bias)
         for start in range(0, hidden.shape[0], chunk):
             h, target = hidden[start : start + chunk], labels[start : start + chunk]
             kept = target != IGNORE
@@ -37,21 +65,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad = torch.softmax(logits, dim=-1)  # d loss / d logits = softmax - one-hot, on kept tokens only
             grad[kept, target[kept]] -= 1
             grad[~kept] = 0
-            if grad_hidden is not None:
-                grad_hidden[start : start + chunk] = (grad.to(weight.dtype) @ weight).to(hidden.dtype)
-            if grad_weight is not None:
-                grad_weight += (grad.T @ h.float()).to(weight.dtype)
-            if grad_bias is not None:
-                grad_bias += grad.sum(0).to(bias.dtype)
-        ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight, grad_bias) if g is not None))
-        ctx.present = (grad_hidden is not None, grad_weight is not None, grad_bias is not None)
+            grads.add(start, grad, h, weight)
+        grads.save(ctx, other_inputs=2)
         return total
 
-    @staticmethod
-    def backward(ctx, grad_total):
-        saved = iter(ctx.saved_tensors)
-        grads = [next(saved) * grad_total if present else None for present in ctx.present]
-        return *grads, None, None
+    backward = _HeadGradients.backward
 
 
 def causal_lm_loss(
@@ -78,35 +96,22 @@ class _LinearDistillation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, teacher_hidden, teacher_weight, teacher_bias, temperature, chunk):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
-        grad_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
+        grads = _HeadGradients(ctx, hidden, weight, bias)
         for start in range(0, hidden.shape[0], chunk):
             h = hidden[start : start + chunk]
             log_q = F.log_softmax(F.linear(h, weight, bias).float() / temperature, dim=-1)
-            with torch.no_grad():
-                teacher = F.linear(teacher_hidden[start : start + chunk], teacher_weight, teacher_bias)
-                log_p = F.log_softmax(teacher.float() / temperature, dim=-1)
-                del teacher
+            teacher = F.linear(teacher_hidden[start : start + chunk], teacher_weight, teacher_bias)
+            log_p = F.log_softmax(teacher.float() / temperature, dim=-1)
+            del teacher
             p = log_p.exp()
             total += (p * (log_p - log_q)).sum() * temperature**2
             grad = (log_q.exp_() - p).mul_(temperature)  # in place: the chunk's log_q is not needed again
             del log_p, log_q, p
-            if grad_hidden is not None:
-                grad_hidden[start : start + chunk] = (grad.to(weight.dtype) @ weight).to(hidden.dtype)
-            if grad_weight is not None:
-                grad_weight += (grad.T @ h.float()).to(weight.dtype)
-            if grad_bias is not None:
-                grad_bias += grad.sum(0).to(bias.dtype)
-        ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight, grad_bias) if g is not None))
-        ctx.present = (grad_hidden is not None, grad_weight is not None, grad_bias is not None)
+            grads.add(start, grad, h, weight)
+        grads.save(ctx, other_inputs=5)
         return total
 
-    @staticmethod
-    def backward(ctx, grad_total):
-        saved = iter(ctx.saved_tensors)
-        grads = [next(saved) * grad_total if present else None for present in ctx.present]
-        return *grads, None, None, None, None, None
+    backward = _HeadGradients.backward
 
 
 def causal_lm_kd_loss(
