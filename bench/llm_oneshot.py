@@ -87,8 +87,9 @@ def main() -> None:
     print(table(results))
 
 
-def run_peer(work: Path, model_path: str, windows: int, data: list[str]) -> list[dict]:
-    """llmcompressor's one-shot pruning on prunekit's calibration token ids, evaluated by prunekit."""
+def run_peer(work: Path, model_path: str, windows: int, data: list[str], arms: dict = PEER_ARMS) -> list[dict]:
+    """llmcompressor's one-shot pruning (``arms``: row name -> method) on prunekit's calibration token ids,
+    evaluated by prunekit."""
     import torch
 
     from prunekit.data.text import calibration_blocks, load_text_corpus
@@ -100,7 +101,7 @@ def run_peer(work: Path, model_path: str, windows: int, data: list[str]) -> list
     blocks = calibration_blocks(load_tokenizer(model_path), corpus.train, windows, 512, seed=0)
     torch.save(torch.cat([b["input_ids"] for b in blocks]), work / "calibration.pt")
     rows = []
-    for arm, method in PEER_ARMS.items():
+    for arm, method in arms.items():
         out = work / f"peer-{method}50"
         if not (out / "peer.json").is_file():
             subprocess.run([str(PEER_PYTHON), str(HERE / "llmcompressor_peer.py"), "--model", model_path,

@@ -62,7 +62,16 @@ CONFIGS = [
     (
         MagnitudeConfig,
         "finetune",
-        ("importance", "block_size", "dampening", "within_layer", "layer_sparsity", "owl_threshold", "owl_spread"),
+        (
+            "importance",
+            "block_size",
+            "dampening",
+            "within_layer",
+            "fit_to",
+            "layer_sparsity",
+            "owl_threshold",
+            "owl_spread",
+        ),
     ),  # one-shot only
     (CubicSchedule, "finetune", ()),
     (AdaptiveConfig, "adaptive", ("scope",)),  # --scope is MagnitudeConfig's: layer means uniform

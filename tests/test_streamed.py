@@ -41,6 +41,7 @@ def shard_bytes(folder: Path) -> dict[str, bytes]:
     [
         "--importance sparsegpt",
         "--importance sparsegpt --pattern 2:4",
+        "--importance sparsegpt --fit-to pruned",
         "--importance wanda",
         "--importance wanda --scope layer --layer-sparsity owl --sparsity 0.6",
         "--scope layer --sparsity 0.7",  # magnitude: no data read
@@ -89,15 +90,15 @@ KILLER = textwrap.dedent(
     import prunekit.methods.streamed as streamed
     from prunekit.cli import main
 
-    real, calls = streamed.prune_layer, []
+    real, calls = streamed.prune_and_advance, []
 
-    def prune_layer(*args, **kwargs):
+    def prune_and_advance(*args, **kwargs):
         calls.append(1)
         if len(calls) == int(os.environ["KILL_AT_LAYER"]):
             os.kill(os.getpid(), signal.SIGKILL)  # mid-run: nothing of this layer is finished
         return real(*args, **kwargs)
 
-    streamed.prune_layer = prune_layer
+    streamed.prune_and_advance = prune_and_advance
     sys.exit(main(sys.argv[1:]))
     """
 )

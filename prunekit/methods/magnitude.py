@@ -32,6 +32,7 @@ SCOPES = ("global", "layer", "row", "uniform")  # uniform: layer's other name (e
 DEFAULT_SCOPE = {"magnitude": "global", "wanda": "row", "sparsegpt": "layer"}
 IMPORTANCE = ("magnitude", "wanda", "sparsegpt")
 LAYER_SPARSITY = ("uniform", "owl")
+FIT_TO = ("pruned", "dense")
 
 
 @dataclass
@@ -68,6 +69,15 @@ class MagnitudeConfig:
         "already pruned, produce (sequential: SparseGPT's true-sequential; one more pass per group); default: "
         "sequential for sparsegpt, together for wanda (where it changed little at twice the time)",
         choices=("together", "sequential"),
+    )
+    fit_to: str = option(
+        "dense",
+        "sparsegpt: what each matrix's kept weights are refit to reproduce: the dense model's own outputs, so "
+        "each matrix also corrects the error the pruned layers before it left (dense: GPTAQ's asymmetric "
+        "calibration; a dense copy of the layer and of the calibration activations is kept, and each group "
+        "takes one more pass), or its dense weights' outputs on the inputs the pruned layers before it produce "
+        "(pruned: SparseGPT as published, the default before 2026-12-08)",
+        choices=FIT_TO,
     )
     layer_sparsity: str = option(
         "uniform",
@@ -114,7 +124,8 @@ class MagnitudeConfig:
     def ineffective(self) -> dict[str, str]:
         ignored = {} if self.pattern is None else unused(("sparsity", "scope"), "with --pattern (N:M sets both)")
         if self.importance != "sparsegpt":
-            ignored.update(unused(("block_size", "dampening"), f"with --importance {self.importance} (only sparsegpt)"))
+            ignored.update(unused(("block_size", "dampening", "fit_to"),
+                                  f"with --importance {self.importance} (only sparsegpt)"))  # fmt: skip
         if not self.layer_by_layer:
             ignored["within_layer"] = "unless pruning layer by layer (sparsegpt, wanda per row or layer)"
         if not self.owl:
@@ -212,7 +223,7 @@ def prune_magnitude(
                                   scope=config.scope, pattern=config.pattern, block_size=config.block_size,
                                   dampening=config.dampening, current=current,
                                   owl=(config.owl_threshold, config.owl_spread) if config.owl else None,
-                                  sequential=config.within_layer == "sequential")  # fmt: skip
+                                  sequential=config.within_layer == "sequential", fit_to=config.fit_to)  # fmt: skip
     masks = compute_masks(model, config, calibration, current)
     masks.apply(model)
     return masks

@@ -8,6 +8,7 @@ what the already-pruned layers before it produce, and only one layer's statistic
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
@@ -67,22 +68,49 @@ def first_layer_inputs(
     return captured
 
 
-def _gather(layer: nn.Module, inputs: Inputs, last: nn.Module) -> None:
+def _gather(layer: nn.Module, inputs: Inputs, last: nn.Module, reference: Reference | None = None) -> None:
     """Run ``layer`` over every captured input only as far as ``last`` (statistics' hooks see what they
-    need; the rest of the layer is not computed)."""
+    need; the rest of the layer is not computed). With a ``reference``, its dense layer first runs as far
+    on the matching dense input, before each call."""
 
     def stop(_module, _inputs, _output):
         raise StopForward
 
-    handle = last.register_forward_hook(stop)
+    calls = [(layer, inputs, last)]
+    if reference is not None:
+        calls.insert(0, (reference.layer, reference.inputs, reference.linear(layer, last)))
+    handles = [end.register_forward_hook(stop) for _, _, end in calls]
     try:
-        for args, kwargs in inputs:
-            try:
-                layer(*args, **kwargs)
-            except StopForward:
-                pass
+        for index in range(len(inputs)):
+            for module, arguments, _ in calls:
+                args, kwargs = arguments[index]
+                try:
+                    module(*args, **kwargs)
+                except StopForward:
+                    pass
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
+
+
+@dataclass
+class Reference:
+    """The dense side of an asymmetric fit (``LayerPruning.fit_to == "dense"``): an unpruned copy of the
+    layer being pruned and the dense model's inputs to it."""
+
+    layer: nn.Module | None
+    inputs: Inputs
+
+    def release(self) -> None:
+        """Advance the dense inputs past the dense layer and drop the copy (once its last statistics are
+        gathered: it is not held through the last group's pruning)."""
+        advance(self.layer, self.inputs)
+        self.layer = None
+
+    def linear(self, pruned_layer: nn.Module, linear: nn.Module) -> nn.Module:
+        """The copy's module that corresponds to ``linear`` of ``pruned_layer``."""
+        name = next(n for n, m in pruned_layer.named_modules() if m is linear)
+        return self.layer.get_submodule(name)
 
 
 def advance(layer: nn.Module, inputs: Inputs) -> None:
@@ -101,28 +129,54 @@ def advance(layer: nn.Module, inputs: Inputs) -> None:
 class _InputStatistics:
     """Per Linear: the sum of x xᵀ over calibration tokens (SparseGPT's Hessian, ``full``) or of x²
     per input channel (Wanda's squared norms). Linears that read the very same input tensor (Llama's
-    q/k/v, gate/up) share one sum: ``shared`` maps each to the Linear that accumulates for it."""
+    q/k/v, gate/up) share one sum: ``shared`` maps each to the Linear that accumulates for it.
 
-    def __init__(self, linears: dict[str, nn.Linear], full: bool, shared: dict[str, str]):
+    ``reference``: the same Linears in the dense copy of the layer, run on the dense model's inputs just
+    before each pruned-side call: the sum of (x_dense − x) xᵀ, the drift of the inputs, is kept beside
+    x xᵀ (``take`` returns both). Summed directly, not as x_dense xᵀ − x xᵀ: no cancellation, so float32
+    does (half the memory of the widest n x n)."""
+
+    def __init__(
+        self,
+        linears: dict[str, nn.Linear],
+        full: bool,
+        shared: dict[str, str],
+        reference: dict[str, nn.Linear] | None = None,
+    ):
         owners = {name: linear for name, linear in linears.items() if name not in shared}
         shape = (lambda n: (n, n)) if full else (lambda n: (n,))
         self.sums = {  # on the layer's device: a GPU accumulates its own activations
             name: torch.zeros(shape(linear.in_features), dtype=torch.float64, device=linear.weight.device)
             for name, linear in owners.items()
         }
+        self.drifts = {name: torch.zeros_like(total, dtype=torch.float32) for name, total in self.sums.items()}
+        if not reference:
+            self.drifts = {}
+        self.dense: dict[str, torch.Tensor] = {}  # the dense side's input of the current call, per owner
         self.tokens = dict.fromkeys(owners, 0)
         self.users = {owner: 1 + sum(1 for of in shared.values() if of == owner) for owner in owners}
         self.full, self.shared = full, shared
         self.handles = [linear.register_forward_hook(self._hook(name)) for name, linear in owners.items()]
+        for name in self.drifts:
+            self.handles.append(reference[name].register_forward_hook(self._keep_dense(name)))
+
+    def _keep_dense(self, name: str):
+        def keep(_module, inputs, _output):
+            self.dense[name] = _rows(inputs[0])
+
+        return keep
 
     def _hook(self, name: str):
         def accumulate(_module, inputs, _output):
-            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()  # float32 product, float64 sum
+            x = _rows(inputs[0])
             total = self.sums[name]
             if not self.full:
                 total.add_((x * x).sum(0))
+            drift = self.dense.pop(name) - x if self.drifts else None  # not in place: it may be a layer input
             for start in range(0, total.shape[0] if self.full else 0, HESSIAN_ROWS):  # no n x n temporary
                 total[start : start + HESSIAN_ROWS].add_(x[:, start : start + HESSIAN_ROWS].T @ x)
+                if drift is not None:
+                    self.drifts[name][start : start + HESSIAN_ROWS].add_(drift[:, start : start + HESSIAN_ROWS].T @ x)
             self.tokens[name] += x.shape[0]
 
         return accumulate
@@ -132,18 +186,28 @@ class _InputStatistics:
         owner = self.shared.get(name, name)
         return self.sums[owner] / max(self.tokens[owner], 1)
 
-    def take(self, name: str) -> torch.Tensor:
-        """``of(name)``, dropping the sum once every Linear that shares it has taken it (a Hessian is n x n
-        float64: the widest one must not be held twice)."""
-        mean, owner = self.of(name), self.shared.get(name, name)
+    def take(self, name: str) -> list[torch.Tensor | None]:
+        """``[of(name), the mean of (x_dense − x) xᵀ or None]``. The last Linear that shares the sums gets them
+        divided in place and dropped from here: a Hessian is n x n float64, and the widest one must not
+        be held twice."""
+        owner = self.shared.get(name, name)
         self.users[owner] -= 1
-        if not self.users[owner]:
-            del self.sums[owner]
-        return mean
+        tokens, last = max(self.tokens[owner], 1), not self.users[owner]
+        if not last:
+            return [None if total is None else total / tokens for total in (self.sums[owner], self.drifts.get(owner))]
+        return [
+            None if total is None else total.div_(tokens)
+            for total in (self.sums.pop(owner), self.drifts.pop(owner, None))
+        ]
 
     def close(self) -> None:
         for handle in self.handles:
             handle.remove()
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """A Linear's input as (tokens, features) in float32 (float32 products, float64 sums)."""
+    return x.detach().reshape(-1, x.shape[-1]).float()
 
 
 @torch.no_grad()
@@ -199,10 +263,16 @@ class LayerPruning:
     block_size: int = 128
     dampening: float = 0.01
     sequential: bool = False
+    fit_to: str = "dense"
 
     @property
     def calibrated(self) -> bool:
         return self.importance != "magnitude"
+
+    @property
+    def asymmetric(self) -> bool:
+        """Each matrix refit to the dense model's outputs (needs the dense side's activations too)."""
+        return self.importance == "sparsegpt" and self.fit_to == "dense"
 
 
 @torch.no_grad()
@@ -213,10 +283,12 @@ def prune_layer(
     sparsity: float,
     how: LayerPruning,
     current: Callable[[str], torch.Tensor | None] = lambda name: None,
+    reference: Reference | None = None,
 ) -> dict[str, torch.Tensor]:
     """Prune ``group`` (``{weight name: Linear}``, the targets inside ``layer``) in place; returns its
     masks (each merged with ``current(name)``, the mask it had). A calibrated method gathers its input
-    statistics by running ``layer`` over ``inputs``; ``layer`` is not advanced here."""
+    statistics by running ``layer`` over ``inputs``; ``layer`` is not advanced here. SparseGPT with a
+    ``reference`` fits each matrix to the dense layer's outputs on the dense inputs."""
     masks: dict[str, torch.Tensor] = {}
     if not group:
         return masks
@@ -227,25 +299,53 @@ def prune_layer(
         return masks
     linears = {name.removesuffix(".weight"): module for name, module in group.items()}
     in_order = _input_groups(layer, linears, *inputs[0])
-    for part in in_order if how.sequential else [[name for names in in_order for name in names]]:
+    parts = in_order if how.sequential else [[name for names in in_order for name in names]]
+    for part in parts:
+        dense = None if reference is None else {name: reference.linear(layer, linears[name]) for name in part}
         statistics = _InputStatistics({name: linears[name] for name in part}, how.importance == "sparsegpt",
-                                      _shared([names for names in in_order if names[0] in part]))  # fmt: skip
+                                      _shared([names for names in in_order if names[0] in part]), dense)  # fmt: skip
         try:
-            _gather(layer, inputs, last=linears[part[-1]])
+            _gather(layer, inputs, linears[part[-1]], reference)
         finally:
             statistics.close()
+        if reference is not None and part is parts[-1]:
+            reference.release()
         for name in part:
             module, key = linears[name], f"{name}.weight"
             old = current(key)
-            if how.importance == "sparsegpt":  # the Hessian is handed over: SparseGPT frees it once factored
-                masks[key] = sparsegpt_prune(module.weight, statistics.take(name), sparsity=sparsity, pattern=how.nm,
+            if how.importance == "sparsegpt":
+                taken = statistics.take(name)  # popped into the call: SparseGPT frees each once used
+                masks[key] = sparsegpt_prune(module.weight, taken.pop(0), sparsity=sparsity, pattern=how.nm,
                                              block_size=how.block_size, dampening=how.dampening, keep=old,
-                                             overwrite_hessian=True)  # fmt: skip
+                                             overwrite_hessian=True, input_drift=taken.pop())  # fmt: skip
             else:  # Wanda's norms: the scale of a mean does not change any ranking
-                norms = statistics.take(name).sqrt().float()
+                norms = statistics.take(name)[0].sqrt().float()
                 scores = wanda_scores({key: module.weight}, {key: norms})[key]()
                 masks[key] = _selected(key, scores, sparsity, how, old)
                 module.weight.mul_(masks[key])
+    return masks
+
+
+@torch.no_grad()
+def prune_and_advance(
+    layer: nn.Module,
+    group: dict[str, nn.Linear],
+    inputs: Inputs | None,
+    dense_inputs: Inputs | None,
+    sparsity: float,
+    how: LayerPruning,
+    current: Callable[[str], torch.Tensor | None] = lambda name: None,
+    advance_inputs: bool = True,
+) -> dict[str, torch.Tensor]:
+    """``prune_layer``, then (``advance_inputs``) run the pruned layer over ``inputs`` and, for an
+    asymmetric fit, the dense layer over ``dense_inputs`` (in place: the next layer's inputs; the dense
+    copy advances them inside ``prune_layer``, as soon as it is done with it)."""
+    reference = Reference(copy.deepcopy(layer), dense_inputs) if how.asymmetric and group else None
+    masks = prune_layer(layer, group, inputs, sparsity, how, current, reference)
+    if advance_inputs and how.calibrated:
+        advance(layer, inputs)
+        if how.asymmetric and reference is None:  # no targets here: the layer is still the dense one
+            advance(layer, dense_inputs)
     return masks
 
 
@@ -263,6 +363,7 @@ def prune_sequentially(
     dampening: float = 0.01,
     owl: tuple[float, float] | None = None,
     sequential: bool = False,
+    fit_to: str = "dense",
     current: MaskSet | None = None,
 ) -> MaskSet:
     """Prune ``targets`` of ``model`` in place, layer by layer; returns the masks (merged with ``current``).
@@ -273,15 +374,20 @@ def prune_sequentially(
     to ``sparsity`` (``prunekit.pruning.owl``); without it every layer gets ``sparsity``. ``sequential``:
     inside each layer too, each group of projections that read one input (q/k/v, o, gate/up, down) is
     scored on what the groups before it, already pruned, produce (SparseGPT's "true sequential"); else
-    all of a layer's projections are scored from one pass over its input.
+    all of a layer's projections are scored from one pass over its input. ``fit_to`` (SparseGPT):
+    ``pruned`` refits each matrix to reproduce its dense weights' outputs on the pruned model's inputs;
+    ``dense`` to reproduce the dense model's outputs, so the error of the layers before is corrected
+    too (GPTAQ's asymmetric calibration, Li et al. 2025; a dense copy of each layer and of the
+    activations is kept alongside).
     """
     how = LayerPruning(importance, scope, parse_nm(pattern) if pattern is not None else None, block_size, dampening,
-                       sequential)  # fmt: skip
+                       sequential, fit_to)  # fmt: skip
     was_training = model.training
     model.eval()
     layers = get_adapter(model).layer_list()
     groups = layer_targets(model, targets)
     inputs = first_layer_inputs(model, layers[0], batches)
+    dense_inputs = list(inputs) if how.asymmetric else None  # entries are replaced, never the tensors changed
     sparsities = [sparsity] * len(layers)
     if owl is not None:
         sparsities = owl_layer_sparsities(layers, groups, inputs, sparsity, *owl)
@@ -289,8 +395,7 @@ def prune_sequentially(
     masks: dict[str, torch.Tensor] = {}
     progress = tqdm(list(zip(layers, groups, sparsities)), desc=f"{importance} layer by layer", leave=False)
     for layer, group, layer_sparsity in progress:
-        masks.update(prune_layer(layer, group, inputs, layer_sparsity, how, old))
-        advance(layer, inputs)
+        masks.update(prune_and_advance(layer, group, inputs, dense_inputs, layer_sparsity, how, old))
     model.train(was_training)
     new = MaskSet(masks)
     return current.merged_with(new) if current is not None else new

@@ -4,7 +4,7 @@ The model is built empty (``accelerate.init_empty_weights``: parameters on the m
 real). The calibration batches run through the modules before the first layer, which get their weights
 from the input's safetensors when first called and lose them again once the first layer's inputs are
 captured. Then each layer in turn is read in ``dtype`` on ``device``, pruned by the very code of the
-resident pass (``methods.sequential.prune_layer``), run over the calibration inputs to make the next
+resident pass (``methods.sequential.prune_and_advance``), run over the calibration inputs to make the next
 layer's, written to its own output shard in its stored dtype (or ``save_dtype``), and freed. Peak memory
 is one layer, its statistics and the calibration activations (the embeddings while capturing), whatever
 the depth.
@@ -37,11 +37,10 @@ from prunekit.methods.magnitude import MagnitudeConfig, resolve_targets
 from prunekit.methods.sequential import (
     Inputs,
     LayerPruning,
-    advance,
     first_layer_inputs,
     layer_targets,
     owl_layer_sparsities,
-    prune_layer,
+    prune_and_advance,
 )
 from prunekit.pruning.masks import pack_bits, read_masks, save_mask_bits
 from prunekit.pruning.select import parse_nm
@@ -60,6 +59,7 @@ class StreamState:
 
     next_layer: int = 0
     inputs: Inputs | None = None
+    dense_inputs: Inputs | None = None  # the dense model's, for an asymmetric fit
     sparsities: list[float] = field(default_factory=list)
     bits: dict[str, torch.Tensor] = field(default_factory=dict)
     shapes: dict[str, list[int]] = field(default_factory=dict)
@@ -191,7 +191,8 @@ def prune_streamed(
     layers, prefixes = adapter.layer_list(), adapter.layer_prefixes()
     groups = layer_targets(model, resolve_targets(model, config.targets, config.exclude))
     how = LayerPruning(config.importance, config.scope, parse_nm(config.pattern) if config.pattern else None,
-                       config.block_size, config.dampening, config.within_layer == "sequential")  # fmt: skip
+                       config.block_size, config.dampening, config.within_layer == "sequential",
+                       config.fit_to)  # fmt: skip
     in_layer = [[name for name in reader.names if name.startswith(prefix)] for prefix in prefixes]
     outside = [name for name in reader.names if not any(name.startswith(prefix) for prefix in prefixes)]
     total = len(outside) + len(layers)  # a shard per layer, and one per tensor outside them (embeddings, head)
@@ -225,6 +226,7 @@ def prune_streamed(
                 raise ConfigError(f"--importance {config.importance} needs calibration data: pass --data")
             with _outside_layers(model, loader, prefixes):
                 state.inputs = first_layer_inputs(model, layers[0], batches, device)
+            state.dense_inputs = list(state.inputs) if how.asymmetric else None
             if config.owl:
                 state.sparsities = owl_layer_sparsities(layers, groups, list(state.inputs), config.sparsity,
                                                         config.owl_threshold, config.owl_spread, resident)  # fmt: skip
@@ -240,9 +242,8 @@ def prune_streamed(
         layer, prefix, started = layers[index], prefixes[index], time.perf_counter()
         with resident(index):
             old = read_masks(folder, groups[index].__contains__)
-            masks = prune_layer(layer, groups[index], state.inputs, state.sparsities[index], how, old.get)
-            if how.calibrated and index + 1 < len(layers):
-                advance(layer, state.inputs)
+            masks = prune_and_advance(layer, groups[index], state.inputs, state.dense_inputs, state.sparsities[index],
+                                      how, old.get, advance_inputs=index + 1 < len(layers))  # fmt: skip
             copy(len(outside) + index + 1, in_layer[index], layer, prefix, {**old, **masks})
             del masks, old  # nothing of a layer outlives its turn
         state.next_layer = index + 1

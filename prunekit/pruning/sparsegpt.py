@@ -48,21 +48,32 @@ def sparsegpt_prune(
     dampening: float = 0.01,
     keep: torch.Tensor | None = None,
     overwrite_hessian: bool = False,
+    input_drift: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Prune ``weight`` (out × in) in place; returns its keep-mask.
 
     ``pattern`` (n, m): keep n of every m consecutive input weights of each row (overrides ``sparsity``).
     ``keep``: an existing mask; its pruned weights stay pruned (they count towards the sparsity).
     ``overwrite_hessian``: ``hessian`` may be used as scratch space (saves a copy of the widest matrix).
+    ``input_drift``: E[(x_dense − x) xᵀ], where ``hessian`` is E[x xᵀ] of inputs x that differ from the
+    dense model's x_dense (the layers before were pruned). The weights are first moved to the least-squares
+    fit of the dense outputs, W* = W + W E[(x_dense − x) xᵀ] H⁻¹: as ‖W X_dense − Ŵ X‖² =
+    ‖W X_dense − W* X‖² + ‖(W* − Ŵ) X‖², pruning W* as usual minimises the error against the dense
+    outputs (asymmetric calibration, GPTAQ). Without drift nothing moves.
     """
     if pattern is not None and block_size % pattern[1]:
         raise ConfigError(f"--block-size {block_size}: must be a multiple of the pattern's group size {pattern[1]}")
     if pattern is not None and weight.shape[1] % pattern[1]:
         raise ConfigError(f"--pattern: {weight.shape[1]} input features do not split into groups of {pattern[1]}")
+    w = weight.detach().float().clone()  # updated in float32 whatever the weights' dtype
+    shift = None if input_drift is None else w @ input_drift.to(weight.device, torch.float32)
+    del input_drift
     factor, dead = inverse_hessian_factor(hessian.to(weight.device), dampening, overwrite_hessian)
     del hessian  # freed here unless the caller holds it
+    if shift is not None:  # H⁻¹ = Uᵀ U
+        w += (shift @ factor.T) @ factor
+        del shift
     keep = keep.to(weight.device) if keep is not None else None
-    w = weight.detach().float().clone()  # updated in float32 whatever the weights' dtype
     w[:, dead] = 0.0
     cols = w.shape[1]
     pruned = torch.zeros_like(w, dtype=torch.bool)

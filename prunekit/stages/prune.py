@@ -147,7 +147,7 @@ def _magnitude_fields(pruning: MagnitudeConfig, record: dict, layer_sparsities: 
     if pruning.layer_by_layer:
         fields["within_layer"] = pruning.within_layer
     if pruning.importance == "sparsegpt":
-        fields.update(block_size=pruning.block_size, dampening=pruning.dampening)
+        fields.update(block_size=pruning.block_size, dampening=pruning.dampening, fit_to=pruning.fit_to)
     if pruning.owl:
         fields["owl"] = dict(threshold=pruning.owl_threshold, spread=pruning.owl_spread,
                              layer_sparsities=layer_sparsities)  # fmt: skip
