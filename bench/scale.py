@@ -21,12 +21,11 @@ import statistics
 from pathlib import Path
 
 import torch
-from harness import BROWN, markdown_table, prunekit, work_dir, write_results
+from harness import BROWN, RESULTS, markdown_table, prunekit, work_dir, write_results
 
 SHAPE = dict(hidden_size=2048, intermediate_size=5632, num_attention_heads=32, num_key_value_heads=4,
              vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=True, rms_norm_eps=1e-5)  # fmt: skip
 CALIBRATION = ["--calibration-samples", "16", "--calibration-length", "256"]
-HERE = Path(__file__).resolve().parent
 
 
 def random_llama(layers: int, folder: Path) -> Path:
@@ -112,7 +111,7 @@ def main() -> None:
             f"(the float32 model grows {last['float32_gb'] / first['float32_gb']:.1f}x).\n")  # fmt: skip
     write_results("scale", {"shape": SHAPE, "calibration": CALIBRATION, "rows": rows, "peak_growth_percent": growth},
                   table + note)  # fmt: skip
-    plot(rows, HERE / "results" / "scale.png")
+    plot(rows, RESULTS / "scale.png")  # beside the json and md (PRUNEKIT_BENCH_RESULTS moves all three)
     print(table + note)
 
 

@@ -112,6 +112,10 @@ class Reference:
         name = next(n for n, m in pruned_layer.named_modules() if m is linear)
         return self.layer.get_submodule(name)
 
+    def counterparts(self, pruned_layer: nn.Module, linears: dict[str, nn.Linear]) -> dict[str, nn.Module]:
+        """``linears`` (of ``pruned_layer``) mapped to the copy's modules."""
+        return {name: self.linear(pruned_layer, linear) for name, linear in linears.items()}
+
 
 def advance(layer: nn.Module, inputs: Inputs) -> None:
     """Run ``layer`` over every captured input and replace each input's hidden states by the layer's
@@ -301,9 +305,10 @@ def prune_layer(
     in_order = _input_groups(layer, linears, *inputs[0])
     parts = in_order if how.sequential else [[name for names in in_order for name in names]]
     for part in parts:
-        dense = None if reference is None else {name: reference.linear(layer, linears[name]) for name in part}
-        statistics = _InputStatistics({name: linears[name] for name in part}, how.importance == "sparsegpt",
-                                      _shared([names for names in in_order if names[0] in part]), dense)  # fmt: skip
+        own = {name: linears[name] for name in part}
+        statistics = _InputStatistics(own, how.importance == "sparsegpt",
+                                      _shared([names for names in in_order if names[0] in part]),
+                                      reference and reference.counterparts(layer, own))  # fmt: skip
         try:
             _gather(layer, inputs, linears[part[-1]], reference)
         finally:
