@@ -29,7 +29,7 @@ def main() -> None:
     add_setting_arguments(parser)
     parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
     parser.add_argument("--dampening", nargs="+", default=["0.01"], help="SparseGPT dampening values to run")
-    parser.add_argument("--peer", action="store_true", help="also llmcompressor's SparseGPT 50 % (see llm_oneshot.py)")
+    parser.add_argument("--peer", action="store_true", help="also llmcompressor's SparseGPT 50 %% (see llm_oneshot.py)")
     args = parser.parse_args()
     setting = Setting(args)
     results = setting.record(args)
