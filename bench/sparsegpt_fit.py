@@ -5,8 +5,7 @@ same calibration token ids (`--peer`).
 Same setting as `bench/llm_oneshot.py` and `bench/within_layer.py` (calibration windows of 512 tokens drawn
 from brown/train.txt with seed 0, `--calibration` of them; perplexity on the first 16,384 tokens of
 brown/dev.txt), SparseGPT's defaults otherwise (blocks of 128 columns, 1 % dampening, true-sequential inside
-each layer). The `pruned` rows at 64 windows are the same commands as within_layer.py's `sequential` rows
-(cached when that bench ran first). The #27 target: 50 % at <= 1.75x the dense perplexity and 5 % better
+each layer). The #27 target: 50 % at <= 1.75x the dense perplexity and 5 % better
 than llmcompressor with the same calibration.
 
 Run: python bench/sparsegpt_fit.py [--calibration 64] [--targets 50 % 2:4] [--peer]
@@ -38,7 +37,7 @@ def main() -> None:
         for dampening in args.dampening:
             for fit in FITS:
                 flags = ["--importance", "sparsegpt", *TARGETS[target], "--fit-to", fit]
-                if dampening != "0.01":  # the default: the same command (and cache entry) as the other benches
+                if dampening != "0.01":  # left out at its default: the commands the results record
                     flags += ["--dampening", dampening]
                 row = _row(f"sparsegpt {target} fit to {fit}", setting.prune(*flags))
                 row.update(target=target, fit_to=fit, dampening=float(dampening))

@@ -100,11 +100,13 @@ class Reference:
 
     layer: nn.Module | None
     inputs: Inputs
+    advance_inputs: bool = True  # false for the last layer: no next layer needs its outputs
 
     def release(self) -> None:
-        """Advance the dense inputs past the dense layer and drop the copy (once its last statistics are
-        gathered: it is not held through the last group's pruning)."""
-        advance(self.layer, self.inputs)
+        """Advance the dense inputs past the dense layer (unless not wanted) and drop the copy, once its
+        last statistics are gathered: it is not held through the last group's pruning."""
+        if self.advance_inputs:
+            advance(self.layer, self.inputs)
         self.layer = None
 
     def linear(self, pruned_layer: nn.Module, linear: nn.Module) -> nn.Module:
@@ -153,9 +155,8 @@ class _InputStatistics:
             name: torch.zeros(shape(linear.in_features), dtype=torch.float64, device=linear.weight.device)
             for name, linear in owners.items()
         }
-        self.drifts = {name: torch.zeros_like(total, dtype=torch.float32) for name, total in self.sums.items()}
-        if not reference:
-            self.drifts = {}
+        drift_owners = self.sums if reference else {}  # the published fit and Wanda allocate nothing more
+        self.drifts = {name: torch.zeros_like(total, dtype=torch.float32) for name, total in drift_owners.items()}
         self.dense: dict[str, torch.Tensor] = {}  # the dense side's input of the current call, per owner
         self.tokens = dict.fromkeys(owners, 0)
         self.users = {owner: 1 + sum(1 for of in shared.values() if of == owner) for owner in owners}
@@ -345,7 +346,7 @@ def prune_and_advance(
     """``prune_layer``, then (``advance_inputs``) run the pruned layer over ``inputs`` and, for an
     asymmetric fit, the dense layer over ``dense_inputs`` (in place: the next layer's inputs; the dense
     copy advances them inside ``prune_layer``, as soon as it is done with it)."""
-    reference = Reference(copy.deepcopy(layer), dense_inputs) if how.asymmetric and group else None
+    reference = Reference(copy.deepcopy(layer), dense_inputs, advance_inputs) if how.asymmetric and group else None
     masks = prune_layer(layer, group, inputs, sparsity, how, current, reference)
     if advance_inputs and how.calibrated:
         advance(layer, inputs)

@@ -65,15 +65,15 @@ def sparsegpt_prune(
         raise ConfigError(f"--block-size {block_size}: must be a multiple of the pattern's group size {pattern[1]}")
     if pattern is not None and weight.shape[1] % pattern[1]:
         raise ConfigError(f"--pattern: {weight.shape[1]} input features do not split into groups of {pattern[1]}")
-    w = weight.detach().float().clone()  # updated in float32 whatever the weights' dtype
-    shift = None if input_drift is None else w @ input_drift.to(weight.device, torch.float32)
+    shift = None if input_drift is None else weight.detach().float() @ input_drift.to(weight.device, torch.float32)
     del input_drift
     factor, dead = inverse_hessian_factor(hessian.to(weight.device), dampening, overwrite_hessian)
     del hessian  # freed here unless the caller holds it
+    keep = keep.to(weight.device) if keep is not None else None
+    w = weight.detach().float().clone()  # updated in float32 whatever the weights' dtype
     if shift is not None:  # H⁻¹ = Uᵀ U
         w += (shift @ factor.T) @ factor
         del shift
-    keep = keep.to(weight.device) if keep is not None else None
     w[:, dead] = 0.0
     cols = w.shape[1]
     pruned = torch.zeros_like(w, dtype=torch.bool)
